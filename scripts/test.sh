@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The test command: make sure RabbitMQ and PostgreSQL are running (install them from Debian's
+# packages when missing), then run every test of the workspace against them.
+# Fails loudly when a service cannot be brought up: no integration test is ever skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export WANGBAN_TEST_AMQP_URL="${WANGBAN_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+export WANGBAN_TEST_DATABASE_URL="${WANGBAN_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+wait_port() {
+  for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 1; done
+  echo "error: $2 did not open port $1 within 60 s" >&2; exit 1
+}
+apt_install() {
+  echo "installing $* from Debian's packages" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! port_open 5672; then
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  echo "starting RabbitMQ" >&2
+  as_root rabbitmq-server -detached
+  wait_port 5672 RabbitMQ
+fi
+if ! port_open 5432; then
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  echo "starting PostgreSQL" >&2
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+  wait_port 5432 PostgreSQL
+fi
+
+# A fresh Debian PostgreSQL has peer auth on the socket and md5 on TCP; our URL uses the
+# `postgres` role on 127.0.0.1 with database `test`. Create the database when it is missing.
+if command -v psql >/dev/null && ! psql "$WANGBAN_TEST_DATABASE_URL" -c 'select 1' >/dev/null 2>&1; then
+  as_root su postgres -c "psql -c 'create database test'" >/dev/null 2>&1 || true
+  psql "$WANGBAN_TEST_DATABASE_URL" -c 'select 1' >/dev/null || {
+    echo "error: cannot connect to $WANGBAN_TEST_DATABASE_URL (set WANGBAN_TEST_DATABASE_URL)" >&2; exit 1; }
+fi
+
+cargo test --workspace --locked "$@"

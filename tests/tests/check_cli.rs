@@ -1,0 +1,78 @@
+//! `wangban check` as a user runs it: one JSON line per file, every failing code, named fields.
+
+use serde_json::Value;
+use std::process::Command;
+use wangban_tests::{wangban_binary, workspace_root};
+
+fn check(files: &[&str]) -> (Vec<Value>, i32) {
+    let root = workspace_root();
+    let out = Command::new(wangban_binary())
+        .arg("check")
+        .args(files.iter().map(|f| root.join(f)))
+        .output()
+        .expect("wangban runs");
+    let lines = String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    (lines, out.status.code().unwrap_or(-1))
+}
+
+#[test]
+fn one_line_per_file_with_decision_reasons_and_errors() {
+    let (lines, code) = check(&[
+        "examples/applications/accepted-passport-courier.json",
+        "examples/applications/rejected-three-reasons.json",
+        "examples/applications/invalid-missing-phone.json",
+        "examples/applications/accepted-permit-pickup.json",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["decision"], "accepted");
+    assert_eq!(lines[0]["reasons"], serde_json::json!([]));
+    assert!(
+        lines[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("accepted-passport-courier.json")
+    );
+    assert_eq!(lines[1]["decision"], "rejected");
+    assert_eq!(
+        lines[1]["reasons"],
+        serde_json::json!([
+            "hukou_not_in_pilot_city",
+            "document_expired",
+            "outside_mainland"
+        ])
+    );
+    assert_eq!(lines[2]["decision"], "invalid");
+    let errors: Vec<&str> = lines[2]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        errors.contains(&"applicant.phone: is required"),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&"document.kind: is not a known value"),
+        "{errors:?}"
+    );
+    assert_eq!(lines[3]["decision"], "accepted");
+}
+
+#[test]
+fn an_unreadable_file_is_named_and_fails_the_command() {
+    let (lines, code) = check(&["examples/applications/no-such-file.json"]);
+    assert_eq!(code, 2);
+    assert_eq!(lines[0]["decision"], "invalid");
+    assert!(
+        lines[0]["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot read file")
+    );
+}
