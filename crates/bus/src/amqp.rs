@@ -1,0 +1,387 @@
+//! The RabbitMQ backend (lapin).
+//!
+//! Every AMQP option below carries its reason. The connection is made lazily and remade after a
+//! failure: a publish or subscribe that meets a closed connection reports
+//! [`BusError::Unavailable`], drops the connection, and the next call (retried with backoff by the
+//! caller) connects again — so a broker restart needs no operator.
+
+use crate::{Bus, BusError, DeadLetterNote, Delivery, Outgoing, Settle, Subscription, Topology};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+fn unavailable(e: lapin::Error) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+struct Live {
+    connection: Arc<Connection>,
+    /// One channel in confirm mode for every publish of this process; lapin matches confirms to
+    /// publishes by delivery tag, so concurrent publishers can share it.
+    publisher: Channel,
+}
+
+/// The RabbitMQ bus.
+pub struct AmqpBus {
+    url: String,
+    topology: Topology,
+    live: Mutex<Option<Live>>,
+}
+
+impl AmqpBus {
+    /// A bus on `url` (`amqp://user:pass@host:5672/vhost` or `amqps://…`) with `topology`.
+    /// Nothing connects until first use.
+    pub fn new(url: &str, topology: Topology) -> AmqpBus {
+        AmqpBus {
+            url: url.to_owned(),
+            topology,
+            live: Mutex::new(None),
+        }
+    }
+
+    async fn live(&self) -> Result<(Arc<Connection>, Channel), BusError> {
+        let mut live = self.live.lock().await;
+        if let Some(l) = live.as_ref() {
+            if l.connection.status().connected() && l.publisher.status().connected() {
+                return Ok((l.connection.clone(), l.publisher.clone()));
+            }
+            *live = None;
+        }
+        let props = ConnectionProperties::default().with_connection_name("wangban".into());
+        let connection = Arc::new(
+            Connection::connect(&self.url, props)
+                .await
+                .map_err(unavailable)?,
+        );
+        let publisher = connection.create_channel().await.map_err(unavailable)?;
+        // Publisher confirms: a publish counts only once the broker has it (quorum queues confirm
+        // after a majority of replicas wrote it).
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(unavailable)?;
+        *live = Some(Live {
+            connection: connection.clone(),
+            publisher: publisher.clone(),
+        });
+        Ok((connection, publisher))
+    }
+
+    async fn forget(&self) {
+        *self.live.lock().await = None;
+    }
+
+    async fn declare_on(&self, ch: &Channel, t: &Topology) -> Result<(), lapin::Error> {
+        // durable: the exchanges survive a broker restart.
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            t.exchange().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            t.dead_letter_exchange().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        // Quorum queues must be durable; they replicate across a cluster and count deliveries.
+        let queue_options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for w in &t.workers {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            // A rejected or over-delivered message goes to this worker's dead-letter queue.
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(t.dead_letter_exchange().into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(w.worker.clone().into()),
+            );
+            // Poison-message guard: after this many deliveries the broker dead-letters it.
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(t.delivery_limit as i32),
+            );
+            ch.queue_declare(t.queue(&w.worker).into(), queue_options, args)
+                .await?;
+            let mut dlq_args = FieldTable::default();
+            dlq_args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            ch.queue_declare(
+                t.dead_letter_queue(&w.worker).into(),
+                queue_options,
+                dlq_args,
+            )
+            .await?;
+            for key in &w.bindings {
+                ch.queue_bind(
+                    t.queue(&w.worker).into(),
+                    t.exchange().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            }
+            ch.queue_bind(
+                t.dead_letter_queue(&w.worker).into(),
+                t.dead_letter_exchange().into(),
+                w.worker.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        items: &[(&str, &[u8], BasicProperties)],
+    ) -> Result<(), BusError> {
+        let (_, ch) = self.live().await?;
+        let mut confirms = Vec::with_capacity(items.len());
+        for (key, payload, props) in items {
+            match ch
+                .basic_publish(
+                    exchange.into(),
+                    (*key).into(),
+                    BasicPublishOptions::default(),
+                    payload,
+                    props.clone(),
+                )
+                .await
+            {
+                Ok(c) => confirms.push(c),
+                Err(e) => {
+                    self.forget().await;
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        // Pipelined: every message is on the wire before we wait for the first confirm.
+        for c in confirms {
+            match c.await {
+                Ok(conf) if conf.is_ack() => {}
+                Ok(_) => return Err(BusError::Nacked("negative publisher confirm".into())),
+                Err(e) => {
+                    self.forget().await;
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn properties(message_id: Option<&str>) -> BasicProperties {
+    let props = BasicProperties::default()
+        // delivery_mode 2: persistent, so a broker restart keeps the message.
+        .with_delivery_mode(2)
+        .with_content_type("application/cloudevents+json".into());
+    match message_id {
+        Some(id) => props.with_message_id(id.into()),
+        None => props,
+    }
+}
+
+#[async_trait]
+impl Bus for AmqpBus {
+    async fn declare(&self, topology: &Topology) -> Result<(), BusError> {
+        let (connection, _) = self.live().await?;
+        let ch = connection.create_channel().await.map_err(unavailable)?;
+        let result = self.declare_on(&ch, topology).await;
+        let _ = ch.close(200, "declared".into()).await;
+        result.map_err(|e| match e {
+            lapin::Error { .. } if e.to_string().contains("PRECONDITION_FAILED") => {
+                BusError::Config(e.to_string())
+            }
+            e => unavailable(e),
+        })
+    }
+
+    async fn publish(&self, messages: &[Outgoing]) -> Result<(), BusError> {
+        let items: Vec<(&str, &[u8], BasicProperties)> = messages
+            .iter()
+            .map(|m| {
+                (
+                    m.routing_key.as_str(),
+                    m.payload.as_slice(),
+                    properties(Some(&m.message_id)),
+                )
+            })
+            .collect();
+        self.publish_confirmed(&self.topology.exchange(), &items)
+            .await
+    }
+
+    async fn dead_letter(
+        &self,
+        worker: &str,
+        payload: &[u8],
+        note: DeadLetterNote<'_>,
+    ) -> Result<(), BusError> {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-wangban-reason".into(),
+            AMQPValue::LongString(note.reason.into()),
+        );
+        headers.insert(
+            "x-wangban-worker".into(),
+            AMQPValue::LongString(worker.into()),
+        );
+        if let Some(t) = note.event_type {
+            headers.insert(
+                "x-wangban-event-type".into(),
+                AMQPValue::LongString(t.into()),
+            );
+        }
+        let props = properties(note.event_id).with_headers(headers);
+        self.publish_confirmed(
+            &self.topology.dead_letter_exchange(),
+            &[(worker, payload, props)],
+        )
+        .await
+    }
+
+    async fn subscribe(
+        &self,
+        worker: &str,
+        prefetch: u16,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        let (connection, _) = self.live().await?;
+        let result = async {
+            let ch = connection.create_channel().await?;
+            // Prefetch bounds the unacknowledged deliveries in flight to this consumer.
+            ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+            let consumer = ch
+                .basic_consume(
+                    self.topology.queue(worker).into(),
+                    format!("wangban-{worker}").into(),
+                    // no_ack false: manual acks, a message leaves the queue only once handled.
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((ch, consumer))
+        }
+        .await;
+        match result {
+            Ok((channel, consumer)) => Ok(Box::new(AmqpSubscription { channel, consumer })),
+            Err(e) => {
+                self.forget().await;
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    async fn depth(&self, worker: &str, dead_letters: bool) -> Result<u32, BusError> {
+        let (connection, _) = self.live().await?;
+        let ch = connection.create_channel().await.map_err(unavailable)?;
+        let name = if dead_letters {
+            self.topology.dead_letter_queue(worker)
+        } else {
+            self.topology.queue(worker)
+        };
+        // passive: only ask; never create or change the queue.
+        let q = ch
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unavailable)?;
+        let _ = ch.close(200, "depth".into()).await;
+        Ok(q.message_count())
+    }
+}
+
+struct AmqpSubscription {
+    channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+#[async_trait]
+impl Subscription for AmqpSubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+        match self.consumer.next().await? {
+            Ok(d) => {
+                let settler = AmqpSettle { acker: d.acker };
+                Some(Ok(Delivery::new(
+                    d.data,
+                    d.routing_key.to_string(),
+                    d.redelivered,
+                    Box::new(settler),
+                )))
+            }
+            Err(e) => Some(Err(unavailable(e))),
+        }
+    }
+}
+
+impl Drop for AmqpSubscription {
+    fn drop(&mut self) {
+        // Closing the channel returns its unacknowledged deliveries to the queue.
+        let channel = self.channel.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = channel.close(200, "subscription dropped".into()).await;
+            });
+        }
+    }
+}
+
+struct AmqpSettle {
+    acker: lapin::Acker,
+}
+
+#[async_trait]
+impl Settle for AmqpSettle {
+    async fn ack(&self) -> Result<(), BusError> {
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn requeue(&self) -> Result<(), BusError> {
+        // requeue: true — back to the queue; the quorum queue counts it toward the delivery limit.
+        self.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,146 @@
+//! The topology every backend declares: one topic exchange of events, one dead-letter exchange,
+//! and per worker a queue (bound to the routing keys it handles) and a dead-letter queue.
+//! A prefix keeps tests (and tenants) apart on one broker.
+
+use serde_json::{Value, json};
+
+/// A worker's queue and the routing-key patterns bound to it.
+#[derive(Clone, Debug)]
+pub struct WorkerQueue {
+    pub worker: String,
+    pub bindings: Vec<String>,
+}
+
+/// The whole topology.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub prefix: String,
+    pub workers: Vec<WorkerQueue>,
+    /// Deliveries of one message before the broker dead-letters it (poison-message guard).
+    pub delivery_limit: u32,
+}
+
+impl Topology {
+    /// The events exchange.
+    pub fn exchange(&self) -> String {
+        format!("{}wangban.events", self.prefix)
+    }
+
+    /// The dead-letter exchange.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}wangban.dead-letters", self.prefix)
+    }
+
+    /// A worker's queue.
+    pub fn queue(&self, worker: &str) -> String {
+        format!("{}wangban.{worker}", self.prefix)
+    }
+
+    /// A worker's dead-letter queue.
+    pub fn dead_letter_queue(&self, worker: &str) -> String {
+        format!("{}wangban.{worker}.dead-letters", self.prefix)
+    }
+
+    /// The topology as a RabbitMQ definitions file (`rabbitmqctl import_definitions`), with the
+    /// same names and arguments the workers declare at start.
+    pub fn rabbitmq_definitions(&self) -> Value {
+        let vhost = "/";
+        let mut queues = Vec::new();
+        let mut bindings = Vec::new();
+        for w in &self.workers {
+            queues.push(json!({
+                "name": self.queue(&w.worker), "vhost": vhost, "durable": true, "auto_delete": false,
+                "arguments": {
+                    "x-queue-type": "quorum",
+                    "x-dead-letter-exchange": self.dead_letter_exchange(),
+                    "x-dead-letter-routing-key": w.worker,
+                    "x-delivery-limit": self.delivery_limit
+                }
+            }));
+            queues.push(json!({
+                "name": self.dead_letter_queue(&w.worker), "vhost": vhost, "durable": true, "auto_delete": false,
+                "arguments": { "x-queue-type": "quorum" }
+            }));
+            for key in &w.bindings {
+                bindings.push(json!({
+                    "source": self.exchange(), "vhost": vhost, "destination": self.queue(&w.worker),
+                    "destination_type": "queue", "routing_key": key, "arguments": {}
+                }));
+            }
+            bindings.push(json!({
+                "source": self.dead_letter_exchange(), "vhost": vhost, "destination": self.dead_letter_queue(&w.worker),
+                "destination_type": "queue", "routing_key": w.worker, "arguments": {}
+            }));
+        }
+        json!({
+            "rabbit_version": "3.12",
+            "vhosts": [{"name": vhost}],
+            "exchanges": [
+                {"name": self.exchange(), "vhost": vhost, "type": "topic", "durable": true, "auto_delete": false, "internal": false, "arguments": {}},
+                {"name": self.dead_letter_exchange(), "vhost": vhost, "type": "direct", "durable": true, "auto_delete": false, "internal": false, "arguments": {}}
+            ],
+            "queues": queues,
+            "bindings": bindings
+        })
+    }
+}
+
+/// AMQP topic matching: words separated by `.`, `*` matches one word, `#` zero or more.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match (p.first(), k.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+            (Some(pw), Some(kw)) if pw == kw => go(&p[1..], &k[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_rows() {
+        let rows = [
+            ("case.accepted", "case.accepted", true),
+            ("case.*", "case.accepted", true),
+            ("case.*", "case.accepted.x", false),
+            ("case.#", "case", true),
+            ("case.#", "case.a.b", true),
+            ("#", "anything.at.all", true),
+            ("*.reported", "payment.reported", true),
+            ("*.reported", "reported", false),
+            ("case.accepted", "case.rejected", false),
+        ];
+        for (p, k, want) in rows {
+            assert_eq!(topic_matches(p, k), want, "{p} vs {k}");
+        }
+    }
+
+    #[test]
+    fn definitions_name_quorum_queues_with_dead_lettering() {
+        let t = Topology {
+            prefix: String::new(),
+            workers: vec![WorkerQueue {
+                worker: "intake".into(),
+                bindings: vec!["application.submitted".into()],
+            }],
+            delivery_limit: 5,
+        };
+        let d = t.rabbitmq_definitions();
+        assert_eq!(d["queues"][0]["name"], "wangban.intake");
+        assert_eq!(d["queues"][0]["arguments"]["x-queue-type"], "quorum");
+        assert_eq!(
+            d["queues"][0]["arguments"]["x-dead-letter-exchange"],
+            "wangban.dead-letters"
+        );
+        assert_eq!(d["queues"][1]["name"], "wangban.intake.dead-letters");
+        assert_eq!(d["bindings"][0]["routing_key"], "application.submitted");
+    }
+}

@@ -1,0 +1,290 @@
+//! The store: PostgreSQL in production, SQLite as the embedded default, one code path for both
+//! through sqlx's `Any` driver with runtime-checked queries (`$1` placeholders work on both).
+//!
+//! What lives here, and the invariants the tables keep:
+//! - `cases`: one row per `application_id`; at most one *open* case per person (a keyed digest of
+//!   the ID number, never the number) and document kind.
+//! - `audit`: append-only and hash-chained per case; the case row holds the chain's head, so a
+//!   deleted tail is detected too ([`Store::verify_audit`]).
+//! - `outbox` / `inbox`: a handler's state change, its outgoing events and the mark that it saw
+//!   the incoming event commit in one transaction ([`CaseTx`]); the relay publishes the outbox
+//!   with confirms ([`Store::begin_relay`]).
+//! - `effects`: one row per effect on the outside world — `(case, purpose)` happens once.
+//! - `dead_letters`: every refused message, with its reason, kept until an operator replays it.
+
+mod audit;
+mod read;
+mod tx;
+
+pub use audit::{AuditProblem, AuditRecord, AuditReport, GENESIS};
+pub use read::{CaseView, DeadLetter};
+pub use tx::{CaseRecord, CaseTx, NewCase};
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+/// Which database is behind the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A store error, classified once: transient errors are worth retrying, permanent ones are not.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is shutting down.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A concurrent writer won (unique key, version check, serialization): retry.
+    #[error("concurrent update: {0}")]
+    Conflict(String),
+    /// Anything else: a bug or bad data; retrying will not help.
+    #[error("database error: {0}")]
+    Data(String),
+}
+
+impl StoreError {
+    /// Whether retrying may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StoreError::Data(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::Io(_)
+            | E::Tls(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed
+            | E::Protocol(_) => StoreError::Unavailable(e.to_string()),
+            E::Database(db) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                let conflict = db.is_unique_violation()
+                    || matches!(
+                        code.as_str(),
+                        "40001" | "40P01" | "5" | "6" | "517" | "261" | "262"
+                    )
+                    || code.starts_with("55P03");
+                let unavailable = code.starts_with("08") || code.starts_with("57P");
+                if conflict {
+                    StoreError::Conflict(format!("{} ({code})", db.message()))
+                } else if unavailable {
+                    StoreError::Unavailable(format!("{} ({code})", db.message()))
+                } else {
+                    StoreError::Data(format!("{} ({code})", db.message()))
+                }
+            }
+            _ => StoreError::Data(e.to_string()),
+        }
+    }
+}
+
+/// The store. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    fingerprint_key: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+const MIGRATIONS_POSTGRES: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// Milliseconds since the Unix epoch: every timestamp in the store.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://FILE` (created when missing) and applies the
+    /// migrations. `fingerprint_key` keys the ID-number digests used for duplicate detection.
+    pub async fn connect(url: &str, fingerprint_key: &str) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let mut u = format!("sqlite:{rest}");
+            if !rest.contains("mode=") && !rest.contains(":memory:") {
+                u.push_str(if rest.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
+            }
+            (Backend::Sqlite, u)
+        } else {
+            return Err(StoreError::Data(
+                "DATABASE_URL must start with postgres:// or sqlite://".into(),
+            ));
+        };
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let pool = match backend {
+            // One connection: SQLite has one writer, and a single connection never meets
+            // SQLITE_BUSY on a read-to-write upgrade. The embedded default is for one process.
+            Backend::Sqlite => options
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON")
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .connect(&url)
+                .await?,
+            Backend::Postgres => options.max_connections(8).connect(&url).await?,
+        };
+        let store = Store {
+            pool,
+            backend,
+            fingerprint_key: fingerprint_key.to_owned(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The key for ID-number fingerprints.
+    pub fn fingerprint_key(&self) -> &str {
+        &self.fingerprint_key
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Several processes may start at once: one migrates, the others wait.
+            sqlx::query("SELECT pg_advisory_xact_lock(7170111)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        let migrations = match self.backend {
+            Backend::Postgres => MIGRATIONS_POSTGRES,
+            Backend::Sqlite => MIGRATIONS_SQLITE,
+        };
+        for (version, sql) in migrations {
+            if applied.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version, "applied store migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Begins a handler's transaction.
+    pub async fn begin(&self) -> Result<CaseTx, StoreError> {
+        Ok(CaseTx::new(
+            self.pool.begin().await?,
+            self.backend,
+            self.fingerprint_key.clone(),
+        ))
+    }
+
+    /// Takes up to `limit` unpublished outbox rows, oldest first. On PostgreSQL the rows are locked
+    /// (`FOR UPDATE SKIP LOCKED`) so relays in several processes never publish the same row at once.
+    pub async fn begin_relay(&self, limit: i64) -> Result<RelayBatch, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT id, routing_key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+            }
+            Backend::Sqlite => {
+                "SELECT id, routing_key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
+            }
+        };
+        let rows: Vec<(i64, String, String)> =
+            sqlx::query_as(sql).bind(limit).fetch_all(&mut *tx).await?;
+        Ok(RelayBatch { tx, rows })
+    }
+
+    /// The number of unpublished outbox rows.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+/// A batch of outbox rows taken by the relay; [`RelayBatch::complete`] marks them published.
+/// Dropping the batch without completing it leaves them for the next attempt.
+pub struct RelayBatch {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    rows: Vec<(i64, String, String)>,
+}
+
+impl RelayBatch {
+    /// `(routing key, envelope JSON)` of each row, oldest first.
+    pub fn messages(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.rows.iter().map(|(_, k, p)| (k.as_str(), p.as_str()))
+    }
+
+    /// How many rows the batch holds.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Marks the rows published (after the broker confirmed them) and commits.
+    pub async fn complete(mut self) -> Result<(), StoreError> {
+        let now = now_ms();
+        for (id, _, _) in &self.rows {
+            sqlx::query("UPDATE outbox SET published_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(*id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

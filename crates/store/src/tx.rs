@@ -1,0 +1,334 @@
+//! A handler's transaction: everything one delivery changes commits together or not at all —
+//! the case row, its audit records, its effects, its outgoing events (outbox) and the inbox mark.
+
+use crate::audit::{self, AuditRecord};
+use crate::{Backend, StoreError, now_ms};
+use sqlx::{Any, Row, Transaction};
+use wangban_domain::events::Envelope;
+use wangban_domain::ids::CaseId;
+use wangban_domain::lifecycle::State;
+
+/// A case as stored.
+#[derive(Clone, Debug)]
+pub struct CaseRecord {
+    pub case_id: CaseId,
+    pub application_id: String,
+    pub document_kind: Option<String>,
+    pub delivery_method: String,
+    pub state: State,
+    pub version: i64,
+    pub review_round: i64,
+    pub reviewer: Option<String>,
+    /// The application JSON (personal data: never log it).
+    pub application: String,
+    pub created_at: i64,
+    pub state_since: i64,
+}
+
+/// A case about to be opened.
+#[derive(Clone, Debug)]
+pub struct NewCase {
+    pub case_id: CaseId,
+    pub application_id: String,
+    pub id_fingerprint: Option<String>,
+    pub document_kind: Option<String>,
+    pub delivery_method: String,
+    pub application: String,
+}
+
+/// An open transaction on the store. Dropped without [`CaseTx::commit`], it rolls back.
+pub struct CaseTx {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+    fingerprint_key: String,
+}
+
+/// The columns of [`CaseRecord`], as a macro so queries stay `&'static str` (sqlx refuses
+/// dynamic SQL strings).
+macro_rules! case_columns {
+    () => {
+        "case_id, application_id, document_kind, delivery_method, state, version, review_round, reviewer, application, created_at, state_since"
+    };
+}
+pub(crate) use case_columns;
+
+pub(crate) fn case_from_row(row: &sqlx::any::AnyRow) -> Result<CaseRecord, StoreError> {
+    let state: String = row.try_get("state")?;
+    let case_id: String = row.try_get("case_id")?;
+    Ok(CaseRecord {
+        case_id: case_id.parse().map_err(StoreError::Data)?,
+        application_id: row.try_get("application_id")?,
+        document_kind: row.try_get("document_kind")?,
+        delivery_method: row.try_get("delivery_method")?,
+        state: State::parse(&state)
+            .ok_or_else(|| StoreError::Data(format!("unknown state `{state}`")))?,
+        version: row.try_get("version")?,
+        review_round: row.try_get("review_round")?,
+        reviewer: row.try_get("reviewer")?,
+        application: row.try_get("application")?,
+        created_at: row.try_get("created_at")?,
+        state_since: row.try_get("state_since")?,
+    })
+}
+
+impl CaseTx {
+    pub(crate) fn new(
+        tx: Transaction<'static, Any>,
+        backend: Backend,
+        fingerprint_key: String,
+    ) -> Self {
+        CaseTx {
+            tx,
+            backend,
+            fingerprint_key,
+        }
+    }
+
+    /// The backend of the store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The key for ID-number fingerprints.
+    pub fn fingerprint_key(&self) -> &str {
+        &self.fingerprint_key
+    }
+
+    /// Whether `consumer` already handled `event_id`.
+    pub async fn inbox_contains(
+        &mut self,
+        consumer: &str,
+        event_id: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE consumer = $1 AND event_id = $2")
+                .bind(consumer)
+                .bind(event_id)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        Ok(n > 0)
+    }
+
+    /// Marks `event_id` handled by `consumer`. A concurrent handling of the same event makes this
+    /// fail with a conflict, so only one of them commits.
+    pub async fn inbox_insert(&mut self, consumer: &str, event_id: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO inbox (consumer, event_id, handled_at) VALUES ($1, $2, $3)")
+            .bind(consumer)
+            .bind(event_id)
+            .bind(now_ms())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Opens a case in state `submitted`, with the first audit record. A case for the same
+    /// application, or an open case of the same person and kind, makes this a conflict.
+    pub async fn insert_case(&mut self, case: &NewCase, event_id: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO cases (case_id, application_id, id_fingerprint, document_kind, delivery_method, state, is_open, version, review_round, reviewer, application, audit_seq, audit_head, created_at, state_since) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, 0, 0, NULL, $7, 0, $8, $9, $9)",
+        )
+        .bind(case.case_id.as_str())
+        .bind(&case.application_id)
+        .bind(case.id_fingerprint.as_deref())
+        .bind(case.document_kind.as_deref())
+        .bind(&case.delivery_method)
+        .bind(State::Submitted.as_str())
+        .bind(&case.application)
+        .bind(audit::GENESIS)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        let detail = serde_json::json!({
+            "application_id": case.application_id,
+            "document_kind": case.document_kind,
+            "delivery_method": case.delivery_method,
+        });
+        self.append_audit(&case.case_id, "case_opened", Some(event_id), &detail)
+            .await?;
+        Ok(())
+    }
+
+    /// The case, if it exists.
+    pub async fn load_case(&mut self, case_id: &CaseId) -> Result<Option<CaseRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            case_columns!(),
+            " FROM cases WHERE case_id = $1"
+        ))
+        .bind(case_id.as_str())
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(case_from_row).transpose()
+    }
+
+    /// The open case of a person (by fingerprint) for a document kind, if any.
+    pub async fn open_case_for(
+        &mut self,
+        fingerprint: &str,
+        document_kind: &str,
+    ) -> Result<Option<CaseId>, StoreError> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT case_id FROM cases WHERE id_fingerprint = $1 AND document_kind = $2 AND is_open = 1",
+        )
+        .bind(fingerprint)
+        .bind(document_kind)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        id.map(|s| s.parse().map_err(StoreError::Data)).transpose()
+    }
+
+    /// Moves a case to `to` if it is still at `expected_version`; a concurrent change is a conflict.
+    /// Also sets the reviewer and review round as given.
+    pub async fn set_state(
+        &mut self,
+        case: &CaseRecord,
+        to: State,
+        review_round: i64,
+        reviewer: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE cases SET state = $1, is_open = $2, version = version + 1, review_round = $3, reviewer = $4, state_since = $5 \
+             WHERE case_id = $6 AND version = $7",
+        )
+        .bind(to.as_str())
+        .bind(if to.is_terminal() { 0_i64 } else { 1_i64 })
+        .bind(review_round)
+        .bind(reviewer)
+        .bind(now)
+        .bind(case.case_id.as_str())
+        .bind(case.version)
+        .execute(&mut *self.tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "{} changed concurrently",
+                case.case_id
+            )));
+        }
+        Ok(case.version + 1)
+    }
+
+    /// Replaces the application JSON (a resubmission's corrected content).
+    pub async fn replace_application(
+        &mut self,
+        case_id: &CaseId,
+        application: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE cases SET application = $1 WHERE case_id = $2")
+            .bind(application)
+            .bind(case_id.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Appends a record to the case's audit chain.
+    pub async fn append_audit(
+        &mut self,
+        case_id: &CaseId,
+        kind: &str,
+        event_id: Option<&str>,
+        detail: &serde_json::Value,
+    ) -> Result<AuditRecord, StoreError> {
+        let (seq, head): (i64, String) =
+            sqlx::query_as("SELECT audit_seq, audit_head FROM cases WHERE case_id = $1")
+                .bind(case_id.as_str())
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .ok_or_else(|| StoreError::Data(format!("audit for unknown case {case_id}")))?;
+        let record = AuditRecord::next(
+            case_id.as_str(),
+            seq + 1,
+            now_ms(),
+            kind,
+            event_id,
+            detail,
+            &head,
+        );
+        sqlx::query(
+            "INSERT INTO audit (case_id, seq, at, kind, event_id, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&record.case_id)
+        .bind(record.seq)
+        .bind(record.at)
+        .bind(&record.kind)
+        .bind(record.event_id.as_deref())
+        .bind(&record.detail)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .execute(&mut *self.tx)
+        .await?;
+        let moved = sqlx::query(
+            "UPDATE cases SET audit_seq = $1, audit_head = $2 WHERE case_id = $3 AND audit_seq = $4",
+        )
+        .bind(record.seq)
+        .bind(&record.hash)
+        .bind(case_id.as_str())
+        .bind(seq)
+        .execute(&mut *self.tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "audit chain of {case_id} moved concurrently"
+            )));
+        }
+        Ok(record)
+    }
+
+    /// Records an effect; false when `(case, purpose)` was already recorded (nothing changes).
+    pub async fn record_effect(
+        &mut self,
+        case_id: &CaseId,
+        purpose: &str,
+        detail: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO effects (case_id, purpose, detail, at) VALUES ($1, $2, $3, $4) ON CONFLICT (case_id, purpose) DO NOTHING",
+        )
+        .bind(case_id.as_str())
+        .bind(purpose)
+        .bind(detail.to_string())
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The detail of a recorded effect, if any.
+    pub async fn effect(
+        &mut self,
+        case_id: &CaseId,
+        purpose: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let detail: Option<String> =
+            sqlx::query_scalar("SELECT detail FROM effects WHERE case_id = $1 AND purpose = $2")
+                .bind(case_id.as_str())
+                .bind(purpose)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        detail
+            .map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Data(e.to_string())))
+            .transpose()
+    }
+
+    /// Queues an event for the relay; it is published only if this transaction commits.
+    pub async fn enqueue(&mut self, event: &Envelope) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO outbox (event_id, routing_key, payload, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(event.id.as_str())
+            .bind(event.routing_key())
+            .bind(String::from_utf8(event.encode()).map_err(|e| StoreError::Data(e.to_string()))?)
+            .bind(now_ms())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Commits everything.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
