@@ -121,13 +121,19 @@ impl CaseTx {
         Ok(())
     }
 
-    /// Opens a case in state `submitted`, with the first audit record. A case for the same
-    /// application, or an open case of the same person and kind, makes this a conflict.
-    pub async fn insert_case(&mut self, case: &NewCase, event_id: &str) -> Result<(), StoreError> {
+    /// Opens a case in state `submitted`, with the first audit record. `open` is false for a case
+    /// that intake is about to reject (it never counts as an active application). A case for the
+    /// same application, or a second open case of the same person and kind, is a conflict.
+    pub async fn insert_case(
+        &mut self,
+        case: &NewCase,
+        open: bool,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO cases (case_id, application_id, id_fingerprint, document_kind, delivery_method, state, is_open, version, review_round, reviewer, application, audit_seq, audit_head, created_at, state_since) \
-             VALUES ($1, $2, $3, $4, $5, $6, 1, 0, 0, NULL, $7, 0, $8, $9, $9)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, NULL, $8, 0, $9, $10, $10)",
         )
         .bind(case.case_id.as_str())
         .bind(&case.application_id)
@@ -135,6 +141,7 @@ impl CaseTx {
         .bind(case.document_kind.as_deref())
         .bind(&case.delivery_method)
         .bind(State::Submitted.as_str())
+        .bind(if open { 1_i64 } else { 0_i64 })
         .bind(&case.application)
         .bind(audit::GENESIS)
         .bind(now)

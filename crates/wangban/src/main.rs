@@ -1,53 +1,333 @@
-//! `wangban`: one binary for every worker and every operator command.
-//!
-//! - `wangban check FILE...` — stateless eligibility check, one JSON line per file.
-//!
-//! Configuration comes from flags or the environment (see the README's configuration table).
+//! `wangban`: one binary for every worker and every operator command. See `wangban --help`.
 
-mod check;
-
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use wangban::demo;
+use wangban::pipeline::{Pipeline, WORKERS};
+use wangban::settings::Settings;
 
 #[derive(Parser)]
 #[command(
     name = "wangban",
     version,
-    about = "Back office for fully-online replacement and reissue of exit-entry documents"
+    about = "Back office for fully-online replacement and reissue of exit-entry documents (全程网办)"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args, Clone)]
+struct Services {
+    /// RabbitMQ URL; without it the in-process bus is used.
+    #[arg(long, env = "AMQP_URL")]
+    amqp_url: Option<String>,
+    /// `postgres://…` or `sqlite://FILE`.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check application files against every eligibility rule (all but
-    /// duplicate_active_application, which needs the store). Prints one JSON line per file.
+    /// duplicate_active_application, which needs the store). One JSON line per file.
     Check {
-        /// Application JSON files (domain.md §3).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// A pilot-city list replacing the shipped one.
         #[arg(long, env = "WANGBAN_PILOT_CITIES")]
         pilot_cities: Option<PathBuf>,
     },
+    /// Run workers until SIGINT/SIGTERM (all five unless --workers names some).
+    Serve {
+        #[command(flatten)]
+        services: Services,
+        /// Comma-separated subset of: intake, review, notify, production, courier.
+        #[arg(long, value_delimiter = ',')]
+        workers: Option<Vec<String>>,
+    },
+    /// Drive generated applications of every kind through the whole pipeline.
+    Demo {
+        #[command(flatten)]
+        services: Services,
+        /// Number of applications.
+        #[arg(long, default_value_t = 200)]
+        cases: usize,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// End with one JSON line: {"cases": N, "by_state": {...}, "unexpected": K}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand application files to intake as the portal does (needs AMQP_URL).
+    Submit {
+        #[command(flatten)]
+        services: Services,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Send as corrected resubmissions.
+        #[arg(long)]
+        resubmit: bool,
+    },
+    /// Cases.
+    Case {
+        #[command(subcommand)]
+        command: CaseCommand,
+    },
+    /// The audit store.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Write the RabbitMQ definitions (exchanges, quorum queues, bindings) as JSON.
+    Topology {
+        /// Output file (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaseCommand {
+    /// A case's timeline, by case id or application id, with the ID number masked.
+    Show {
+        id: String,
+        #[command(flatten)]
+        services: Services,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every case's hash chain; exit 1 naming the first broken record.
+    Verify {
+        #[command(flatten)]
+        services: Services,
+    },
+}
+
+const DEFAULT_DATABASE: &str = "sqlite://wangban.sqlite";
+
+fn settings(services: &Services, default_database: &str) -> anyhow::Result<Settings> {
+    let mut s = Settings::from_env(default_database)?;
+    if let Some(url) = &services.amqp_url {
+        s.amqp_url = Some(url.clone()).filter(|u| !u.is_empty());
+    }
+    if let Some(url) = &services.database_url {
+        s.database_url = url.clone();
+    }
+    Ok(s)
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Check {
-            files,
-            pilot_cities,
-        } => check::run(&files, pilot_cities.as_deref()),
+    if let Command::Check {
+        files,
+        pilot_cities,
+    } = &cli.command
+    {
+        return match wangban::check::run(files, pilot_cities.as_deref()) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("wangban: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wangban: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
     };
-    match result {
+    match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("wangban: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check { .. } => unreachable!("handled without a runtime"),
+        Command::Serve { services, workers } => {
+            init_logs("info");
+            let s = settings(&services, DEFAULT_DATABASE)?;
+            let workers: Vec<String> =
+                workers.unwrap_or_else(|| WORKERS.iter().map(|w| w.to_string()).collect());
+            let names: Vec<&str> = workers.iter().map(String::as_str).collect();
+            tracing::info!(workers = ?names, embedded_bus = s.amqp_url.is_none(), "starting");
+            let pipeline = Pipeline::connect(&s).await?;
+            pipeline.spawn(&names)?.until_signal().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            services,
+            cases,
+            seed,
+            json,
+        } => {
+            // The demo refuses malformed applications on purpose: only errors interrupt its table.
+            init_logs("error");
+            let default_db = format!(
+                "sqlite://{}",
+                std::env::temp_dir()
+                    .join(format!("wangban-demo-{}.sqlite", std::process::id()))
+                    .display()
+            );
+            let mut s = settings(&services, &default_db)?;
+            if std::env::var("WANGBAN_PAYMENT_WINDOW_SECS").is_err() {
+                // The demo cannot wait 7 days: unpaid cases lapse after a few seconds.
+                s.fees.payment_window = std::time::Duration::from_millis(3000 + 10 * cases as u64);
+                s.fees.reminder_after = s.fees.payment_window / 2;
+                s.runtime.tick = std::time::Duration::from_millis(250);
+            }
+            if s.amqp_url.is_some() && s.queue_prefix.is_empty() {
+                s.queue_prefix = format!("demo-{}.", std::process::id());
+            }
+            eprintln!(
+                "wangban demo: {cases} applications on {} and {}",
+                if s.amqp_url.is_some() {
+                    "RabbitMQ"
+                } else {
+                    "the in-process bus"
+                },
+                if s.database_url.starts_with("postgres") {
+                    "PostgreSQL"
+                } else {
+                    "SQLite"
+                }
+            );
+            let (pipeline, report) = demo::run(&s, cases, seed, true).await?;
+            println!("\n{:<26} {:>7}", "final state", "cases");
+            for (state, n) in &report.by_state {
+                println!("{state:<26} {n:>7}");
+            }
+            println!(
+                "{:<26} {:>7}\n\n{} applications in {:.1} s; unexpected outcomes: {}",
+                "total",
+                report.by_state.values().sum::<usize>(),
+                report.cases,
+                report.elapsed.as_secs_f64(),
+                report.unexpected.len()
+            );
+            for (id, want, got) in report.unexpected.iter().take(10) {
+                println!("  unexpected: {id}: expected {want}, got {got}");
+            }
+            if let Some(id) = &report.sample_case {
+                println!("\nOne case's timeline:");
+                wangban::show::case(&pipeline.runtime.store, id).await?;
+            }
+            if json {
+                let line = serde_json::json!({"cases": report.cases, "by_state": report.by_state, "unexpected": report.unexpected.len()});
+                println!("{line}");
+            }
+            pipeline.runtime.store.close().await;
+            Ok(if report.unexpected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Submit {
+            services,
+            files,
+            resubmit,
+        } => {
+            init_logs("warn");
+            let s = settings(&services, DEFAULT_DATABASE)?;
+            anyhow::ensure!(
+                s.amqp_url.is_some(),
+                "submit needs AMQP_URL: the in-process bus lives only as long as this command"
+            );
+            let pipeline = Pipeline::connect(&s).await?;
+            for f in files {
+                let text =
+                    std::fs::read(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                let value: serde_json::Value = serde_json::from_slice(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", f.display()))?;
+                let case = pipeline.submit(&value, resubmit).await?;
+                println!("{}\t{case}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Case {
+            command: CaseCommand::Show { id, services },
+        } => {
+            init_logs("warn");
+            let s = settings(&services, DEFAULT_DATABASE)?;
+            let store =
+                wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
+            if wangban::show::case(&store, &id).await? {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("wangban: no case {id}");
+                Ok(ExitCode::from(1))
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { services },
+        } => {
+            init_logs("warn");
+            let s = settings(&services, DEFAULT_DATABASE)?;
+            let store =
+                wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
+            Ok(if wangban::show::audit(&store).await? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Topology { output } => {
+            let s = Settings::from_env(DEFAULT_DATABASE)?;
+            let sim = wangban_providers::simulated::Simulation::new(
+                std::sync::Arc::new(NoAnswers),
+                s.sim_delay,
+            );
+            let handlers = wangban::pipeline::handlers(&s, &sim);
+            let topology =
+                wangban::pipeline::topology(&handlers, &s.queue_prefix, s.delivery_limit);
+            let text = serde_json::to_string_pretty(&topology.rabbitmq_definitions())? + "\n";
+            match output {
+                Some(path) => std::fs::write(&path, text)?,
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Parties that never answer: `topology` builds handlers only to read their bindings.
+struct NoAnswers;
+
+#[async_trait::async_trait]
+impl wangban_providers::Ingress for NoAnswers {
+    async fn report(
+        &self,
+        _: wangban_domain::events::EventType,
+        _: &wangban_domain::ids::CaseId,
+        _: serde_json::Value,
+    ) -> Result<(), String> {
+        Err("not connected".into())
     }
 }

@@ -1,0 +1,368 @@
+//! The fee notification worker (SMS). On approval it asks the payment gateway for an order, moves
+//! the case to `awaiting_payment` and sends the fee SMS; payment results confirm it; its clock sends
+//! the reminder and closes the payment window. Every other SMS the applicant receives goes out here
+//! too, exactly once per (case, purpose): the gateway gets `case:purpose` as its out-id, and the
+//! effect row makes a redelivery skip the send.
+
+pub mod templates;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use templates::{Purpose, render};
+use wangban_domain::application::DocumentKind;
+use wangban_domain::eligibility::ReasonCode;
+use wangban_domain::events::{Envelope, EventType};
+use wangban_domain::ids::EventId;
+use wangban_domain::lifecycle::{State, Step};
+use wangban_providers::{PaymentGateway, PaymentRequest, ProviderError, SmsGateway, SmsMessage};
+use wangban_runtime::{Cx, Handler, HandlerError, Runtime, ingress};
+use wangban_store::CaseRecord;
+
+/// Fees and the payment window (domain.md §6).
+#[derive(Clone, Debug)]
+pub struct FeeConfig {
+    pub passport_cny: u32,
+    pub hk_macao_permit_cny: u32,
+    pub taiwan_permit_cny: u32,
+    /// After this long unpaid, a reminder.
+    pub reminder_after: Duration,
+    /// After this long unpaid, the application lapses.
+    pub payment_window: Duration,
+}
+
+impl Default for FeeConfig {
+    fn default() -> Self {
+        FeeConfig {
+            passport_cny: 120,
+            hk_macao_permit_cny: 60,
+            taiwan_permit_cny: 60,
+            reminder_after: Duration::from_secs(3 * 86_400),
+            payment_window: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+impl FeeConfig {
+    /// The fee for a document kind.
+    pub fn fee(&self, kind: Option<DocumentKind>) -> u32 {
+        match kind {
+            Some(DocumentKind::HkMacaoPermit) => self.hk_macao_permit_cny,
+            Some(DocumentKind::TaiwanPermit) => self.taiwan_permit_cny,
+            _ => self.passport_cny,
+        }
+    }
+}
+
+/// The fee notification worker.
+pub struct Notify {
+    pub sms: Arc<dyn SmsGateway>,
+    pub payment: Arc<dyn PaymentGateway>,
+    pub fees: FeeConfig,
+}
+
+fn detail(event: &Envelope, key: &str) -> String {
+    match event.data.get("detail").and_then(|d| d.get(key)) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("、"),
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn kind_of(case: &CaseRecord) -> Option<DocumentKind> {
+    match case.document_kind.as_deref() {
+        Some("passport") => Some(DocumentKind::Passport),
+        Some("hk_macao_permit") => Some(DocumentKind::HkMacaoPermit),
+        Some("taiwan_permit") => Some(DocumentKind::TaiwanPermit),
+        _ => None,
+    }
+}
+
+impl Notify {
+    /// Sends the SMS of `purpose` once. A permanent refusal (an invalid number) is recorded, not
+    /// retried; a transient one retries the whole delivery.
+    async fn sms(
+        &self,
+        cx: &mut Cx<'_>,
+        case: &CaseRecord,
+        purpose: Purpose,
+        params: BTreeMap<String, String>,
+    ) -> Result<(), HandlerError> {
+        let effect = format!("sms:{}", purpose.as_str());
+        if cx.tx().effect(&case.case_id, &effect).await?.is_some() {
+            return Ok(());
+        }
+        let app = Cx::application(case)?;
+        let message = SmsMessage {
+            idempotency_key: format!("{}:{}", case.case_id, purpose.as_str()),
+            phone: app.applicant.phone.clone(),
+            purpose: purpose.as_str().into(),
+            text: render(purpose, kind_of(case), &params),
+            params,
+        };
+        match self.sms.send(&message).await {
+            Ok(receipt) => {
+                let d = json!({"purpose": purpose.as_str(), "provider_id": receipt.provider_id});
+                cx.tx().record_effect(&case.case_id, &effect, &d).await?;
+                cx.audit(case, "sms_sent", d.clone()).await?;
+                cx.emit(EventType::SmsSent, d);
+            }
+            Err(ProviderError::Permanent(reason)) => {
+                let d = json!({"purpose": purpose.as_str(), "failed": reason});
+                cx.tx().record_effect(&case.case_id, &effect, &d).await?;
+                cx.audit(case, "sms_failed", d.clone()).await?;
+                cx.emit(EventType::SmsFailed, d);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    async fn approved(&self, cx: &mut Cx<'_>) -> Result<(), HandlerError> {
+        let mut case = cx.case().await?;
+        if case.state != State::Approved {
+            cx.step(&mut case, Step::RequestFee, json!({})).await?;
+            return Ok(());
+        }
+        let amount = self.fees.fee(kind_of(&case));
+        let request = PaymentRequest {
+            idempotency_key: format!("{}:fee", case.case_id),
+            case_id: case.case_id.clone(),
+            application_id: case.application_id.clone(),
+            amount_cny: amount,
+        };
+        let order = self.payment.create_order(&request).await?;
+        let d = json!({"amount_cny": amount, "gateway_order_id": order.gateway_order_id});
+        cx.tx()
+            .record_effect(&case.case_id, "payment_order", &d)
+            .await?;
+        cx.step(&mut case, Step::RequestFee, d).await?;
+        let days = (self.fees.payment_window.as_secs() / 86_400).max(1);
+        let params = BTreeMap::from([
+            ("amount".into(), amount.to_string()),
+            ("days".into(), days.to_string()),
+        ]);
+        self.sms(cx, &case, Purpose::FeeDue, params).await
+    }
+
+    async fn payment_reported(
+        &self,
+        cx: &mut Cx<'_>,
+        event: &Envelope,
+    ) -> Result<(), HandlerError> {
+        let d = &event.data;
+        let payment_id = d
+            .get("payment_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let status = d.get("status").and_then(Value::as_str).unwrap_or("");
+        let amount = d.get("amount_cny").and_then(Value::as_u64);
+        if payment_id.is_empty() || amount.is_none() {
+            return Err(HandlerError::Permanent(
+                "payment report needs payment_id and amount_cny".into(),
+            ));
+        }
+        let mut case = cx.case().await?;
+        if status != "succeeded" {
+            cx.audit(
+                &case,
+                "payment_not_completed",
+                json!({"payment_id": payment_id, "status": status}),
+            )
+            .await?;
+            return Ok(());
+        }
+        let due = u64::from(self.fees.fee(kind_of(&case)));
+        let refund =
+            |why: &str| json!({"payment_id": payment_id, "amount_cny": amount, "why": why});
+        if amount != Some(due) {
+            let r = refund("amount does not match the fee");
+            cx.tx()
+                .record_effect(&case.case_id, &format!("refund_due:{payment_id}"), &r)
+                .await?;
+            cx.audit(&case, "payment_refused", r).await?;
+            return Ok(());
+        }
+        if case.state == State::PaymentExpired {
+            // Money for a lapsed application: kept for refund, never lost.
+            let r = refund("payment after the window closed");
+            cx.tx()
+                .record_effect(&case.case_id, &format!("refund_due:{payment_id}"), &r)
+                .await?;
+            cx.audit(&case, "payment_after_expiry", r).await?;
+            return Ok(());
+        }
+        cx.step(
+            &mut case,
+            Step::ConfirmPayment,
+            json!({"payment_id": payment_id, "amount_cny": amount}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn deadline(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let mut case = cx.case().await?;
+        if case.state != State::AwaitingPayment {
+            return Ok(());
+        }
+        let unpaid_for =
+            Duration::from_millis((wangban_store::now_ms() - case.state_since).max(0) as u64);
+        let amount = self.fees.fee(kind_of(&case));
+        match event.data.get("deadline").and_then(Value::as_str) {
+            Some("reminder") if unpaid_for >= self.fees.reminder_after => {
+                let params = BTreeMap::from([("amount".into(), amount.to_string())]);
+                self.sms(cx, &case, Purpose::PaymentReminder, params).await
+            }
+            Some("expiry") if unpaid_for >= self.fees.payment_window => {
+                cx.step(
+                    &mut case,
+                    Step::ExpirePayment,
+                    json!({"unpaid_for_s": unpaid_for.as_secs()}),
+                )
+                .await?;
+                self.sms(cx, &case, Purpose::PaymentExpired, BTreeMap::new())
+                    .await
+            }
+            Some("reminder" | "expiry") => Ok(()), // not due (yet): a stale or early timer
+            _ => Err(HandlerError::Permanent(
+                "payment deadline must be `reminder` or `expiry`".into(),
+            )),
+        }
+    }
+
+    /// The SMS that follow a lifecycle event.
+    async fn announce(
+        &self,
+        cx: &mut Cx<'_>,
+        event: &Envelope,
+        kind: EventType,
+    ) -> Result<(), HandlerError> {
+        let case = cx.case().await?;
+        let param = |k: &str, v: String| BTreeMap::from([(k.to_owned(), v)]);
+        let (purpose, params) = match kind {
+            EventType::DocumentInvalidated => (Purpose::DocumentInvalidated, BTreeMap::new()),
+            EventType::Entered(State::Rejected) => {
+                let reasons: Vec<&str> = event
+                    .data
+                    .get("detail")
+                    .and_then(|d| d.get("reasons"))
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let text: Vec<&str> = reasons
+                    .iter()
+                    .filter_map(|r| serde_json::from_value::<ReasonCode>(json!(r)).ok())
+                    .map(ReasonCode::explanation_zh)
+                    .collect();
+                (Purpose::Rejected, param("reasons", text.join("；")))
+            }
+            EventType::Entered(State::CorrectionRequested) => {
+                let mut p = param("items", detail(event, "items"));
+                p.insert("message".into(), detail(event, "message"));
+                (Purpose::CorrectionRequested, p)
+            }
+            EventType::Entered(State::ReviewRejected) => (
+                Purpose::ReviewRejected,
+                param("reason", detail(event, "reason")),
+            ),
+            EventType::Entered(State::InProduction) => (Purpose::InProduction, BTreeMap::new()),
+            EventType::Entered(State::Shipped) => {
+                (Purpose::Shipped, param("waybill", detail(event, "waybill")))
+            }
+            EventType::Entered(State::ReadyForPickup) => (
+                Purpose::ReadyForPickup,
+                param("hall", detail(event, "hall")),
+            ),
+            EventType::Entered(State::Delivered) => (Purpose::Delivered, BTreeMap::new()),
+            other => {
+                return Err(HandlerError::Permanent(format!(
+                    "notify has no SMS for {}",
+                    other.type_name()
+                )));
+            }
+        };
+        self.sms(cx, &case, purpose, params).await
+    }
+}
+
+const ANNOUNCED: [EventType; 8] = [
+    EventType::DocumentInvalidated,
+    EventType::Entered(State::Rejected),
+    EventType::Entered(State::CorrectionRequested),
+    EventType::Entered(State::ReviewRejected),
+    EventType::Entered(State::InProduction),
+    EventType::Entered(State::Shipped),
+    EventType::Entered(State::ReadyForPickup),
+    EventType::Entered(State::Delivered),
+];
+
+#[async_trait]
+impl Handler for Notify {
+    fn worker(&self) -> &'static str {
+        "notify"
+    }
+
+    fn bindings(&self) -> Vec<String> {
+        let mut keys: Vec<String> = ANNOUNCED.iter().map(|t| t.routing_key()).collect();
+        keys.extend(
+            [
+                EventType::Entered(State::Approved),
+                EventType::PaymentReported,
+                EventType::PaymentDeadline,
+            ]
+            .iter()
+            .map(|t| t.routing_key()),
+        );
+        keys
+    }
+
+    async fn handle(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        match event.kind() {
+            Some(EventType::Entered(State::Approved)) => self.approved(cx).await,
+            Some(EventType::PaymentReported) => self.payment_reported(cx, event).await,
+            Some(EventType::PaymentDeadline) => self.deadline(cx, event).await,
+            Some(kind) if ANNOUNCED.contains(&kind) => self.announce(cx, event, kind).await,
+            _ => Err(HandlerError::Permanent(format!(
+                "notify does not handle {}",
+                event.event_type
+            ))),
+        }
+    }
+
+    /// The payment clock: publishes a `payment.deadline` for each case whose reminder or window
+    /// is due. Its event id is derived from (case, deadline), so publishing it again on every tick
+    /// until the case moves on has no second effect.
+    async fn tick(&self, rt: &Runtime) -> Result<(), HandlerError> {
+        let now = wangban_store::now_ms();
+        let due = [
+            ("reminder", self.fees.reminder_after, "sms:payment_reminder"),
+            ("expiry", self.fees.payment_window, "payment_expiry"),
+        ];
+        for (deadline, after, unless) in due {
+            let since = now - after.as_millis() as i64;
+            for case in rt.store.awaiting_payment_since(since, unless, 500).await? {
+                let id = EventId::derived(&[case.as_str(), "payment", deadline]);
+                let event = ingress::event(
+                    EventType::PaymentDeadline,
+                    "/wangban/notify/clock",
+                    &case,
+                    Some(id),
+                    json!({"deadline": deadline}),
+                );
+                ingress::publish(rt.bus.as_ref(), &event)
+                    .await
+                    .map_err(HandlerError::Transient)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! Ingress: events from outside (the portal, parties' answers, timers) published straight to the
+//! bus with confirms. They have no transaction of ours to ride on; the consumers' inboxes and the
+//! lifecycle make a repeated or late one harmless.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use std::sync::Arc;
+use wangban_bus::{Bus, Outgoing};
+use wangban_domain::events::{Envelope, EventType};
+use wangban_domain::ids::{CaseId, EventId};
+use wangban_providers::Ingress;
+
+/// Publishes `event` to the bus, confirmed.
+pub async fn publish(bus: &dyn Bus, event: &Envelope) -> Result<(), String> {
+    let out = Outgoing {
+        routing_key: event.routing_key(),
+        message_id: event.id.to_string(),
+        payload: event.encode(),
+    };
+    bus.publish(&[out]).await.map_err(|e| e.to_string())
+}
+
+/// A fresh ingress event from `source` about `case`.
+pub fn event(
+    kind: EventType,
+    source: &str,
+    case: &CaseId,
+    id: Option<EventId>,
+    data: Value,
+) -> Envelope {
+    let id = id.unwrap_or_else(|| EventId::from_random(*uuid::Uuid::new_v4().as_bytes()));
+    Envelope::new(
+        id,
+        kind,
+        source,
+        chrono::Utc::now(),
+        case.clone(),
+        None,
+        data,
+    )
+}
+
+/// The [`Ingress`] the simulated parties answer through.
+pub struct BusIngress {
+    pub bus: Arc<dyn Bus>,
+    pub source: String,
+}
+
+#[async_trait]
+impl Ingress for BusIngress {
+    async fn report(&self, kind: EventType, case: &CaseId, data: Value) -> Result<(), String> {
+        publish(
+            self.bus.as_ref(),
+            &event(kind, &self.source, case, None, data),
+        )
+        .await
+    }
+}

@@ -1,0 +1,302 @@
+//! The runtime every worker shares, so that a worker crate is only its handler.
+//!
+//! For each delivery: decode the envelope (refused → dead letter), then in **one transaction**:
+//! skip if the inbox has seen the event, run the handler (which reads and changes the case,
+//! records effects and queues events), queue the outgoing events in the outbox, mark the inbox;
+//! commit; ack. Transient failures are retried with exponential backoff (`backon`); permanent ones,
+//! and transient ones that outlast the retries, are dead-lettered with their reason — in the store
+//! (for operators and replay) and in the worker's dead-letter queue — and then acked. If even the
+//! dead letter cannot be recorded, the delivery is requeued: nothing is ever dropped.
+//!
+//! The relay ([`relay`]) publishes committed outbox rows with publisher confirms.
+
+mod context;
+pub mod ingress;
+pub mod relay;
+
+pub use context::{Cx, HandlerError, StepOutcome};
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tracing::{Instrument, info_span};
+use wangban_bus::{Bus, DeadLetterNote, Delivery, WorkerQueue};
+use wangban_domain::events::Envelope;
+use wangban_store::Store;
+
+/// A worker: the routing keys it consumes and how it handles one event.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The worker's name; also its queue's.
+    fn worker(&self) -> &'static str;
+    /// The routing-key patterns of the events it consumes.
+    fn bindings(&self) -> Vec<String>;
+    /// Handles one event inside the delivery's transaction.
+    async fn handle(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError>;
+    /// Work on a clock (timers); called every [`RuntimeConfig::tick`] when the worker runs.
+    async fn tick(&self, _runtime: &Runtime) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// The queue of a handler, for the topology.
+pub fn worker_queue(h: &dyn Handler) -> WorkerQueue {
+    WorkerQueue {
+        worker: h.worker().to_owned(),
+        bindings: h.bindings(),
+    }
+}
+
+/// Tunables of the consumer loop.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Messages larger than this are refused unread.
+    pub max_message_bytes: usize,
+    /// Unacknowledged deliveries per worker consumer.
+    pub prefetch: u16,
+    /// First retry delay of a transient failure.
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Retries of a transient failure before the message is dead-lettered.
+    pub retry_times: usize,
+    /// Period of handlers' timers.
+    pub tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_message_bytes: 256 * 1024,
+            prefetch: 32,
+            retry_min: Duration::from_millis(20),
+            retry_max: Duration::from_secs(2),
+            retry_times: 12,
+            tick: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The shared machinery: store, bus, relay signal, configuration. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    pub store: Store,
+    pub bus: Arc<dyn Bus>,
+    pub config: RuntimeConfig,
+    relay_wakeup: Arc<Notify>,
+}
+
+/// How a delivery ended, for tests that step a worker one delivery at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Handled,
+    Duplicate,
+    DeadLettered(String),
+    Requeued(String),
+}
+
+impl Runtime {
+    /// A runtime over `store` and `bus`.
+    pub fn new(store: Store, bus: Arc<dyn Bus>, config: RuntimeConfig) -> Runtime {
+        Runtime {
+            store,
+            bus,
+            config,
+            relay_wakeup: Arc::new(Notify::new()),
+        }
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.config.retry_min)
+            .with_max_delay(self.config.retry_max)
+            .with_max_times(self.config.retry_times)
+            .with_jitter()
+    }
+
+    /// Consumes `handler`'s queue until `shutdown` turns true; resubscribes with backoff when the
+    /// broker goes away. In-flight work finishes before it returns.
+    pub async fn run_worker(&self, handler: Arc<dyn Handler>, mut shutdown: watch::Receiver<bool>) {
+        let worker = handler.worker();
+        let mut pause = self.config.retry_min;
+        while !*shutdown.borrow() {
+            let mut sub = match self.bus.subscribe(worker, self.config.prefetch).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(worker, error = %e, "cannot subscribe; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            tracing::info!(worker, "consuming");
+            pause = self.config.retry_min;
+            loop {
+                let next = tokio::select! {
+                    n = sub.next() => n,
+                    _ = shutdown.changed() => break,
+                };
+                match next {
+                    Some(Ok(delivery)) => {
+                        self.process(handler.as_ref(), delivery).await;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(worker, error = %e, "subscription failed; resubscribing");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(worker, "subscription ended; resubscribing");
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(worker, "stopped");
+    }
+
+    /// Runs `handler`'s timer every [`RuntimeConfig::tick`] until shutdown.
+    pub async fn run_ticks(&self, handler: Arc<dyn Handler>, mut shutdown: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(self.config.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !*shutdown.borrow() {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if let Err(e) = handler.tick(self).await {
+                        tracing::warn!(worker = handler.worker(), error = %e, "timer failed; next tick retries");
+                    }
+                }
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Handles one delivery to the end: acked, dead-lettered or requeued.
+    pub async fn process(&self, handler: &dyn Handler, delivery: Delivery) -> Outcome {
+        let worker = handler.worker();
+        let envelope = match Envelope::decode(&delivery.payload, self.config.max_message_bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                let reason = format!("refused: {e}");
+                tracing::warn!(worker, routing_key = %delivery.routing_key, %reason, "dead-lettering an undecodable message");
+                return self.dead_letter(worker, delivery, None, reason).await;
+            }
+        };
+        let span = info_span!(
+            "handle",
+            worker,
+            case_id = %envelope.subject,
+            event_id = %envelope.id,
+            event_type = %envelope.event_type,
+            correlation_id = %envelope.correlationid,
+        );
+        async {
+            let attempt = || async { self.attempt(handler, &envelope).await };
+            let result = attempt
+                .retry(self.backoff())
+                .when(HandlerError::is_transient)
+                .notify(|e, after| tracing::info!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying"))
+                .await;
+            match result {
+                Ok(true) => {
+                    self.relay_wakeup.notify_one();
+                    self.settle(delivery, Outcome::Handled).await
+                }
+                Ok(false) => self.settle(delivery, Outcome::Duplicate).await,
+                Err(e) => {
+                    let reason = e.to_string();
+                    tracing::warn!(%reason, "dead-lettering");
+                    self.dead_letter(worker, delivery, Some(&envelope), reason).await
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One attempt in one transaction. `Ok(false)`: the inbox had already seen the event.
+    async fn attempt(
+        &self,
+        handler: &dyn Handler,
+        envelope: &Envelope,
+    ) -> Result<bool, HandlerError> {
+        let worker = handler.worker();
+        let mut tx = self.store.begin().await?;
+        if tx.inbox_contains(worker, envelope.id.as_str()).await? {
+            tracing::debug!("already handled; acking the redelivery");
+            return Ok(false);
+        }
+        let mut cx = Cx::new(&mut tx, worker, envelope);
+        handler.handle(&mut cx, envelope).await?;
+        let outgoing = cx.into_outgoing();
+        for event in &outgoing {
+            tx.enqueue(event).await?;
+        }
+        tx.inbox_insert(worker, envelope.id.as_str()).await?;
+        tx.commit().await?;
+        tracing::info!(emitted = outgoing.len(), "handled");
+        Ok(true)
+    }
+
+    async fn settle(&self, delivery: Delivery, outcome: Outcome) -> Outcome {
+        if let Err(e) = delivery.ack().await {
+            // The broker will redeliver; the inbox makes the second handling a no-op.
+            tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+        }
+        outcome
+    }
+
+    async fn dead_letter(
+        &self,
+        worker: &str,
+        delivery: Delivery,
+        envelope: Option<&Envelope>,
+        reason: String,
+    ) -> Outcome {
+        let event_id = envelope.map(|e| e.id.to_string());
+        let event_type = envelope.map(|e| e.event_type.clone());
+        let case_id = envelope.map(|e| e.subject.to_string());
+        let record = || async {
+            self.store
+                .record_dead_letter(
+                    worker,
+                    event_id.as_deref(),
+                    event_type.as_deref(),
+                    case_id.as_deref(),
+                    &reason,
+                    &delivery.payload,
+                )
+                .await
+        };
+        if let Err(e) = record
+            .retry(self.backoff())
+            .when(|e| e.is_transient())
+            .await
+        {
+            tracing::error!(error = %e, "cannot record the dead letter; requeueing the message");
+            let _ = delivery.requeue().await;
+            return Outcome::Requeued(reason);
+        }
+        let note = DeadLetterNote {
+            reason: &reason,
+            event_type: event_type.as_deref(),
+            event_id: event_id.as_deref(),
+        };
+        if let Err(e) = self.bus.dead_letter(worker, &delivery.payload, note).await {
+            // The store holds it already; the queue copy is for broker-side tooling.
+            tracing::warn!(error = %e, "dead letter recorded in the store but not in the dead-letter queue");
+        }
+        self.settle(delivery, Outcome::DeadLettered(reason.clone()))
+            .await;
+        Outcome::DeadLettered(reason)
+    }
+
+    /// Wakes the relay (after a commit that queued events).
+    pub fn wake_relay(&self) {
+        self.relay_wakeup.notify_one();
+    }
+}

@@ -1,0 +1,79 @@
+//! The outbox relay: publishes committed events in commit order, with publisher confirms, and
+//! marks them published only after the broker confirmed them. A crash between the two publishes
+//! a batch twice; consumers' inboxes make the second copy a no-op.
+
+use crate::Runtime;
+use std::time::Duration;
+use tokio::sync::watch;
+use wangban_bus::Outgoing;
+
+/// Rows per batch: one round of pipelined confirms.
+const BATCH: i64 = 256;
+
+impl Runtime {
+    /// Publishes every pending outbox row once; returns how many were published.
+    pub async fn relay_once(&self) -> Result<usize, String> {
+        let mut total = 0;
+        loop {
+            let batch = self
+                .store
+                .begin_relay(BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            if batch.is_empty() {
+                return Ok(total);
+            }
+            let messages: Vec<Outgoing> = batch
+                .messages()
+                .map(|(key, payload)| Outgoing {
+                    routing_key: key.to_owned(),
+                    message_id: event_id_of(payload),
+                    payload: payload.as_bytes().to_vec(),
+                })
+                .collect();
+            self.bus
+                .publish(&messages)
+                .await
+                .map_err(|e| e.to_string())?;
+            total += batch.len();
+            batch.complete().await.map_err(|e| e.to_string())?;
+        }
+    }
+
+    /// Relays until shutdown: woken by commits, and every 250 ms regardless (events committed by
+    /// other processes sharing the database). After shutdown, one last flush.
+    pub async fn run_relay(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.relay_once().await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(published = n, "outbox relayed");
+                    }
+                    pause = Duration::from_millis(50);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = self.relay_wakeup.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+fn event_id_of(payload: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+        .unwrap_or_default()
+}

@@ -1,0 +1,369 @@
+//! `wangban demo`: generated applications of every kind through the whole pipeline with simulated
+//! parties, checked against the final state each scenario must reach.
+
+use crate::pipeline::{Pipeline, WORKERS};
+use crate::settings::Settings;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::time::{Duration, Instant};
+use wangban_domain::id_number::check_character;
+
+/// A scenario: what the applicant sends and where the case must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    PassportCourier,
+    PermitPickup,
+    TaiwanStolenCourier,
+    VisaPagesFullPickup,
+    Correction,
+    ReviewRejected,
+    Unpaid,
+    Under16,
+    NotPilotCity,
+    Expired,
+    FirstApplication,
+    OutsideMainland,
+    PhotoNonconforming,
+    InvalidIdNumber,
+    CounterOnly,
+    DuplicateActive,
+    SubmittedTwice,
+    SmsNumberInvalid,
+    Malformed,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 19] = [
+        Scenario::PassportCourier,
+        Scenario::PermitPickup,
+        Scenario::TaiwanStolenCourier,
+        Scenario::VisaPagesFullPickup,
+        Scenario::Correction,
+        Scenario::ReviewRejected,
+        Scenario::Unpaid,
+        Scenario::Under16,
+        Scenario::NotPilotCity,
+        Scenario::Expired,
+        Scenario::FirstApplication,
+        Scenario::OutsideMainland,
+        Scenario::PhotoNonconforming,
+        Scenario::InvalidIdNumber,
+        Scenario::CounterOnly,
+        Scenario::DuplicateActive,
+        Scenario::SubmittedTwice,
+        Scenario::SmsNumberInvalid,
+        Scenario::Malformed,
+    ];
+
+    /// The state the case must end in (`refused`: no case, the message is a dead letter).
+    pub fn expected(self) -> &'static str {
+        use Scenario::*;
+        match self {
+            PassportCourier | TaiwanStolenCourier | Correction | SubmittedTwice
+            | SmsNumberInvalid => "delivered",
+            PermitPickup | VisaPagesFullPickup => "collected",
+            ReviewRejected => "review_rejected",
+            Unpaid => "payment_expired",
+            Under16 | NotPilotCity | Expired | FirstApplication | OutsideMainland
+            | PhotoNonconforming | InvalidIdNumber | CounterOnly | DuplicateActive => "rejected",
+            Malformed => "refused",
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        use Scenario::*;
+        match self {
+            Correction => "-CORR-",
+            ReviewRejected => "-REVREJ-",
+            Unpaid => "-UNPAID-",
+            _ => "-",
+        }
+    }
+}
+
+/// A small deterministic generator (SplitMix64): the same seed gives the same applications.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const REGIONS: [&str; 10] = [
+    "110105", "310104", "440303", "330102", "510104", "120101", "500103", "370116", "610102",
+    "220102",
+];
+
+fn id_number(region: &str, birth: &str, seq: u64) -> String {
+    let first17 = format!("{region}{birth}{:03}", seq % 1000);
+    format!("{first17}{}", check_character(&first17).expect("17 digits"))
+}
+
+fn material(bytes: u64, w: u32, h: u32, rng: &mut Rng) -> Value {
+    let sha: String = (0..4).map(|_| format!("{:016x}", rng.next())).collect();
+    json!({"sha256": sha, "content_type": "image/jpeg", "bytes": bytes, "width_px": w, "height_px": h})
+}
+
+/// One generated application of `scenario`, numbered `n` in run `run`.
+pub fn application(run: &str, n: usize, scenario: Scenario, rng: &mut Rng) -> Value {
+    use Scenario::*;
+    let today = chrono::Utc::now().with_timezone(&wangban_domain::application::beijing());
+    let submitted_at = today.to_rfc3339();
+    let region = REGIONS[rng.below(REGIONS.len() as u64) as usize];
+    let year = 1960 + rng.below(45);
+    let birth = format!("{year}{:02}{:02}", 1 + rng.below(12), 1 + rng.below(28));
+    let date = today.date_naive();
+    let expiring = (date + chrono::Duration::days(30 + rng.below(120) as i64)).to_string();
+    let far = (date + chrono::Duration::days(900)).to_string();
+    let (kind, reason, expires, delivery) = match scenario {
+        PermitPickup => ("hk_macao_permit", "lost", far.clone(), "pickup"),
+        TaiwanStolenCourier => ("taiwan_permit", "stolen", far.clone(), "courier"),
+        VisaPagesFullPickup => ("passport", "visa_pages_full", far.clone(), "pickup"),
+        Correction | Unpaid => ("passport", "damaged", far.clone(), "courier"),
+        _ => ("passport", "expiring_soon", expiring.clone(), "courier"),
+    };
+    let phone = if scenario == SmsNumberInvalid {
+        "10012345678".to_string()
+    } else {
+        format!("13{:09}", rng.below(1_000_000_000))
+    };
+    let mut app = json!({
+        "application_id": format!("{run}{}{n:06}", scenario.tag()),
+        "submitted_at": submitted_at,
+        "applicant": {
+            "id_number": id_number(region, &birth, 100 + n as u64),
+            "name": "测试申请人", "phone": phone, "hukou_region": region, "category": "ordinary"
+        },
+        "identity_check": {"passed": true, "checked_at": submitted_at},
+        "in_mainland": true,
+        "document": {"kind": kind, "number": format!("E{:08}", rng.below(100_000_000)), "expires_on": expires, "fingerprints_on_file": true},
+        "reason": reason,
+        "materials": {
+            "photo": material(40_000, 360, 480, rng),
+            "signature": material(30_000, 600, 300, rng),
+            "id_card_front": material(200_000, 1200, 760, rng),
+            "id_card_back": material(200_000, 1200, 760, rng)
+        },
+        "delivery": if delivery == "pickup" { json!({"method": "pickup"}) } else { json!({
+            "method": "courier", "recipient": "测试收件人", "phone": phone,
+            "address": {"province": "北京市", "city": "北京市", "district": "朝阳区", "street": "建国路 1 号", "postcode": "100020"}
+        })}
+    });
+    match scenario {
+        Under16 => {
+            let teen = date.format("%Y%m%d").to_string();
+            let birth = format!(
+                "{}{}",
+                date.format("%Y").to_string().parse::<i32>().unwrap_or(2026) - 15,
+                &teen[4..]
+            );
+            app["applicant"]["id_number"] = json!(id_number(region, &birth, 100 + n as u64));
+        }
+        NotPilotCity => app["applicant"]["hukou_region"] = json!("420102"),
+        Expired => {
+            app["document"]["expires_on"] = json!((date - chrono::Duration::days(3)).to_string())
+        }
+        FirstApplication => app["document"] = Value::Null,
+        OutsideMainland => app["in_mainland"] = json!(false),
+        PhotoNonconforming => app["materials"]["photo"]["width_px"] = json!(300),
+        InvalidIdNumber => {
+            let good = app["applicant"]["id_number"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let last = if good.ends_with('0') { '1' } else { '0' };
+            app["applicant"]["id_number"] = json!(format!("{}{last}", &good[..17]));
+        }
+        CounterOnly => app["applicant"]["category"] = json!("state_functionary"),
+        _ => {}
+    }
+    app
+}
+
+/// The outcome of a demo run.
+#[derive(Debug)]
+pub struct Report {
+    pub cases: usize,
+    pub by_state: BTreeMap<String, usize>,
+    pub unexpected: Vec<(String, String, String)>,
+    pub elapsed: Duration,
+    pub sample_case: Option<String>,
+}
+
+/// Runs `cases` applications through a pipeline with every worker, and reports.
+pub async fn run(
+    settings: &Settings,
+    cases: usize,
+    seed: u64,
+    progress: bool,
+) -> anyhow::Result<(Pipeline, Report)> {
+    let pipeline = Pipeline::connect(settings).await?;
+    let running = pipeline.spawn(&WORKERS)?;
+    let run_id = format!(
+        "DEMO{:06X}",
+        (Rng::new(seed ^ uuid::Uuid::new_v4().as_u128() as u64).next()) & 0xFF_FFFF
+    );
+    let mut rng = Rng::new(seed);
+    let started = Instant::now();
+
+    let mut expected: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut corrections: BTreeMap<String, Value> = BTreeMap::new();
+    let mut refused = 0usize;
+    let (mut n, mut made) = (0usize, 0usize);
+    while made < cases {
+        let mut scenario = Scenario::ALL[n % Scenario::ALL.len()];
+        if scenario == Scenario::DuplicateActive && made + 2 > cases {
+            scenario = Scenario::PassportCourier; // the pair would not fit in N
+        }
+        made += if scenario == Scenario::DuplicateActive {
+            2
+        } else {
+            1
+        };
+        n += 1;
+        let app = application(&run_id, n, scenario, &mut rng);
+        let id = app["application_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match scenario {
+            Scenario::Malformed => {
+                let mut bad = app.clone();
+                if let Some(a) = bad["applicant"].as_object_mut() {
+                    a.remove("phone");
+                }
+                pipeline.submit(&bad, false).await?;
+                refused += 1;
+                continue;
+            }
+            Scenario::DuplicateActive => {
+                // The same person and document kind as an earlier, still open application.
+                let mut first = app.clone();
+                first["application_id"] = json!(format!("{id}A"));
+                pipeline.submit(&first, false).await?;
+                expected.insert(format!("{id}A"), "delivered");
+                pipeline.submit(&app, false).await?;
+            }
+            Scenario::SubmittedTwice => {
+                pipeline.submit(&app, false).await?;
+                pipeline.submit(&app, false).await?;
+            }
+            Scenario::Correction => {
+                pipeline.submit(&app, false).await?;
+                corrections.insert(id.clone(), app.clone());
+            }
+            _ => {
+                pipeline.submit(&app, false).await?;
+            }
+        }
+        expected.insert(id, scenario.expected());
+    }
+
+    let budget = Duration::from_secs(60)
+        + Duration::from_millis(60 * cases as u64)
+        + settings.fees.payment_window * 2;
+    let mut resubmitted: BTreeSet<String> = BTreeSet::new();
+    let mut last_line = Instant::now();
+    let states = loop {
+        let states = pipeline
+            .runtime
+            .store
+            .states_by_application(&run_id)
+            .await?;
+        for (id, app) in &corrections {
+            if states.get(id).map(String::as_str) == Some("correction_requested")
+                && resubmitted.insert(id.clone())
+            {
+                let mut fixed = app.clone();
+                fixed["submitted_at"] = json!(
+                    chrono::Utc::now()
+                        .with_timezone(&wangban_domain::application::beijing())
+                        .to_rfc3339()
+                );
+                fixed["materials"]["signature"]["sha256"] = json!("cd".repeat(32));
+                pipeline.submit(&fixed, true).await?;
+            }
+        }
+        let done = expected
+            .iter()
+            .filter(|(id, want)| states.get(*id).map(String::as_str) == Some(**want))
+            .count();
+        if progress && last_line.elapsed() > Duration::from_millis(500) {
+            eprint!(
+                "\r[demo] {done}/{} cases in their final state, {:.1} s",
+                expected.len(),
+                started.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+            last_line = Instant::now();
+        }
+        if done == expected.len() || started.elapsed() > budget {
+            break states;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if progress {
+        eprintln!();
+    }
+    // Refused messages: wait until each is a dead letter.
+    let dead = loop {
+        let dead = pipeline
+            .runtime
+            .store
+            .dead_letters(Some("intake"))
+            .await?
+            .iter()
+            .filter(|d| d.reason.contains("malformed application"))
+            .count();
+        if dead >= refused || started.elapsed() > budget {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    running.stop().await;
+
+    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unexpected = Vec::new();
+    for (id, want) in &expected {
+        let got = states.get(id).cloned().unwrap_or_else(|| "missing".into());
+        *by_state.entry(got.clone()).or_default() += 1;
+        if got != *want {
+            unexpected.push((id.clone(), want.to_string(), got));
+        }
+    }
+    if refused > 0 {
+        by_state.insert("refused (dead-lettered)".into(), dead.min(refused));
+        for _ in dead..refused {
+            unexpected.push((
+                "(malformed)".into(),
+                "refused".into(),
+                "not dead-lettered".into(),
+            ));
+        }
+    }
+    let sample_case = corrections
+        .keys()
+        .next()
+        .cloned()
+        .or_else(|| expected.keys().next().cloned());
+    let report = Report {
+        cases: expected.len() + refused,
+        by_state,
+        unexpected,
+        elapsed: started.elapsed(),
+        sample_case,
+    };
+    Ok((pipeline, report))
+}

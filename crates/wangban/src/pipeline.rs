@@ -1,0 +1,224 @@
+//! The pipeline: one store, one bus, the five workers with their parties (simulated for now),
+//! the outbox relay and the timers. Any subset of workers can run in a process; every worker's
+//! queue is declared whatever runs here, so events for a worker running elsewhere wait for it.
+
+use crate::settings::Settings;
+use anyhow::Context;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use wangban_bus::amqp::AmqpBus;
+use wangban_bus::memory::MemoryBus;
+use wangban_bus::{Bus, Topology};
+use wangban_domain::application::Application;
+use wangban_domain::events::EventType;
+use wangban_domain::ids::CaseId;
+use wangban_providers::simulated::Simulation;
+use wangban_runtime::ingress::{self, BusIngress};
+use wangban_runtime::{Handler, Runtime, worker_queue};
+use wangban_store::Store;
+
+/// The workers, in pipeline order.
+pub const WORKERS: [&str; 5] = ["intake", "review", "notify", "production", "courier"];
+
+/// A connected pipeline.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub runtime: Runtime,
+    pub simulation: Simulation,
+    pub topology: Topology,
+    handlers: Vec<Arc<dyn Handler>>,
+}
+
+/// Running workers; stop them gracefully with [`Running::stop`] or kill them with [`Running::abort`].
+pub struct Running {
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops taking deliveries, lets in-flight ones finish, flushes the outbox, and waits.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stops at once, as a crash would: in-flight deliveries go back to their queues.
+    pub async fn abort(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits for SIGINT or SIGTERM, then stops gracefully.
+    pub async fn until_signal(self) -> anyhow::Result<()> {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("stopping: finishing in-flight deliveries and flushing the outbox");
+        self.stop().await;
+        Ok(())
+    }
+}
+
+/// Builds the topology of all five workers.
+pub fn topology(handlers: &[Arc<dyn Handler>], prefix: &str, delivery_limit: u32) -> Topology {
+    Topology {
+        prefix: prefix.to_owned(),
+        workers: handlers.iter().map(|h| worker_queue(h.as_ref())).collect(),
+        delivery_limit,
+    }
+}
+
+/// The five handlers over the simulated parties.
+pub fn handlers(settings: &Settings, sim: &Simulation) -> Vec<Arc<dyn Handler>> {
+    vec![
+        Arc::new(wangban_intake::Intake {
+            rules: settings.rules.clone(),
+        }),
+        Arc::new(wangban_review::Review {
+            desk: sim.review_desk(),
+        }),
+        Arc::new(wangban_notify::Notify {
+            sms: sim.sms(),
+            payment: sim.payment(),
+            fees: settings.fees.clone(),
+        }),
+        Arc::new(wangban_production::Production {
+            centre: sim.production(),
+            calendar: settings.calendar.clone(),
+            promise_working_days: settings.production_working_days,
+        }),
+        Arc::new(wangban_courier::Dispatch {
+            courier: sim.courier(),
+            hall: sim.hall(),
+        }),
+    ]
+}
+
+impl Pipeline {
+    /// Connects the store (migrating it) and the bus (declaring the topology).
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Pipeline> {
+        let store = Store::connect(&settings.database_url, settings.fingerprint_key.expose())
+            .await
+            .context("connecting to the database")?;
+        // The handlers (and so the topology) need the parties, whose answers need the bus, which
+        // needs the topology: the parties' ingress is bound to the bus once it exists.
+        let late = Arc::new(LateIngress::default());
+        let simulation = Simulation::new(late.clone(), settings.sim_delay);
+        let handlers = handlers(settings, &simulation);
+        let topology = topology(&handlers, &settings.queue_prefix, settings.delivery_limit);
+        let bus: Arc<dyn Bus> = match &settings.amqp_url {
+            Some(url) => Arc::new(AmqpBus::new(url, topology.clone())),
+            None => Arc::new(MemoryBus::new()),
+        };
+        bus.declare(&topology)
+            .await
+            .context("declaring the bus topology")?;
+        let _ = late.0.set(BusIngress {
+            bus: bus.clone(),
+            source: "/wangban/simulated".into(),
+        });
+        let runtime = Runtime::new(store, bus, settings.runtime.clone());
+        Ok(Pipeline {
+            runtime,
+            simulation,
+            topology,
+            handlers,
+        })
+    }
+
+    /// Starts the named workers (their consumers and timers) and the outbox relay.
+    pub fn spawn(&self, workers: &[&str]) -> anyhow::Result<Running> {
+        for w in workers {
+            anyhow::ensure!(
+                WORKERS.contains(w),
+                "unknown worker `{w}` (known: {})",
+                WORKERS.join(", ")
+            );
+        }
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for h in self
+            .handlers
+            .iter()
+            .filter(|h| workers.contains(&h.worker()))
+        {
+            let (rt, h2, rx2) = (self.runtime.clone(), h.clone(), rx.clone());
+            tasks.spawn(async move { rt.run_worker(h2, rx2).await });
+            let (rt, h2, rx2) = (self.runtime.clone(), h.clone(), rx.clone());
+            tasks.spawn(async move { rt.run_ticks(h2, rx2).await });
+        }
+        let rt = self.runtime.clone();
+        tasks.spawn(async move { rt.run_relay(rx).await });
+        Ok(Running { shutdown, tasks })
+    }
+
+    /// The handler of a worker (to step it one delivery at a time in tests).
+    pub fn handler(&self, worker: &str) -> Option<Arc<dyn Handler>> {
+        self.handlers.iter().find(|h| h.worker() == worker).cloned()
+    }
+
+    /// Hands an application to intake, as the portal does: `application.submitted`, or
+    /// `application.resubmitted` for a corrected one. Returns its case id.
+    pub async fn submit(&self, application: &Value, resubmission: bool) -> anyhow::Result<CaseId> {
+        let id = application
+            .get("application_id")
+            .and_then(Value::as_str)
+            .context("the application has no application_id")?;
+        let app_id = wangban_domain::ids::ApplicationId::parse(id)
+            .map_err(|e| anyhow::anyhow!("application_id: {e}"))?;
+        let case = CaseId::for_application(&app_id);
+        let kind = if resubmission {
+            EventType::ApplicationResubmitted
+        } else {
+            EventType::ApplicationSubmitted
+        };
+        let event = ingress::event(kind, "/portal", &case, None, application.clone());
+        ingress::publish(self.runtime.bus.as_ref(), &event)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        Ok(case)
+    }
+
+    /// Publishes raw bytes as if the portal had sent them (for refusal tests and the demo).
+    pub async fn submit_raw(&self, routing_key: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+        let out = wangban_bus::Outgoing {
+            routing_key: routing_key.into(),
+            message_id: String::new(),
+            payload,
+        };
+        self.runtime
+            .bus
+            .publish(&[out])
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Whether an application parses (for callers that want to refuse early).
+    pub fn parses(application: &Value) -> bool {
+        Application::from_value(application).is_ok()
+    }
+}
+
+/// The simulated parties' ingress, bound to the bus after it is made.
+#[derive(Default)]
+struct LateIngress(std::sync::OnceLock<BusIngress>);
+
+#[async_trait::async_trait]
+impl wangban_providers::Ingress for LateIngress {
+    async fn report(&self, kind: EventType, case: &CaseId, data: Value) -> Result<(), String> {
+        match self.0.get() {
+            Some(ingress) => ingress.report(kind, case, data).await,
+            None => Err("the bus is not connected yet".into()),
+        }
+    }
+}

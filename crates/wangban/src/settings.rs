@@ -1,0 +1,118 @@
+//! Configuration: one struct, from flags and environment. Every field is in the README's
+//! configuration table. Secrets are wrapped so that `Debug` prints `***`.
+
+use anyhow::Context;
+use std::path::Path;
+use std::time::Duration;
+use wangban_domain::calendar::WorkingCalendar;
+use wangban_domain::eligibility::Rules;
+use wangban_domain::pilot::PilotCities;
+use wangban_notify::FeeConfig;
+use wangban_runtime::RuntimeConfig;
+
+/// A secret value; never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Everything a pipeline needs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `amqp://…`; `None` runs the in-process bus.
+    pub amqp_url: Option<String>,
+    /// `postgres://…` or `sqlite://FILE`.
+    pub database_url: String,
+    /// Prefix of every exchange and queue name (tests and tenants on one broker).
+    pub queue_prefix: String,
+    /// Key of the ID-number fingerprints (duplicate detection without storing numbers in an index).
+    pub fingerprint_key: Secret,
+    pub rules: Rules,
+    pub calendar: WorkingCalendar,
+    pub fees: FeeConfig,
+    pub production_working_days: u32,
+    /// How long the simulated parties take to answer.
+    pub sim_delay: Duration,
+    pub runtime: RuntimeConfig,
+    /// Deliveries of one message before the broker dead-letters it.
+    pub delivery_limit: u32,
+}
+
+fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
+    match std::env::var(name) {
+        Ok(v) => {
+            Ok(Some(v.parse().with_context(|| {
+                format!("{name} must be a whole number")
+            })?))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+impl Settings {
+    /// Settings from the environment (flags override `amqp_url` and `database_url` after this).
+    pub fn from_env(default_database_url: &str) -> anyhow::Result<Settings> {
+        let mut rules = Rules::default();
+        if let Ok(path) = std::env::var("WANGBAN_PILOT_CITIES") {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+            rules.pilot_cities = PilotCities::from_json(&text).map_err(anyhow::Error::msg)?;
+        }
+        let calendar = match std::env::var("WANGBAN_CALENDAR") {
+            Ok(path) => load_calendar(Path::new(&path))?,
+            Err(_) => WorkingCalendar::default(),
+        };
+        let mut fees = FeeConfig::default();
+        if let Some(s) = env_u64("WANGBAN_PAYMENT_WINDOW_SECS")? {
+            fees.payment_window = Duration::from_secs(s);
+        }
+        if let Some(s) = env_u64("WANGBAN_PAYMENT_REMINDER_SECS")? {
+            fees.reminder_after = Duration::from_secs(s);
+        }
+        let mut runtime = RuntimeConfig::default();
+        if let Some(ms) = env_u64("WANGBAN_TICK_MS")? {
+            runtime.tick = Duration::from_millis(ms.max(10));
+        }
+        if let Some(p) = env_u64("WANGBAN_PREFETCH")? {
+            runtime.prefetch = p.clamp(1, 1000) as u16;
+        }
+        Ok(Settings {
+            amqp_url: std::env::var("AMQP_URL").ok().filter(|s| !s.is_empty()),
+            database_url: std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| default_database_url.to_owned()),
+            queue_prefix: std::env::var("WANGBAN_QUEUE_PREFIX").unwrap_or_default(),
+            fingerprint_key: Secret::new(
+                std::env::var("WANGBAN_FINGERPRINT_KEY")
+                    .unwrap_or_else(|_| "wangban-development-key".into()),
+            ),
+            rules,
+            calendar,
+            fees,
+            production_working_days: 3,
+            sim_delay: Duration::from_millis(env_u64("WANGBAN_SIM_DELAY_MS")?.unwrap_or(20)),
+            runtime,
+            delivery_limit: env_u64("WANGBAN_DELIVERY_LIMIT")?.unwrap_or(20) as u32,
+        })
+    }
+}
+
+fn load_calendar(path: &Path) -> anyhow::Result<WorkingCalendar> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading calendar {}", path.display()))?;
+    Ok(WorkingCalendar::from_json(&text)?)
+}
