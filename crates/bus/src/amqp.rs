@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -297,6 +298,25 @@ impl Bus for AmqpBus {
                 Err(unavailable(e))
             }
         }
+    }
+
+    async fn teardown(&self, t: &Topology) -> Result<(), BusError> {
+        let (connection, _) = self.live().await?;
+        let ch = connection.create_channel().await.map_err(unavailable)?;
+        for w in &t.workers {
+            for q in [t.queue(&w.worker), t.dead_letter_queue(&w.worker)] {
+                ch.queue_delete(q.into(), QueueDeleteOptions::default())
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        for x in [t.exchange(), t.dead_letter_exchange()] {
+            ch.exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(unavailable)?;
+        }
+        let _ = ch.close(200, "teardown".into()).await;
+        Ok(())
     }
 
     async fn depth(&self, worker: &str, dead_letters: bool) -> Result<u32, BusError> {

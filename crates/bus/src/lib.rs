@@ -70,6 +70,8 @@ pub trait Bus: Send + Sync + 'static {
     ) -> Result<Box<dyn Subscription>, BusError>;
     /// The number of ready messages in a queue (`worker`'s queue, or its dead-letter queue).
     async fn depth(&self, worker: &str, dead_letters: bool) -> Result<u32, BusError>;
+    /// Deletes every queue and exchange of the topology (for throw-away prefixes: tests, demos).
+    async fn teardown(&self, topology: &Topology) -> Result<(), BusError>;
 }
 
 /// A stream of deliveries from one queue.

@@ -129,6 +129,13 @@ impl Bus for MemoryBus {
         Ok(Box::new(MemorySubscription { queue, limit }))
     }
 
+    async fn teardown(&self, _topology: &Topology) -> Result<(), BusError> {
+        let mut inner = self.inner.lock().expect("bus lock");
+        inner.queues.clear();
+        inner.bindings.clear();
+        Ok(())
+    }
+
     async fn depth(&self, worker: &str, dead_letters: bool) -> Result<u32, BusError> {
         let (q, _) = self.queue(worker)?;
         let n = if dead_letters {

@@ -1,0 +1,75 @@
+//! The whole pipeline on real RabbitMQ and PostgreSQL: 200 mixed applications, every final state
+//! as its scenario expects, every audit chain intact, every effect once.
+
+use wangban::demo;
+use wangban_tests::RealServices;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_mixed_applications_reach_their_expected_states() {
+    let env = RealServices::new("e2e").await;
+    let (pipeline, report) = demo::run(&env.settings, 200, 7, false)
+        .await
+        .expect("demo runs");
+    assert_eq!(report.cases, 200);
+    assert!(
+        report.unexpected.is_empty(),
+        "unexpected outcomes: {:?}",
+        report.unexpected
+    );
+    for state in [
+        "delivered",
+        "collected",
+        "rejected",
+        "review_rejected",
+        "payment_expired",
+    ] {
+        assert!(
+            report.by_state.get(state).copied().unwrap_or(0) > 0,
+            "no case ended {state}: {:?}",
+            report.by_state
+        );
+    }
+
+    let store = &pipeline.runtime.store;
+    let audit = store.verify_audit().await.expect("verify");
+    assert!(
+        audit.problems.is_empty(),
+        "broken chains: {:?}",
+        audit.problems
+    );
+    assert!(
+        audit.records > 1000,
+        "expected a rich audit log, got {} records",
+        audit.records
+    );
+
+    // Effects: exactly one invalidation per accepted case, one shipment per delivered case.
+    let counts = store.count_by_state().await.expect("counts");
+    let accepted_ever: i64 = [
+        "delivered",
+        "collected",
+        "review_rejected",
+        "payment_expired",
+    ]
+    .iter()
+    .map(|s| counts.get(*s).copied().unwrap_or(0))
+    .sum();
+    assert_eq!(
+        store.effect_counts("document_invalidated").await.unwrap(),
+        accepted_ever
+    );
+    assert_eq!(
+        store.effect_counts("shipment").await.unwrap(),
+        counts["delivered"]
+    );
+    assert_eq!(
+        store.effect_counts("sms:fee_due").await.unwrap(),
+        accepted_ever - counts["review_rejected"]
+    );
+    // The simulated parties saw one request per case, whatever the redeliveries.
+    assert_eq!(
+        pipeline.simulation.distinct_requests("shipment:") as i64,
+        counts["delivered"]
+    );
+    env.cleanup(&pipeline).await;
+}

@@ -1,0 +1,182 @@
+//! Redelivery has no second effect; malformed messages are dead-lettered with their reason and
+//! nothing is lost — on real RabbitMQ and PostgreSQL, stepping the worker one delivery at a time.
+
+use std::time::Duration;
+use wangban::demo::{Rng, Scenario, application};
+use wangban::pipeline::Pipeline;
+use wangban_domain::events::EventType;
+use wangban_domain::ids::{ApplicationId, CaseId};
+use wangban_runtime::{Outcome, ingress};
+use wangban_tests::{RealServices, eventually};
+
+fn case_of(app: &serde_json::Value) -> CaseId {
+    CaseId::for_application(&ApplicationId::parse(app["application_id"].as_str().unwrap()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_twice_has_one_effect() {
+    let env = RealServices::new("redelivery").await;
+    let pipeline = Pipeline::connect(&env.settings).await.expect("connect");
+    let rt = &pipeline.runtime;
+    let app = application("REDEL", 1, Scenario::PassportCourier, &mut Rng::new(3));
+    let case = case_of(&app);
+    let event = ingress::event(
+        EventType::ApplicationSubmitted,
+        "/portal",
+        &case,
+        None,
+        app.clone(),
+    );
+    // The broker delivers the same message twice (a redelivery after a lost ack) …
+    ingress::publish(rt.bus.as_ref(), &event).await.unwrap();
+    ingress::publish(rt.bus.as_ref(), &event).await.unwrap();
+    // … and the portal sends the same application again under a new event id.
+    pipeline.submit(&app, false).await.unwrap();
+
+    let intake = pipeline.handler("intake").unwrap();
+    let mut sub = rt.bus.subscribe("intake", 10).await.unwrap();
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("a delivery")
+            .unwrap()
+            .unwrap();
+        outcomes.push(rt.process(intake.as_ref(), d).await);
+    }
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Handled, Outcome::Duplicate, Outcome::Handled]
+    );
+
+    let view = rt
+        .store
+        .case_view(case.as_str())
+        .await
+        .unwrap()
+        .expect("one case");
+    assert_eq!(view.case.state.as_str(), "accepted");
+    let kinds: Vec<&str> = view.audit.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "case_opened",
+            "transition",
+            "document_invalidated",
+            "duplicate_submission"
+        ]
+    );
+    assert_eq!(
+        rt.store
+            .effect_counts("document_invalidated")
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Exactly one case.accepted and one document.invalidated leave through the outbox.
+    assert_eq!(rt.relay_once().await.unwrap(), 2);
+    eventually(
+        Duration::from_secs(10),
+        "the events to reach their queues",
+        || async {
+            rt.bus.depth("review", false).await.unwrap() == 1
+                && rt.bus.depth("notify", false).await.unwrap() == 1
+        },
+    )
+    .await;
+    assert_eq!(
+        rt.relay_once().await.unwrap(),
+        0,
+        "a second relay publishes nothing"
+    );
+    drop(sub);
+    env.cleanup(&pipeline).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_dead_lettered_with_their_reason() {
+    let env = RealServices::new("refusals").await;
+    let pipeline = Pipeline::connect(&env.settings).await.expect("connect");
+    let rt = &pipeline.runtime;
+
+    // 1. not JSON at all
+    pipeline
+        .submit_raw("application.submitted", b"\xff\xfe not json".to_vec())
+        .await
+        .unwrap();
+    // 2. a well-formed envelope around an application without a phone number
+    let mut app = application("REFUSE", 1, Scenario::PassportCourier, &mut Rng::new(4));
+    app["applicant"].as_object_mut().unwrap().remove("phone");
+    pipeline.submit(&app, false).await.unwrap();
+    // 3. an envelope of a version this build does not know
+    let good = application("REFUSE", 2, Scenario::PassportCourier, &mut Rng::new(5));
+    let mut v2 = ingress::event(
+        EventType::ApplicationSubmitted,
+        "/portal",
+        &case_of(&good),
+        None,
+        good.clone(),
+    );
+    v2.event_type = "wangban.application.submitted.v2".into();
+    pipeline
+        .submit_raw("application.submitted", v2.encode())
+        .await
+        .unwrap();
+    // 4. a message over the size limit
+    let mut huge = good.clone();
+    huge["padding"] = serde_json::json!("x".repeat(rt.config.max_message_bytes));
+    pipeline.submit(&huge, false).await.unwrap();
+
+    let running = pipeline.spawn(&["intake"]).unwrap();
+    eventually(Duration::from_secs(20), "four dead letters", || async {
+        rt.store.dead_letters(Some("intake")).await.unwrap().len() == 4
+    })
+    .await;
+    running.stop().await;
+
+    let mut reasons: Vec<String> = rt
+        .store
+        .dead_letters(Some("intake"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    reasons.sort();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("refused: envelope is not valid JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "malformed application: applicant.phone: is required"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("wangban.application.submitted.v2")
+                && r.contains("unsupported version")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("exceeds the limit")),
+        "{reasons:?}"
+    );
+    // Kept in the worker's dead-letter queue too, and nothing is left in (or lost from) the queue.
+    assert_eq!(rt.bus.depth("intake", true).await.unwrap(), 4);
+    assert_eq!(rt.bus.depth("intake", false).await.unwrap(), 0);
+    assert!(
+        rt.store.count_by_state().await.unwrap().is_empty(),
+        "no case was opened"
+    );
+    // No dead-letter reason quotes the personal data of the application.
+    let phone_free = rt.store.dead_letters(None).await.unwrap();
+    let id_number = good["applicant"]["id_number"].as_str().unwrap();
+    assert!(phone_free.iter().all(|d| !d.reason.contains(id_number)));
+    env.cleanup(&pipeline).await;
+}
