@@ -76,3 +76,41 @@ fn an_unreadable_file_is_named_and_fails_the_command() {
             .starts_with("cannot read file")
     );
 }
+
+#[test]
+fn every_event_type_is_documented_with_an_example() {
+    let doc =
+        std::fs::read_to_string(workspace_root().join("docs/events.md")).expect("docs/events.md");
+    for t in wangban_domain::events::EventType::all() {
+        let name = t.type_name();
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/events.md does not document {name}"
+        );
+    }
+}
+
+#[test]
+fn the_checked_in_rabbitmq_definitions_are_what_the_workers_declare() {
+    let out = Command::new(wangban_binary())
+        .arg("topology")
+        .env_remove("WANGBAN_QUEUE_PREFIX")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let generated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file =
+        std::fs::read_to_string(workspace_root().join("deploy/rabbitmq/definitions.json")).unwrap();
+    let committed: Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(
+        generated, committed,
+        "run `wangban topology --output deploy/rabbitmq/definitions.json`"
+    );
+    assert!(
+        committed["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["arguments"]["x-queue-type"] == "quorum")
+    );
+}

@@ -1,0 +1,197 @@
+//! One conformance suite over both store backends — SQLite (the embedded default) and PostgreSQL
+//! (production): uniqueness rules, inbox, effects, the audit chain, and the operator commands
+//! `wangban audit verify` (naming the first broken record) and `wangban case show` (masked).
+
+use serde_json::json;
+use std::process::Command;
+use wangban::demo::{Rng, Scenario, application};
+use wangban_domain::ids::{ApplicationId, CaseId};
+use wangban_store::{NewCase, Store, StoreError};
+use wangban_tests::{RealServices, wangban_binary};
+
+fn new_case(app_id: &str, fingerprint: &str, application: &serde_json::Value) -> NewCase {
+    NewCase {
+        case_id: CaseId::for_application(&ApplicationId::parse(app_id).unwrap()),
+        application_id: app_id.into(),
+        id_fingerprint: Some(fingerprint.into()),
+        document_kind: Some("passport".into()),
+        delivery_method: "courier".into(),
+        application: application.to_string(),
+    }
+}
+
+async fn tamper(url: &str, sql: &'static str) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url)
+        .await
+        .expect("connect to tamper");
+    let done = sqlx::query(sql).execute(&mut conn).await.expect("tamper");
+    assert_eq!(
+        done.rows_affected(),
+        1,
+        "the tampering statement changed one row"
+    );
+}
+
+async fn conformance(url: &str) {
+    let store = Store::connect(url, "test-key")
+        .await
+        .expect("store connects and migrates");
+    // Migrating again is a no-op.
+    let store2 = Store::connect(url, "test-key")
+        .await
+        .expect("second connect");
+    store2.close().await;
+
+    let app = application("CONF", 1, Scenario::PassportCourier, &mut Rng::new(9));
+    let a = new_case("CONF-A", "fp1", &app);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_case(&a, true, "evt_a").await.unwrap();
+    tx.commit().await.unwrap();
+
+    // A second open case of the same person and kind is refused by the store itself.
+    let mut tx = store.begin().await.unwrap();
+    let err = tx
+        .insert_case(&new_case("CONF-B", "fp1", &app), true, "evt_b")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    drop(tx);
+    // … but a case intake rejects (never open) may share it.
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_case(&new_case("CONF-B", "fp1", &app), false, "evt_b")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // The same application_id twice is refused.
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(
+        tx.insert_case(&new_case("CONF-A", "fp2", &app), true, "evt_c")
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    drop(tx);
+
+    // Inbox: one handling per (consumer, event).
+    let mut tx = store.begin().await.unwrap();
+    assert!(!tx.inbox_contains("w", "evt_1").await.unwrap());
+    tx.inbox_insert("w", "evt_1").await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.inbox_contains("w", "evt_1").await.unwrap());
+    assert!(matches!(
+        tx.inbox_insert("w", "evt_1").await,
+        Err(StoreError::Conflict(_))
+    ));
+    drop(tx);
+
+    // Effects: once per (case, purpose).
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        tx.record_effect(&a.case_id, "sms:fee_due", &json!({"n": 1}))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.record_effect(&a.case_id, "sms:fee_due", &json!({"n": 2}))
+            .await
+            .unwrap()
+    );
+    tx.append_audit(&a.case_id, "note", Some("evt_x"), &json!({"k": "v"}))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.effect_counts("sms:fee_due").await.unwrap(), 1);
+
+    // The chain verifies, through the library and the command.
+    assert!(store.verify_audit().await.unwrap().problems.is_empty());
+    let verify = || {
+        Command::new(wangban_binary())
+            .args(["audit", "verify", "--database-url", url])
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("every chain intact"));
+
+    // `case show` masks the ID number and prints no other personal data.
+    let show = Command::new(wangban_binary())
+        .args(["case", "show", "CONF-A", "--database-url", url])
+        .output()
+        .unwrap();
+    assert!(show.status.success());
+    let text = String::from_utf8(show.stdout).unwrap();
+    let id_number = app["applicant"]["id_number"].as_str().unwrap();
+    assert!(
+        text.contains(&wangban_domain::id_number::mask(id_number)),
+        "{text}"
+    );
+    for pii in [
+        id_number,
+        app["applicant"]["phone"].as_str().unwrap(),
+        "测试申请人",
+        "建国路",
+    ] {
+        assert!(!text.contains(pii), "case show leaks {pii}: {text}");
+    }
+
+    store.close().await;
+}
+
+/// Tampering with history is detected and the first broken record named.
+async fn tamper_and_verify(url: &str) {
+    tamper(
+        url,
+        "UPDATE audit SET detail = '{\"k\":\"forged\"}' WHERE kind = 'note'",
+    )
+    .await;
+    let out = Command::new(wangban_binary())
+        .args(["audit", "verify", "--database-url", url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let case = CaseId::for_application(&ApplicationId::parse("CONF-A").unwrap());
+    assert!(
+        text.contains(&format!("case {case} record 2: hash does not match")),
+        "{text}"
+    );
+    // Deleting the tail is detected too.
+    tamper(url, "DELETE FROM audit WHERE kind = 'note'").await;
+    let out = Command::new(wangban_binary())
+        .args(["audit", "verify", "--database-url", url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("records deleted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_backend() {
+    let path = std::env::temp_dir().join(format!(
+        "wangban-conformance-{}.sqlite",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let url = format!("sqlite://{}", path.display());
+    conformance(&url).await;
+    tamper_and_verify(&url).await;
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backend() {
+    let env = RealServices::new("store").await;
+    let url = env.settings.database_url.clone();
+    conformance(&url).await;
+    tamper_and_verify(&url).await;
+    let pipeline = wangban::pipeline::Pipeline::connect(&env.settings)
+        .await
+        .unwrap();
+    env.cleanup(&pipeline).await;
+}
