@@ -41,4 +41,8 @@ if command -v psql >/dev/null && ! psql "$WANGBAN_TEST_DATABASE_URL" -c 'select 
     echo "error: cannot connect to $WANGBAN_TEST_DATABASE_URL (set WANGBAN_TEST_DATABASE_URL)" >&2; exit 1; }
 fi
 
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo fmt --all -- --check
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
 cargo test --workspace --locked "$@"

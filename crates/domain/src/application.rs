@@ -559,7 +559,8 @@ pub(crate) mod tests {
 
     #[test]
     fn each_malformed_field_is_named() {
-        let cases: Vec<(fn(&mut Value), &str)> = vec![
+        type Edit = fn(&mut Value);
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 |v| {
                     v["applicant"]

@@ -121,8 +121,10 @@ impl Intake {
             )));
         }
         let stored = Cx::application(&case)?;
-        if stored.applicant.id_number.to_ascii_uppercase()
-            != app.applicant.id_number.to_ascii_uppercase()
+        if !stored
+            .applicant
+            .id_number
+            .eq_ignore_ascii_case(&app.applicant.id_number)
             || stored.document_kind() != app.document_kind()
         {
             cx.audit(

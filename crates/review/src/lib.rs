@@ -77,7 +77,7 @@ impl Review {
             "request_correction" => {
                 let items = d.get("items").cloned().unwrap_or(json!([]));
                 let message = d.get("message").cloned().unwrap_or(json!(""));
-                if !items.as_array().is_some_and(|a| !a.is_empty()) {
+                if items.as_array().is_none_or(|a| a.is_empty()) {
                     return Err(HandlerError::Permanent(
                         "request_correction must name the items to fix".into(),
                     ));

@@ -170,41 +170,29 @@ impl Store {
 
     /// Dead letters, newest first, optionally of one worker.
     pub async fn dead_letters(&self, worker: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows: Vec<(i64, String, Option<String>, Option<String>, Option<String>, String, i64, i64, i64, Option<i64>)> =
-            sqlx::query_as(
-                "SELECT id, worker, event_id, event_type, case_id, reason, failures, first_at, last_at, replayed_at \
-                 FROM dead_letters WHERE ($1 = '' OR worker = $1) ORDER BY id DESC",
-            )
-            .bind(worker.unwrap_or(""))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    id,
-                    worker,
-                    event_id,
-                    event_type,
-                    case_id,
-                    reason,
-                    failures,
-                    first_at,
-                    last_at,
-                    replayed_at,
-                )| DeadLetter {
-                    id,
-                    worker,
-                    event_id,
-                    event_type,
-                    case_id,
-                    reason,
-                    failures,
-                    first_at,
-                    last_at,
-                    replayed_at,
-                },
-            )
-            .collect())
+        let rows = sqlx::query(
+            "SELECT id, worker, event_id, event_type, case_id, reason, failures, first_at, last_at, replayed_at \
+             FROM dead_letters WHERE ($1 = '' OR worker = $1) ORDER BY id DESC",
+        )
+        .bind(worker.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(dead_letter_from_row).collect()
     }
+}
+
+fn dead_letter_from_row(row: &sqlx::any::AnyRow) -> Result<DeadLetter, StoreError> {
+    use sqlx::Row;
+    Ok(DeadLetter {
+        id: row.try_get("id")?,
+        worker: row.try_get("worker")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        case_id: row.try_get("case_id")?,
+        reason: row.try_get("reason")?,
+        failures: row.try_get("failures")?,
+        first_at: row.try_get("first_at")?,
+        last_at: row.try_get("last_at")?,
+        replayed_at: row.try_get("replayed_at")?,
+    })
 }

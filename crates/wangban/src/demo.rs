@@ -89,7 +89,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -97,7 +97,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -112,7 +112,7 @@ fn id_number(region: &str, birth: &str, seq: u64) -> String {
 }
 
 fn material(bytes: u64, w: u32, h: u32, rng: &mut Rng) -> Value {
-    let sha: String = (0..4).map(|_| format!("{:016x}", rng.next())).collect();
+    let sha: String = (0..4).map(|_| format!("{:016x}", rng.next_u64())).collect();
     json!({"sha256": sha, "content_type": "image/jpeg", "bytes": bytes, "width_px": w, "height_px": h})
 }
 
@@ -213,7 +213,7 @@ pub async fn run(
     let running = pipeline.spawn(&WORKERS)?;
     let run_id = format!(
         "DEMO{:06X}",
-        (Rng::new(seed ^ uuid::Uuid::new_v4().as_u128() as u64).next()) & 0xFF_FFFF
+        (Rng::new(seed ^ uuid::Uuid::new_v4().as_u128() as u64).next_u64()) & 0xFF_FFFF
     );
     let mut rng = Rng::new(seed);
     let started = Instant::now();
