@@ -5,7 +5,9 @@
 //! [`BusError::Unavailable`], drops the connection, and the next call (retried with backoff by the
 //! caller) connects again — so a broker restart needs no operator.
 
-use crate::{Bus, BusError, DeadLetterNote, Delivery, Outgoing, Settle, Subscription, Topology};
+use crate::{
+    Bus, BusError, DeadLetterNote, Delivery, Outgoing, QueueStats, Settle, Subscription, Topology,
+};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -317,6 +319,44 @@ impl Bus for AmqpBus {
         }
         let _ = ch.close(200, "teardown".into()).await;
         Ok(())
+    }
+
+    async fn stats(&self, worker: &str) -> Result<QueueStats, BusError> {
+        let (connection, _) = self.live().await?;
+        let ch = connection.create_channel().await.map_err(unavailable)?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let q = ch
+            .queue_declare(
+                self.topology.queue(worker).into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unavailable)?;
+        let d = ch
+            .queue_declare(
+                self.topology.dead_letter_queue(worker).into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unavailable)?;
+        let _ = ch.close(200, "stats".into()).await;
+        Ok(QueueStats {
+            ready: q.message_count(),
+            consumers: q.consumer_count(),
+            dead_letters: d.message_count(),
+        })
+    }
+
+    async fn send_to_queue(&self, worker: &str, payload: &[u8]) -> Result<(), BusError> {
+        // The default exchange routes by queue name: only this worker gets the message.
+        let queue = self.topology.queue(worker);
+        self.publish_confirmed("", &[(queue.as_str(), payload, properties(None))])
+            .await
     }
 
     async fn depth(&self, worker: &str, dead_letters: bool) -> Result<u32, BusError> {

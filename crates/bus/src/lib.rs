@@ -70,8 +70,20 @@ pub trait Bus: Send + Sync + 'static {
     ) -> Result<Box<dyn Subscription>, BusError>;
     /// The number of ready messages in a queue (`worker`'s queue, or its dead-letter queue).
     async fn depth(&self, worker: &str, dead_letters: bool) -> Result<u32, BusError>;
+    /// Ready messages and consumers of `worker`'s queue and of its dead-letter queue.
+    async fn stats(&self, worker: &str) -> Result<QueueStats, BusError>;
+    /// Puts a message straight into `worker`'s queue (replaying a dead letter to that worker only).
+    async fn send_to_queue(&self, worker: &str, payload: &[u8]) -> Result<(), BusError>;
     /// Deletes every queue and exchange of the topology (for throw-away prefixes: tests, demos).
     async fn teardown(&self, topology: &Topology) -> Result<(), BusError>;
+}
+
+/// What the broker says about a worker's queues.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    pub ready: u32,
+    pub consumers: u32,
+    pub dead_letters: u32,
 }
 
 /// A stream of deliveries from one queue.

@@ -6,7 +6,7 @@
 //! which a message is dead-lettered, and a dead-letter queue per worker.
 
 use crate::{
-    Bus, BusError, DeadLetterNote, Delivery, Outgoing, Settle, Subscription, Topology,
+    Bus, BusError, DeadLetterNote, Delivery, Outgoing, QueueStats, Settle, Subscription, Topology,
     topic_matches,
 };
 use async_trait::async_trait;
@@ -27,6 +27,7 @@ struct Queue {
     items: Mutex<VecDeque<Message>>,
     notify: Notify,
     dead: Mutex<Vec<Message>>,
+    consumers: std::sync::atomic::AtomicU32,
 }
 
 impl Queue {
@@ -126,7 +127,27 @@ impl Bus for MemoryBus {
         _prefetch: u16,
     ) -> Result<Box<dyn Subscription>, BusError> {
         let (queue, limit) = self.queue(worker)?;
+        queue.consumers.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(MemorySubscription { queue, limit }))
+    }
+
+    async fn stats(&self, worker: &str) -> Result<QueueStats, BusError> {
+        let (q, _) = self.queue(worker)?;
+        Ok(QueueStats {
+            ready: q.items.lock().expect("queue lock").len() as u32,
+            consumers: q.consumers.load(Ordering::SeqCst),
+            dead_letters: q.dead.lock().expect("dead-letter lock").len() as u32,
+        })
+    }
+
+    async fn send_to_queue(&self, worker: &str, payload: &[u8]) -> Result<(), BusError> {
+        let (q, _) = self.queue(worker)?;
+        q.push_back(Message {
+            payload: payload.to_vec(),
+            routing_key: String::new(),
+            deliveries: 0,
+        });
+        Ok(())
     }
 
     async fn teardown(&self, _topology: &Topology) -> Result<(), BusError> {
@@ -150,6 +171,12 @@ impl Bus for MemoryBus {
 struct MemorySubscription {
     queue: Arc<Queue>,
     limit: u32,
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        self.queue.consumers.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]

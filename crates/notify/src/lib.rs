@@ -358,7 +358,7 @@ impl Handler for Notify {
                     Some(id),
                     json!({"deadline": deadline}),
                 );
-                ingress::publish(rt.bus.as_ref(), &event)
+                rt.publish_ingress(&event)
                     .await
                     .map_err(HandlerError::Transient)?;
             }

@@ -4,7 +4,6 @@
 
 use async_trait::async_trait;
 use serde_json::Value;
-use std::sync::Arc;
 use wangban_bus::{Bus, Outgoing};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::{CaseId, EventId};
@@ -42,17 +41,24 @@ pub fn event(
 
 /// The [`Ingress`] the simulated parties answer through.
 pub struct BusIngress {
-    pub bus: Arc<dyn Bus>,
+    pub runtime: crate::Runtime,
     pub source: String,
 }
 
 #[async_trait]
 impl Ingress for BusIngress {
     async fn report(&self, kind: EventType, case: &CaseId, data: Value) -> Result<(), String> {
-        publish(
-            self.bus.as_ref(),
-            &event(kind, &self.source, case, None, data),
-        )
-        .await
+        self.runtime
+            .publish_ingress(&event(kind, &self.source, case, None, data))
+            .await
+    }
+}
+
+impl crate::Runtime {
+    /// Publishes an event from outside (confirmed) and counts it.
+    pub async fn publish_ingress(&self, event: &Envelope) -> Result<(), String> {
+        publish(self.bus.as_ref(), event).await?;
+        self.metrics.published("ingress", &event.routing_key(), 1);
+        Ok(())
     }
 }

@@ -12,6 +12,7 @@
 
 mod context;
 pub mod ingress;
+pub mod metrics;
 pub mod relay;
 
 pub use context::{Cx, HandlerError, StepOutcome};
@@ -85,6 +86,9 @@ pub struct Runtime {
     pub store: Store,
     pub bus: Arc<dyn Bus>,
     pub config: RuntimeConfig,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Set once the bus topology has been declared (readiness).
+    pub declared: Arc<std::sync::atomic::AtomicBool>,
     relay_wakeup: Arc<Notify>,
 }
 
@@ -104,6 +108,8 @@ impl Runtime {
             store,
             bus,
             config,
+            metrics: Default::default(),
+            declared: Default::default(),
             relay_wakeup: Arc::new(Notify::new()),
         }
     }
@@ -177,6 +183,25 @@ impl Runtime {
 
     /// Handles one delivery to the end: acked, dead-lettered or requeued.
     pub async fn process(&self, handler: &dyn Handler, delivery: Delivery) -> Outcome {
+        let started = std::time::Instant::now();
+        let worker = handler.worker();
+        let event_type = match Envelope::decode(&delivery.payload, self.config.max_message_bytes) {
+            Ok(e) => e.event_type,
+            Err(_) => "undecodable".to_owned(),
+        };
+        let outcome = self.process_inner(handler, delivery).await;
+        let label = match &outcome {
+            Outcome::Handled => "handled",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered(_) => "dead_lettered",
+            Outcome::Requeued(_) => "requeued",
+        };
+        self.metrics
+            .consumed(worker, &event_type, label, started.elapsed());
+        outcome
+    }
+
+    async fn process_inner(&self, handler: &dyn Handler, delivery: Delivery) -> Outcome {
         let worker = handler.worker();
         let envelope = match Envelope::decode(&delivery.payload, self.config.max_message_bytes) {
             Ok(e) => e,
@@ -196,10 +221,22 @@ impl Runtime {
         );
         async {
             let attempt = || async { self.attempt(handler, &envelope).await };
+            let mut attempts = 0_i64;
             let result = attempt
                 .retry(self.backoff())
                 .when(HandlerError::is_transient)
-                .notify(|e, after| tracing::info!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying"))
+                .notify(|e, after| {
+                    attempts += 1;
+                    tracing::info!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying");
+                    self.metrics.retried(worker, &envelope.event_type);
+                    // Kept for the case's timeline; best effort, off the handling path.
+                    let (store, env, error) = (self.store.clone(), envelope.clone(), e.to_string());
+                    tokio::spawn(async move {
+                        let _ = store
+                            .record_retry(env.subject.as_str(), worker, env.id.as_str(), &env.event_type, attempts, &error)
+                            .await;
+                    });
+                })
                 .await;
             match result {
                 Ok(true) => {

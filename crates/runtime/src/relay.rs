@@ -35,6 +35,9 @@ impl Runtime {
                 .publish(&messages)
                 .await
                 .map_err(|e| e.to_string())?;
+            for m in &messages {
+                self.metrics.published("relay", &m.routing_key, 1);
+            }
             total += batch.len();
             batch.complete().await.map_err(|e| e.to_string())?;
         }
@@ -68,6 +71,30 @@ impl Runtime {
                 _ = shutdown.changed() => {}
             }
         }
+    }
+}
+
+impl Runtime {
+    /// Puts a dead letter back into its worker's queue, once: the row is claimed (locked on
+    /// PostgreSQL), the message published with a confirm, and the row marked replayed. A crash
+    /// between publish and mark may publish it twice; the worker's inbox makes that harmless.
+    /// Returns false when there is no unreplayed dead letter with that id.
+    pub async fn replay_dead_letter(&self, id: i64) -> Result<bool, String> {
+        let Some(claim) = self
+            .store
+            .claim_dead_letter(id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(false);
+        };
+        self.bus
+            .send_to_queue(&claim.worker, &claim.payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        claim.complete().await.map_err(|e| e.to_string())?;
+        tracing::info!(dead_letter = id, "dead letter replayed");
+        Ok(true)
     }
 }
 

@@ -13,10 +13,12 @@
 //! - `dead_letters`: every refused message, with its reason, kept until an operator replays it.
 
 mod audit;
+mod operations;
 mod read;
 mod tx;
 
 pub use audit::{AuditProblem, AuditRecord, AuditReport, GENESIS};
+pub use operations::{ReplayClaim, Retry, StateSample};
 pub use read::{CaseView, DeadLetter};
 pub use tx::{CaseRecord, CaseTx, NewCase};
 
@@ -100,10 +102,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
-const MIGRATIONS_POSTGRES: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
-const MIGRATIONS_SQLITE: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_operations.sql"),
+    ),
+];
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_operations.sql")),
+];
 
 /// Milliseconds since the Unix epoch: every timestamp in the store.
 pub fn now_ms() -> i64 {

@@ -4,5 +4,6 @@
 pub mod check;
 pub mod demo;
 pub mod pipeline;
+pub mod serve;
 pub mod settings;
 pub mod show;

@@ -46,6 +46,14 @@ enum Command {
         /// Comma-separated subset of: intake, review, notify, production, courier.
         #[arg(long, value_delimiter = ',')]
         workers: Option<Vec<String>>,
+        /// HTTP address for /healthz, /readyz, /metrics, the operations API and /dashboard.
+        #[arg(long, env = "WANGBAN_HTTP_ADDR")]
+        http_addr: Option<String>,
+    },
+    /// Dead letters: messages a worker refused, kept until an operator replays them.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
     },
     /// Drive generated applications of every kind through the whole pipeline.
     Demo {
@@ -86,6 +94,33 @@ enum Command {
         /// Output file (default: standard output).
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Each dead letter with its reason, event type, case and first/last failure.
+    List {
+        #[arg(long)]
+        worker: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        services: Services,
+    },
+    /// Put dead letters back into their worker's queue, each exactly once.
+    Replay {
+        /// The dead letter's id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every unreplayed dead letter of --worker.
+        #[arg(long, requires = "worker")]
+        all: bool,
+        #[arg(long)]
+        worker: Option<String>,
+        #[command(flatten)]
+        services: Services,
     },
 }
 
@@ -170,16 +205,90 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check { .. } => unreachable!("handled without a runtime"),
-        Command::Serve { services, workers } => {
+        Command::Serve {
+            services,
+            workers,
+            http_addr,
+        } => {
             init_logs("info");
-            let s = settings(&services, DEFAULT_DATABASE)?;
+            let mut s = settings(&services, DEFAULT_DATABASE)?;
+            if let Some(addr) = http_addr {
+                s.http_addr = addr;
+            }
             let workers: Vec<String> =
                 workers.unwrap_or_else(|| WORKERS.iter().map(|w| w.to_string()).collect());
             let names: Vec<&str> = workers.iter().map(String::as_str).collect();
             tracing::info!(workers = ?names, embedded_bus = s.amqp_url.is_none(), "starting");
-            let pipeline = Pipeline::connect(&s).await?;
-            pipeline.spawn(&names)?.until_signal().await?;
+            let (_keep, never) = tokio::sync::watch::channel(false);
+            wangban::serve::run(&s, &names, never).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq {
+            command:
+                DlqCommand::List {
+                    worker,
+                    json,
+                    services,
+                },
+        } => {
+            init_logs("warn");
+            let s = settings(&services, DEFAULT_DATABASE)?;
+            let store =
+                wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
+            let list = store.dead_letters(worker.as_deref()).await?;
+            if json {
+                for d in &list {
+                    println!("{}", serde_json::to_string(d)?);
+                }
+            } else {
+                print!("{}", wangban::show::dead_letters(&list));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq {
+            command:
+                DlqCommand::Replay {
+                    id,
+                    all,
+                    worker,
+                    services,
+                },
+        } => {
+            init_logs("warn");
+            let s = settings(&services, DEFAULT_DATABASE)?;
+            anyhow::ensure!(
+                s.amqp_url.is_some(),
+                "replay needs AMQP_URL: the in-process bus lives only as long as this command"
+            );
+            let pipeline = Pipeline::connect(&s).await?;
+            let ids = if all {
+                pipeline
+                    .runtime
+                    .store
+                    .unreplayed_dead_letters(worker.as_deref())
+                    .await?
+            } else {
+                id.into_iter().collect()
+            };
+            let mut missing = 0;
+            for id in ids {
+                if pipeline
+                    .runtime
+                    .replay_dead_letter(id)
+                    .await
+                    .map_err(anyhow::Error::msg)?
+                {
+                    println!("replayed {id}");
+                } else {
+                    eprintln!("wangban: no unreplayed dead letter {id}");
+                    missing += 1;
+                }
+            }
+            Ok(if missing == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Demo {
             services,

@@ -49,24 +49,6 @@ impl Running {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
-
-    /// Waits for SIGINT or SIGTERM, then stops gracefully.
-    pub async fn until_signal(self) -> anyhow::Result<()> {
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        tokio::signal::ctrl_c().await?;
-        tracing::info!("stopping: finishing in-flight deliveries and flushing the outbox");
-        self.stop().await;
-        Ok(())
-    }
 }
 
 /// Builds the topology of all five workers.
@@ -107,6 +89,26 @@ pub fn handlers(settings: &Settings, sim: &Simulation) -> Vec<Arc<dyn Handler>> 
 impl Pipeline {
     /// Connects the store (migrating it) and the bus (declaring the topology).
     pub async fn connect(settings: &Settings) -> anyhow::Result<Pipeline> {
+        let pipeline = Pipeline::open(settings).await?;
+        pipeline.declare().await?;
+        Ok(pipeline)
+    }
+
+    /// Declares the bus topology (idempotent) and marks the pipeline ready.
+    pub async fn declare(&self) -> anyhow::Result<()> {
+        self.runtime
+            .bus
+            .declare(&self.topology)
+            .await
+            .context("declaring the bus topology")?;
+        self.runtime
+            .declared
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Connects the store (migrating it) and makes the bus, without contacting the broker yet.
+    pub async fn open(settings: &Settings) -> anyhow::Result<Pipeline> {
         let store = Store::connect(&settings.database_url, settings.fingerprint_key.expose())
             .await
             .context("connecting to the database")?;
@@ -120,14 +122,11 @@ impl Pipeline {
             Some(url) => Arc::new(AmqpBus::new(url, topology.clone())),
             None => Arc::new(MemoryBus::new()),
         };
-        bus.declare(&topology)
-            .await
-            .context("declaring the bus topology")?;
+        let runtime = Runtime::new(store, bus, settings.runtime.clone());
         let _ = late.0.set(BusIngress {
-            bus: bus.clone(),
+            runtime: runtime.clone(),
             source: "/wangban/simulated".into(),
         });
-        let runtime = Runtime::new(store, bus, settings.runtime.clone());
         Ok(Pipeline {
             runtime,
             simulation,
@@ -183,7 +182,8 @@ impl Pipeline {
             EventType::ApplicationSubmitted
         };
         let event = ingress::event(kind, "/portal", &case, None, application.clone());
-        ingress::publish(self.runtime.bus.as_ref(), &event)
+        self.runtime
+            .publish_ingress(&event)
             .await
             .map_err(anyhow::Error::msg)?;
         Ok(case)

@@ -50,6 +50,14 @@ pub struct Settings {
     pub runtime: RuntimeConfig,
     /// Deliveries of one message before the broker dead-letters it.
     pub delivery_limit: u32,
+    /// Where `serve` listens for HTTP (health, metrics, operations).
+    pub http_addr: String,
+    /// Bearer token of the operations API and dashboard; `None` keeps them closed.
+    pub operator_token: Option<Secret>,
+    /// How often `serve` samples cases per state for the dashboard's chart.
+    pub sample_every: Duration,
+    /// Working days a case may wait for its review decision.
+    pub review_working_days: u32,
 }
 
 fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
@@ -107,6 +115,14 @@ impl Settings {
             sim_delay: Duration::from_millis(env_u64("WANGBAN_SIM_DELAY_MS")?.unwrap_or(20)),
             runtime,
             delivery_limit: env_u64("WANGBAN_DELIVERY_LIMIT")?.unwrap_or(20) as u32,
+            http_addr: std::env::var("WANGBAN_HTTP_ADDR")
+                .unwrap_or_else(|_| "127.0.0.1:8080".into()),
+            operator_token: std::env::var("WANGBAN_OPERATOR_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
+            sample_every: Duration::from_secs(env_u64("WANGBAN_SAMPLE_SECS")?.unwrap_or(60).max(1)),
+            review_working_days: env_u64("WANGBAN_REVIEW_WORKING_DAYS")?.unwrap_or(2) as u32,
         })
     }
 }

@@ -83,3 +83,26 @@ pub async fn audit(store: &Store) -> anyhow::Result<bool> {
         }
     }
 }
+
+/// Dead letters as a table.
+pub fn dead_letters(list: &[wangban_store::DeadLetter]) -> String {
+    let mut out = format!(
+        "{:>5}  {:<10} {:<36} {:<30} {:>4}  {:<23} {:<23} {:<8} reason\n",
+        "id", "worker", "event type", "case", "n", "first failure", "last failure", "replayed"
+    );
+    for d in list {
+        out.push_str(&format!(
+            "{:>5}  {:<10} {:<36} {:<30} {:>4}  {:<23} {:<23} {:<8} {}\n",
+            d.id,
+            d.worker,
+            d.event_type.as_deref().unwrap_or("-"),
+            d.case_id.as_deref().unwrap_or("-"),
+            d.failures,
+            beijing_time(d.first_at),
+            beijing_time(d.last_at),
+            if d.replayed_at.is_some() { "yes" } else { "no" },
+            d.reason
+        ));
+    }
+    out
+}

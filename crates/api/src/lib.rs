@@ -1,0 +1,176 @@
+//! The HTTP surface of `wangban serve`: what an orchestrator probes, what Prometheus scrapes, and
+//! what operators use.
+//!
+//! - `GET /healthz` — the process is alive.
+//! - `GET /readyz` — the database answers, the broker answers and the topology is declared (503 otherwise).
+//! - `GET /metrics` — Prometheus text: this process's counters and histograms, plus outbox backlog,
+//!   cases per state and SLA breaches read from the store.
+//! - `/api/ops/…` — queues, dead letters (list, replay), case search and timeline, SLA breaches,
+//!   state history; every call needs `Authorization: Bearer <WANGBAN_OPERATOR_TOKEN>`.
+//! - `GET /dashboard` — the operations page (it asks for the token and keeps it in the tab only).
+//!
+//! Searches by ID number are `POST`ed, so the number never appears in a URL or an access log.
+
+mod ops;
+pub mod sla;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use wangban_bus::Topology;
+use wangban_domain::calendar::WorkingCalendar;
+use wangban_runtime::Runtime;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub runtime: Runtime,
+    pub topology: Topology,
+    pub calendar: WorkingCalendar,
+    /// Working days a case may wait for a review decision before it counts as a breach.
+    pub review_working_days: u32,
+    /// The payment window (a case still awaiting payment after it means the clock is behind).
+    pub payment_window: Duration,
+    /// `None`: the operations API is closed.
+    pub operator_token: Option<Arc<str>>,
+}
+
+/// The router of every endpoint.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/dashboard",
+            get(|| async { Html(include_str!("dashboard.html")) }),
+        )
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/dashboard") }),
+        )
+        .route("/api/ops/queues", get(ops::queues))
+        .route("/api/ops/dead-letters", get(ops::dead_letters))
+        .route("/api/ops/dead-letters/{id}/replay", post(ops::replay_one))
+        .route("/api/ops/dead-letters/replay", post(ops::replay_all))
+        .route("/api/ops/search", post(ops::search))
+        .route("/api/ops/cases/{id}", get(ops::case))
+        .route("/api/ops/sla", get(ops::sla))
+        .route("/api/ops/history", get(ops::history))
+        .with_state(state)
+}
+
+/// Serves `router` on `addr` until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let database = match s.runtime.store.ping().await {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("unreachable: {e}"),
+    };
+    let worker = s
+        .topology
+        .workers
+        .first()
+        .map(|w| w.worker.clone())
+        .unwrap_or_default();
+    let broker =
+        match tokio::time::timeout(Duration::from_secs(3), s.runtime.bus.stats(&worker)).await {
+            Ok(Ok(_)) => "ok".to_string(),
+            Ok(Err(e)) => format!("unreachable: {e}"),
+            Err(_) => "unreachable: no answer within 3 s".to_string(),
+        };
+    let declared = s.runtime.declared.load(Ordering::SeqCst);
+    let ready = database == "ok" && broker == "ok" && declared;
+    let body = json!({"ready": ready, "database": database, "broker": broker,
+                      "topology": if declared { "declared" } else { "not declared" }});
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let mut out = String::new();
+    s.runtime.metrics.render(&mut out);
+    use std::fmt::Write;
+    if let Ok(n) = s.runtime.store.outbox_backlog().await {
+        let _ = writeln!(
+            out,
+            "# HELP wangban_outbox_backlog Committed events not yet published.\n# TYPE wangban_outbox_backlog gauge\nwangban_outbox_backlog {n}"
+        );
+    }
+    if let Ok(counts) = s.runtime.store.count_by_state().await {
+        let _ = writeln!(
+            out,
+            "# HELP wangban_cases Cases per lifecycle state.\n# TYPE wangban_cases gauge"
+        );
+        for state in wangban_domain::lifecycle::State::ALL {
+            let n = counts.get(state.as_str()).copied().unwrap_or(0);
+            let _ = writeln!(out, "wangban_cases{{state=\"{state}\"}} {n}");
+        }
+    }
+    if let Ok(b) = sla::breaches(&s).await {
+        let _ = writeln!(
+            out,
+            "# HELP wangban_sla_breaches Cases past a promise now: review clock, payment window, 3-working-day production.\n# TYPE wangban_sla_breaches gauge"
+        );
+        let _ = writeln!(
+            out,
+            "wangban_sla_breaches{{sla=\"review_clock\"}} {}",
+            b.review_clock.len()
+        );
+        let _ = writeln!(
+            out,
+            "wangban_sla_breaches{{sla=\"payment_window\"}} {}",
+            b.payment_window.len()
+        );
+        let _ = writeln!(
+            out,
+            "wangban_sla_breaches{{sla=\"production\"}} {}",
+            b.production.len()
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Checks the bearer token of an operations call: `Some(refusal)` when it may not proceed.
+pub(crate) fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &state.operator_token else {
+        return Some(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the operations API is closed: set WANGBAN_OPERATOR_TOKEN\n",
+            )
+                .into_response(),
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
+        _ => Some((StatusCode::UNAUTHORIZED, "operator token required\n").into_response()),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,263 @@
+//! The operations API behind the dashboard and for scripts. Every handler checks the operator
+//! token first. Responses never carry an ID number in the clear, a name, a phone or an address.
+
+use crate::{AppState, refusal, sla};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wangban_domain::id_number::{IdNumber, mask};
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": e.to_string()})),
+    )
+        .into_response()
+}
+
+macro_rules! authorized {
+    ($state:expr, $headers:expr) => {
+        if let Some(r) = refusal(&$state, &$headers) {
+            return r;
+        }
+    };
+}
+
+/// Depth and consumers of every worker queue and dead-letter queue, from the broker, and what
+/// this process handled.
+pub async fn queues(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    authorized!(s, headers);
+    let mut rows = Vec::new();
+    for w in &s.topology.workers {
+        let stats = s.runtime.bus.stats(&w.worker).await;
+        let (ready, consumers, dead, error) = match stats {
+            Ok(st) => (
+                json!(st.ready),
+                json!(st.consumers),
+                json!(st.dead_letters),
+                Value::Null,
+            ),
+            Err(e) => (Value::Null, Value::Null, Value::Null, json!(e.to_string())),
+        };
+        rows.push(json!({
+            "worker": w.worker,
+            "queue": s.topology.queue(&w.worker),
+            "dead_letter_queue": s.topology.dead_letter_queue(&w.worker),
+            "ready": ready, "consumers": consumers, "dead_letters_ready": dead, "error": error,
+            "handled_here": s.runtime.metrics.consumed_total(&w.worker, "handled"),
+            "dead_lettered_here": s.runtime.metrics.consumed_total(&w.worker, "dead_lettered"),
+        }));
+    }
+    Json(json!({"queues": rows, "outbox_backlog": s.runtime.store.outbox_backlog().await.ok()}))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct WorkerFilter {
+    worker: Option<String>,
+}
+
+/// Dead letters, newest first.
+pub async fn dead_letters(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<WorkerFilter>,
+) -> Response {
+    authorized!(s, headers);
+    match s
+        .runtime
+        .store
+        .dead_letters(q.worker.as_deref().filter(|w| !w.is_empty()))
+        .await
+    {
+        Ok(list) => Json(json!({"dead_letters": list})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// Replays one dead letter into its worker's queue.
+pub async fn replay_one(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    authorized!(s, headers);
+    match s.runtime.replay_dead_letter(id).await {
+        Ok(true) => Json(json!({"replayed": [id]})).into_response(),
+        Ok(false) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no unreplayed dead letter {id}")})),
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// Replays every unreplayed dead letter of a worker (`?worker=` is required: all of one queue).
+pub async fn replay_all(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<WorkerFilter>,
+) -> Response {
+    authorized!(s, headers);
+    let Some(worker) = q.worker.filter(|w| !w.is_empty()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "name the worker: ?worker=intake"})),
+        )
+            .into_response();
+    };
+    let ids = match s.runtime.store.unreplayed_dead_letters(Some(&worker)).await {
+        Ok(ids) => ids,
+        Err(e) => return internal(e),
+    };
+    let mut replayed = Vec::new();
+    for id in ids {
+        match s.runtime.replay_dead_letter(id).await {
+            Ok(true) => replayed.push(id),
+            Ok(false) => {}
+            Err(e) => return internal(format!("replayed {replayed:?}, then failed on {id}: {e}")),
+        }
+    }
+    Json(json!({"replayed": replayed})).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct SearchBody {
+    q: String,
+}
+
+/// Finds cases by case id, application id, or ID number (matched by its keyed digest).
+pub async fn search(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<SearchBody>,
+) -> Response {
+    authorized!(s, headers);
+    let q = body.q.trim();
+    let store = &s.runtime.store;
+    let ids: Vec<String> = if let Ok(id) = IdNumber::parse(q) {
+        match store
+            .cases_by_fingerprint(&id.fingerprint(store.fingerprint_key()))
+            .await
+        {
+            Ok(ids) => ids,
+            Err(e) => return internal(e),
+        }
+    } else {
+        match store.case_view(q).await {
+            Ok(Some(v)) => vec![v.case.case_id.to_string()],
+            Ok(None) => vec![],
+            Err(e) => return internal(e),
+        }
+    };
+    let mut found = Vec::new();
+    for id in ids {
+        if let Ok(Some(v)) = store.case_view(&id).await {
+            found.push(json!({"case_id": v.case.case_id, "application_id": v.case.application_id, "state": v.case.state}));
+        }
+    }
+    let shown = if IdNumber::parse(q).is_ok() {
+        mask(q)
+    } else {
+        q.to_owned()
+    };
+    Json(json!({"query": shown, "cases": found})).into_response()
+}
+
+/// A case with its whole timeline — audit records, retries, dead letters — and whether its audit
+/// chain verifies.
+pub async fn case(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    authorized!(s, headers);
+    let store = &s.runtime.store;
+    let view = match store.case_view(&id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "no such case"})),
+            )
+                .into_response();
+        }
+        Err(e) => return internal(e),
+    };
+    let case_id = view.case.case_id.to_string();
+    let app: Value = serde_json::from_str(&view.case.application).unwrap_or_default();
+    let mut timeline: Vec<Value> = view
+        .audit
+        .iter()
+        .map(|r| {
+            let detail: Value = serde_json::from_str(&r.detail).unwrap_or(Value::Null);
+            json!({"at": r.at, "source": "audit", "seq": r.seq, "kind": r.kind, "event_id": r.event_id, "detail": detail})
+        })
+        .collect();
+    if let Ok(retries) = store.retries_of(&case_id).await {
+        timeline.extend(retries.into_iter().map(|r| {
+            json!({"at": r.at, "source": "retry", "kind": "retry",
+                   "detail": {"worker": r.worker, "event_type": r.event_type, "attempt": r.attempt, "error": r.error}})
+        }));
+    }
+    if let Ok(dead) = store.dead_letters(None).await {
+        timeline.extend(dead.into_iter().filter(|d| d.case_id.as_deref() == Some(case_id.as_str())).map(|d| {
+            json!({"at": d.last_at, "source": "dead_letter", "kind": "dead_letter",
+                   "detail": {"id": d.id, "worker": d.worker, "event_type": d.event_type, "reason": d.reason, "replayed_at": d.replayed_at}})
+        }));
+    }
+    timeline.sort_by_key(|e| e["at"].as_i64().unwrap_or(0));
+    let chain = store.verify_case(&case_id).await;
+    let (chain_ok, chain_problem) = match &chain {
+        Ok(None) => (true, Value::Null),
+        Ok(Some(p)) => (false, json!(p.to_string())),
+        Err(e) => (false, json!(e.to_string())),
+    };
+    let c = &view.case;
+    Json(json!({
+        "case": {
+            "case_id": c.case_id, "application_id": c.application_id, "state": c.state,
+            "document_kind": c.document_kind, "delivery_method": c.delivery_method,
+            "id_number": app["applicant"]["id_number"].as_str().map(mask),
+            "review_round": c.review_round, "reviewer": c.reviewer,
+        },
+        "chain_ok": chain_ok,
+        "chain_problem": chain_problem,
+        "timeline": timeline,
+    }))
+    .into_response()
+}
+
+/// Cases past a promise, by promise.
+pub async fn sla(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    authorized!(s, headers);
+    match sla::breaches(&s).await {
+        Ok(b) => Json(json!(b)).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    hours: Option<i64>,
+}
+
+/// Cases per state over time (samples taken by `wangban serve`), plus the current counts.
+pub async fn history(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
+    authorized!(s, headers);
+    let since = wangban_store::now_ms() - q.hours.unwrap_or(24).clamp(1, 24 * 30) * 3_600_000;
+    let samples = match s.runtime.store.state_history(since).await {
+        Ok(v) => v,
+        Err(e) => return internal(e),
+    };
+    let now = s.runtime.store.count_by_state().await.unwrap_or_default();
+    Json(json!({"samples": samples, "now": now})).into_response()
+}

@@ -1,0 +1,74 @@
+//! The promises made to applicants, and the cases past them now:
+//! - review clock: a decision within N working days (default 2) of the case entering review;
+//! - payment window: a case still `awaiting_payment` after the window means the clock is behind;
+//! - production: the card-production centre's 3 working days, from the order's due date.
+
+use crate::AppState;
+use chrono::TimeZone;
+use serde::Serialize;
+use wangban_domain::application::beijing;
+use wangban_store::StoreError;
+
+/// Case ids past each promise.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Breaches {
+    pub review_clock: Vec<String>,
+    pub payment_window: Vec<String>,
+    pub production: Vec<String>,
+    /// Cases whose promise cannot be computed (a year missing from the calendar).
+    pub unknown: Vec<String>,
+}
+
+fn beijing_date(ms: i64) -> chrono::NaiveDate {
+    beijing()
+        .timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(|| chrono::Utc::now().date_naive(), |t| t.date_naive())
+}
+
+/// Reads the breaches from the store.
+pub async fn breaches(s: &AppState) -> Result<Breaches, StoreError> {
+    let store = &s.runtime.store;
+    let now = wangban_store::now_ms();
+    let today = beijing_date(now);
+    let mut b = Breaches::default();
+    for state in ["accepted", "under_review"] {
+        for (case, since) in store.cases_in_state(state).await? {
+            match s.calendar.working_days_between(beijing_date(since), today) {
+                Ok(days) if days > s.review_working_days => b.review_clock.push(case),
+                Ok(_) => {}
+                Err(_) => b.unknown.push(case),
+            }
+        }
+    }
+    let window = s.payment_window.as_millis() as i64;
+    for (case, since) in store.cases_in_state("awaiting_payment").await? {
+        if now - since > window {
+            b.payment_window.push(case);
+        }
+    }
+    let in_production: std::collections::HashSet<String> = store
+        .cases_in_state("in_production")
+        .await?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    for (case, detail) in store.effects_with_purpose("production_order").await? {
+        if !in_production.contains(&case) {
+            continue;
+        }
+        let due = serde_json::from_str::<serde_json::Value>(&detail)
+            .ok()
+            .and_then(|d| {
+                d.get("due")
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse::<chrono::NaiveDate>().ok())
+            });
+        match due {
+            Some(d) if today > d => b.production.push(case),
+            Some(_) => {}
+            None => b.unknown.push(case),
+        }
+    }
+    Ok(b)
+}

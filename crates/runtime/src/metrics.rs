@@ -1,0 +1,199 @@
+//! Counters and histograms of one process, rendered in the Prometheus text format. Labels are
+//! worker names, event types and outcomes — never anything about an applicant.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the handling-latency histogram.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; LATENCY_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    consumed: BTreeMap<(String, String, &'static str), u64>,
+    published: BTreeMap<(&'static str, String), u64>,
+    retried: BTreeMap<(String, String), u64>,
+    latency: BTreeMap<String, Histogram>,
+}
+
+/// The process's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    /// A delivery to `worker` of `event_type` ended with `outcome` after `took`.
+    pub fn consumed(&self, worker: &str, event_type: &str, outcome: &'static str, took: Duration) {
+        let mut m = self.inner.lock().expect("metrics lock");
+        *m.consumed
+            .entry((worker.into(), event_type.into(), outcome))
+            .or_default() += 1;
+        let h = m.latency.entry(worker.into()).or_default();
+        let secs = took.as_secs_f64();
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
+    /// `n` events of `event_type` published by `path` (`relay` or `ingress`).
+    pub fn published(&self, path: &'static str, event_type: &str, n: u64) {
+        *self
+            .inner
+            .lock()
+            .expect("metrics lock")
+            .published
+            .entry((path, event_type.into()))
+            .or_default() += n;
+    }
+
+    /// A transient failure of `worker` on `event_type` was retried.
+    pub fn retried(&self, worker: &str, event_type: &str) {
+        *self
+            .inner
+            .lock()
+            .expect("metrics lock")
+            .retried
+            .entry((worker.into(), event_type.into()))
+            .or_default() += 1;
+    }
+
+    /// Deliveries of `worker` that ended with `outcome` (all event types).
+    pub fn consumed_total(&self, worker: &str, outcome: &str) -> u64 {
+        let m = self.inner.lock().expect("metrics lock");
+        m.consumed
+            .iter()
+            .filter(|((w, _, o), _)| w == worker && *o == outcome)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Appends the metrics in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let m = self.inner.lock().expect("metrics lock");
+        let _ = writeln!(
+            out,
+            "# HELP wangban_messages_consumed_total Deliveries handled by a worker, by outcome."
+        );
+        let _ = writeln!(out, "# TYPE wangban_messages_consumed_total counter");
+        for ((w, t, o), n) in &m.consumed {
+            let _ = writeln!(
+                out,
+                "wangban_messages_consumed_total{{worker=\"{w}\",event_type=\"{t}\",outcome=\"{o}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_messages_dead_lettered_total Deliveries a worker dead-lettered."
+        );
+        let _ = writeln!(out, "# TYPE wangban_messages_dead_lettered_total counter");
+        for ((w, t, o), n) in &m.consumed {
+            if *o == "dead_lettered" {
+                let _ = writeln!(
+                    out,
+                    "wangban_messages_dead_lettered_total{{worker=\"{w}\",event_type=\"{t}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_messages_published_total Events published, by path (relay: the outbox; ingress: from outside)."
+        );
+        let _ = writeln!(out, "# TYPE wangban_messages_published_total counter");
+        for ((p, t), n) in &m.published {
+            let _ = writeln!(
+                out,
+                "wangban_messages_published_total{{path=\"{p}\",event_type=\"{t}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_messages_retried_total Transient failures retried with backoff."
+        );
+        let _ = writeln!(out, "# TYPE wangban_messages_retried_total counter");
+        for ((w, t), n) in &m.retried {
+            let _ = writeln!(
+                out,
+                "wangban_messages_retried_total{{worker=\"{w}\",event_type=\"{t}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_handle_seconds Time to handle one delivery, from decode to ack."
+        );
+        let _ = writeln!(out, "# TYPE wangban_handle_seconds histogram");
+        for (w, h) in &m.latency {
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "wangban_handle_seconds_bucket{{worker=\"{w}\",le=\"{bound}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "wangban_handle_seconds_bucket{{worker=\"{w}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "wangban_handle_seconds_sum{{worker=\"{w}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "wangban_handle_seconds_count{{worker=\"{w}\"}} {}",
+                h.count
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.consumed(
+            "intake",
+            "wangban.application.submitted.v1",
+            "handled",
+            Duration::from_millis(3),
+        );
+        m.consumed(
+            "intake",
+            "wangban.application.submitted.v1",
+            "dead_lettered",
+            Duration::from_millis(30),
+        );
+        m.published("relay", "case.accepted", 2);
+        m.retried("notify", "wangban.payment.reported.v1");
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("wangban_messages_consumed_total{worker=\"intake\",event_type=\"wangban.application.submitted.v1\",outcome=\"handled\"} 1"));
+        assert!(out.contains("wangban_messages_dead_lettered_total{worker=\"intake\",event_type=\"wangban.application.submitted.v1\"} 1"));
+        assert!(out.contains(
+            "wangban_messages_published_total{path=\"relay\",event_type=\"case.accepted\"} 2"
+        ));
+        assert!(out.contains("wangban_handle_seconds_bucket{worker=\"intake\",le=\"0.005\"} 1"));
+        assert!(out.contains("wangban_handle_seconds_bucket{worker=\"intake\",le=\"0.05\"} 2"));
+        assert!(out.contains("wangban_handle_seconds_count{worker=\"intake\"} 2"));
+        assert_eq!(m.consumed_total("intake", "handled"), 1);
+    }
+}
