@@ -41,6 +41,13 @@ if command -v psql >/dev/null && ! psql "$WANGBAN_TEST_DATABASE_URL" -c 'select 
     echo "error: cannot connect to $WANGBAN_TEST_DATABASE_URL (set WANGBAN_TEST_DATABASE_URL)" >&2; exit 1; }
 fi
 
+# The dashboard test drives Debian's Chromium with playwright-core (no browser download).
+if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 if cargo clippy --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
   cargo clippy --workspace --all-targets --locked -- -D warnings

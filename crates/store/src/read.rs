@@ -129,14 +129,22 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         if let Some(event_id) = event_id {
-            let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM dead_letters WHERE worker = $1 AND event_id = $2 AND replayed_at IS NULL",
-            )
-            .bind(worker)
-            .bind(event_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(id) = existing {
+            // The latest record of this event, locked: a replay of it may be committing right
+            // now, and its failure must then become a new record, not fold into the replayed one.
+            let sql = match self.backend {
+                crate::Backend::Postgres => {
+                    "SELECT id, replayed_at FROM dead_letters WHERE worker = $1 AND event_id = $2 ORDER BY id DESC LIMIT 1 FOR UPDATE"
+                }
+                crate::Backend::Sqlite => {
+                    "SELECT id, replayed_at FROM dead_letters WHERE worker = $1 AND event_id = $2 ORDER BY id DESC LIMIT 1"
+                }
+            };
+            let existing: Option<(i64, Option<i64>)> = sqlx::query_as(sql)
+                .bind(worker)
+                .bind(event_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some((id, None)) = existing {
                 sqlx::query("UPDATE dead_letters SET failures = failures + 1, last_at = $1, reason = $2 WHERE id = $3")
                     .bind(now)
                     .bind(reason)
