@@ -45,7 +45,11 @@ async fn conformance(url: &str) {
     store2.close().await;
 
     let app = application("CONF", 1, Scenario::PassportCourier, &mut Rng::new(9));
-    let a = new_case("CONF-A", "fp1", &app);
+    let fp =
+        wangban_domain::id_number::IdNumber::parse(app["applicant"]["id_number"].as_str().unwrap())
+            .unwrap()
+            .fingerprint("test-key");
+    let a = new_case("CONF-A", &fp, &app);
     let mut tx = store.begin().await.unwrap();
     tx.insert_case(&a, true, "evt_a").await.unwrap();
     tx.commit().await.unwrap();
@@ -53,14 +57,14 @@ async fn conformance(url: &str) {
     // A second open case of the same person and kind is refused by the store itself.
     let mut tx = store.begin().await.unwrap();
     let err = tx
-        .insert_case(&new_case("CONF-B", "fp1", &app), true, "evt_b")
+        .insert_case(&new_case("CONF-B", &fp, &app), true, "evt_b")
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     drop(tx);
     // … but a case intake rejects (never open) may share it.
     let mut tx = store.begin().await.unwrap();
-    tx.insert_case(&new_case("CONF-B", "fp1", &app), false, "evt_b")
+    tx.insert_case(&new_case("CONF-B", &fp, &app), false, "evt_b")
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -140,6 +144,23 @@ async fn conformance(url: &str) {
     ] {
         assert!(!text.contains(pii), "case show leaks {pii}: {text}");
     }
+    // … and finds a person's cases by ID number read from stdin (kept out of shell history).
+    let mut by_number = Command::new(wangban_binary())
+        .args(["case", "show", "-", "--database-url", url])
+        .env("WANGBAN_FINGERPRINT_KEY", "test-key")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(by_number.stdin.take().unwrap(), "{id_number}").unwrap();
+    let out = by_number.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("CONF-A") && text.contains("CONF-B") && !text.contains(id_number),
+        "{text}"
+    );
 
     store.close().await;
 }

@@ -126,7 +126,8 @@ enum DlqCommand {
 
 #[derive(Subcommand)]
 enum CaseCommand {
-    /// A case's timeline, by case id or application id, with the ID number masked.
+    /// A case's timeline, by case id, application id or ID number (`-` reads it from stdin,
+    /// keeping it out of shell history), with the ID number masked.
     Show {
         id: String,
         #[command(flatten)]
@@ -387,10 +388,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let s = settings(&services, DEFAULT_DATABASE)?;
             let store =
                 wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
+            let id = if id == "-" {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim().to_owned()
+            } else {
+                id
+            };
             if wangban::show::case(&store, &id).await? {
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!("wangban: no case {id}");
+                let shown = if wangban_domain::id_number::IdNumber::parse(&id).is_ok() {
+                    wangban_domain::id_number::mask(&id)
+                } else {
+                    id
+                };
+                eprintln!("wangban: no case {shown}");
                 Ok(ExitCode::from(1))
             }
         }

@@ -51,8 +51,20 @@ pub fn timeline(view: &CaseView) -> String {
     out
 }
 
-/// Prints a case's timeline; false when there is no such case.
+/// Prints a case's timeline; false when there is no such case. `id` is a case id, an
+/// application id, or an ID number (matched by its keyed digest: every case of that person).
 pub async fn case(store: &Store, id: &str) -> anyhow::Result<bool> {
+    if let Ok(number) = id_number::IdNumber::parse(id) {
+        let cases = store
+            .cases_by_fingerprint(&number.fingerprint(store.fingerprint_key()))
+            .await?;
+        for case_id in &cases {
+            if let Some(view) = store.case_view(case_id).await? {
+                print!("{}", timeline(&view));
+            }
+        }
+        return Ok(!cases.is_empty());
+    }
     match store.case_view(id).await? {
         Some(view) => {
             print!("{}", timeline(&view));
