@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 use wangban::demo;
 use wangban::pipeline::{Pipeline, WORKERS};
 use wangban_tests::{RealServices, wangban_binary};
