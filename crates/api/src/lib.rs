@@ -82,18 +82,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Ok(()) => "ok".to_string(),
         Err(e) => format!("unreachable: {e}"),
     };
-    let worker = s
-        .topology
-        .workers
-        .first()
-        .map(|w| w.worker.clone())
-        .unwrap_or_default();
-    let broker =
-        match tokio::time::timeout(Duration::from_secs(3), s.runtime.bus.stats(&worker)).await {
-            Ok(Ok(_)) => "ok".to_string(),
-            Ok(Err(e)) => format!("unreachable: {e}"),
-            Err(_) => "unreachable: no answer within 3 s".to_string(),
-        };
+    let broker = match tokio::time::timeout(Duration::from_secs(3), s.runtime.bus.ping()).await {
+        Ok(Ok(_)) => "ok".to_string(),
+        Ok(Err(e)) => format!("unreachable: {e}"),
+        Err(_) => "unreachable: no answer within 3 s".to_string(),
+    };
     let declared = s.runtime.declared.load(Ordering::SeqCst);
     let ready = database == "ok" && broker == "ok" && declared;
     let body = json!({"ready": ready, "database": database, "broker": broker,

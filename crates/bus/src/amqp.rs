@@ -302,6 +302,10 @@ impl Bus for AmqpBus {
         }
     }
 
+    async fn ping(&self) -> Result<(), BusError> {
+        self.live().await.map(drop)
+    }
+
     async fn teardown(&self, t: &Topology) -> Result<(), BusError> {
         let (connection, _) = self.live().await?;
         let ch = connection.create_channel().await.map_err(unavailable)?;

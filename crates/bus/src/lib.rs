@@ -74,6 +74,8 @@ pub trait Bus: Send + Sync + 'static {
     async fn stats(&self, worker: &str) -> Result<QueueStats, BusError>;
     /// Puts a message straight into `worker`'s queue (replaying a dead letter to that worker only).
     async fn send_to_queue(&self, worker: &str, payload: &[u8]) -> Result<(), BusError>;
+    /// Whether the broker can be reached (connects if needed).
+    async fn ping(&self) -> Result<(), BusError>;
     /// Deletes every queue and exchange of the topology (for throw-away prefixes: tests, demos).
     async fn teardown(&self, topology: &Topology) -> Result<(), BusError>;
 }

@@ -150,6 +150,10 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
     async fn teardown(&self, _topology: &Topology) -> Result<(), BusError> {
         let mut inner = self.inner.lock().expect("bus lock");
         inner.queues.clear();

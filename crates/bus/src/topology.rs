@@ -41,6 +41,28 @@ impl Topology {
         format!("{}wangban.{worker}.dead-letters", self.prefix)
     }
 
+    /// The same exchanges with only the queues of `workers` (a worker whose broker user may
+    /// configure only its own queues declares this; the rest comes from the definitions file).
+    pub fn only(&self, workers: &[&str]) -> Topology {
+        Topology {
+            prefix: self.prefix.clone(),
+            workers: self
+                .workers
+                .iter()
+                .filter(|w| workers.contains(&w.worker.as_str()))
+                .cloned()
+                .collect(),
+            delivery_limit: self.delivery_limit,
+        }
+    }
+
+    /// The broker permissions of a worker's own user: its queues and the two exchanges.
+    pub fn worker_permissions(&self, worker: &str) -> String {
+        let p = regex_escape(&self.prefix);
+        let w = regex_escape(worker);
+        format!("^{p}wangban\\.(events|dead-letters|{w}|{w}\\.dead-letters)$")
+    }
+
     /// The topology as a RabbitMQ definitions file (`rabbitmqctl import_definitions`), with the
     /// same names and arguments the workers declare at start.
     pub fn rabbitmq_definitions(&self) -> Value {
@@ -72,8 +94,22 @@ impl Topology {
                 "destination_type": "queue", "routing_key": w.worker, "arguments": {}
             }));
         }
+        // One user per worker, with only what it needs, and one for operators (replay). Users
+        // carry no password: set one with `rabbitmqctl change_password` after importing.
+        let mut users = Vec::new();
+        let mut permissions = Vec::new();
+        for w in &self.workers {
+            let perm = self.worker_permissions(&w.worker);
+            users.push(json!({"name": format!("wangban-{}", w.worker), "password_hash": "", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}));
+            permissions.push(json!({"user": format!("wangban-{}", w.worker), "vhost": vhost, "configure": perm, "write": perm, "read": perm}));
+        }
+        let all = format!("^{}wangban\\..*", regex_escape(&self.prefix));
+        users.push(json!({"name": "wangban-ops", "password_hash": "", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["monitoring"]}));
+        permissions.push(json!({"user": "wangban-ops", "vhost": vhost, "configure": all, "write": format!("({all}|^amq\\.default$)"), "read": all}));
         json!({
             "rabbit_version": "3.12",
+            "users": users,
+            "permissions": permissions,
             "vhosts": [{"name": vhost}],
             "exchanges": [
                 {"name": self.exchange(), "vhost": vhost, "type": "topic", "durable": true, "auto_delete": false, "internal": false, "arguments": {}},
@@ -83,6 +119,18 @@ impl Topology {
             "bindings": bindings
         })
     }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
 }
 
 /// AMQP topic matching: words separated by `.`, `*` matches one word, `#` zero or more.

@@ -43,7 +43,8 @@ enum Command {
     Serve {
         #[command(flatten)]
         services: Services,
-        /// Comma-separated subset of: intake, review, notify, production, courier.
+        /// Comma-separated subset of: intake, review, notify, production, courier; `none` for
+        /// only the HTTP surface.
         #[arg(long, value_delimiter = ',')]
         workers: Option<Vec<String>>,
         /// HTTP address for /healthz, /readyz, /metrics, the operations API and /dashboard.
@@ -88,6 +89,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Exit 0 when URL answers 200 (a health check for images without curl).
+    Probe {
+        /// e.g. http://127.0.0.1:8080/readyz
+        url: String,
     },
     /// Write the RabbitMQ definitions (exchanges, quorum queues, bindings) as JSON.
     Topology {
@@ -218,7 +224,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let workers: Vec<String> =
                 workers.unwrap_or_else(|| WORKERS.iter().map(|w| w.to_string()).collect());
-            let names: Vec<&str> = workers.iter().map(String::as_str).collect();
+            // `--workers none`: only the HTTP surface (operations API and dashboard).
+            let names: Vec<&str> = workers
+                .iter()
+                .map(String::as_str)
+                .filter(|w| *w != "none")
+                .collect();
             tracing::info!(workers = ?names, embedded_bus = s.amqp_url.is_none(), "starting");
             let (_keep, never) = tokio::sync::watch::channel(false);
             wangban::serve::run(&s, &names, never).await?;
@@ -420,6 +431,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Probe { url } => Ok(if wangban::serve::probe(&url).await {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }),
         Command::Topology { output } => {
             let s = Settings::from_env(DEFAULT_DATABASE)?;
             let sim = wangban_providers::simulated::Simulation::new(

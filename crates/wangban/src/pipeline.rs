@@ -96,9 +96,18 @@ impl Pipeline {
 
     /// Declares the bus topology (idempotent) and marks the pipeline ready.
     pub async fn declare(&self) -> anyhow::Result<()> {
+        self.declare_topology(&self.topology).await
+    }
+
+    /// Declares the exchanges and only the queues of `workers` (for per-worker broker users).
+    pub async fn declare_only(&self, workers: &[&str]) -> anyhow::Result<()> {
+        self.declare_topology(&self.topology.only(workers)).await
+    }
+
+    async fn declare_topology(&self, topology: &Topology) -> anyhow::Result<()> {
         self.runtime
             .bus
-            .declare(&self.topology)
+            .declare(topology)
             .await
             .context("declaring the bus topology")?;
         self.runtime

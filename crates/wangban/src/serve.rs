@@ -20,10 +20,20 @@ pub async fn run(
 
     let declaring = {
         let p = pipeline.clone();
+        let own: Option<Vec<String>> = settings
+            .declare_own
+            .then(|| workers.iter().map(|w| w.to_string()).collect());
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(200);
             loop {
-                match p.declare().await {
+                let declared = match &own {
+                    Some(names) => {
+                        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                        p.declare_only(&names).await
+                    }
+                    None => p.declare().await,
+                };
+                match declared {
                     Ok(()) => {
                         tracing::info!("bus topology declared");
                         return;
@@ -91,4 +101,27 @@ pub async fn run(
     pipeline.runtime.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// GETs `url` (plain HTTP) and says whether it answered 200 within 5 s.
+pub async fn probe(url: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), attempt).await,
+        Ok(Some(true))
+    )
 }

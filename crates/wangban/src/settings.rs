@@ -58,6 +58,9 @@ pub struct Settings {
     pub sample_every: Duration,
     /// Working days a case may wait for its review decision.
     pub review_working_days: u32,
+    /// Declare only the queues of the workers this process runs (`WANGBAN_DECLARE=own`), for
+    /// broker users limited to their own queues; the definitions file declares the rest.
+    pub declare_own: bool,
 }
 
 fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
@@ -123,6 +126,11 @@ impl Settings {
                 .map(Secret::new),
             sample_every: Duration::from_secs(env_u64("WANGBAN_SAMPLE_SECS")?.unwrap_or(60).max(1)),
             review_working_days: env_u64("WANGBAN_REVIEW_WORKING_DAYS")?.unwrap_or(2) as u32,
+            declare_own: match std::env::var("WANGBAN_DECLARE").as_deref() {
+                Ok("own") => true,
+                Ok("all") | Err(_) => false,
+                Ok(other) => anyhow::bail!("WANGBAN_DECLARE must be `all` or `own`, not `{other}`"),
+            },
         })
     }
 }
