@@ -82,6 +82,21 @@ impl Metrics {
             .sum()
     }
 
+    /// `(deliveries, total handling seconds, p99 upper bound in seconds)` of a worker.
+    pub fn worker_summary(&self, worker: &str) -> (u64, f64, f64) {
+        let m = self.inner.lock().expect("metrics lock");
+        let Some(h) = m.latency.get(worker) else {
+            return (0, 0.0, 0.0);
+        };
+        let target = (h.count as f64 * 0.99).ceil() as u64;
+        let p99 = LATENCY_BUCKETS
+            .iter()
+            .zip(h.counts)
+            .find(|(_, c)| *c >= target)
+            .map_or(f64::INFINITY, |(b, _)| *b);
+        (h.count, h.sum, p99)
+    }
+
     /// Appends the metrics in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let m = self.inner.lock().expect("metrics lock");

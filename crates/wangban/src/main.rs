@@ -355,6 +355,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             for (id, want, got) in report.unexpected.iter().take(10) {
                 println!("  unexpected: {id}: expected {want}, got {got}");
             }
+            println!(
+                "\n{:<12} {:>10} {:>10} {:>12}",
+                "worker", "deliveries", "mean ms", "p99 ≤ ms"
+            );
+            for w in WORKERS {
+                let (n, sum, p99) = pipeline.runtime.metrics.worker_summary(w);
+                let mean = if n > 0 { 1000.0 * sum / n as f64 } else { 0.0 };
+                println!(
+                    "{w:<12} {n:>10} {mean:>10.2} {:>12}",
+                    if p99.is_finite() {
+                        format!("{:.1}", p99 * 1000.0)
+                    } else {
+                        "> 10000".into()
+                    }
+                );
+            }
             if let Some(id) = &report.sample_case {
                 println!("\nOne case's timeline:");
                 wangban::show::case(&pipeline.runtime.store, id).await?;

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Checks what a schema validator cannot: the Kubernetes manifests agree with each other and with
+the RabbitMQ definitions (every worker has a Deployment probed on /healthz and /readyz and a KEDA
+ScaledObject on its own quorum queue; every secret key referenced exists). Exit 1 naming the first
+problem."""
+import json, sys, glob
+import yaml
+
+WORKERS = ["intake", "review", "notify", "production", "courier"]
+docs = [d for f in sorted(glob.glob("deploy/kubernetes/*.yaml")) for d in yaml.safe_load_all(open(f)) if d]
+definitions = json.load(open("deploy/rabbitmq/definitions.json"))
+queues = {q["name"]: q for q in definitions["queues"]}
+by_kind = {}
+for d in docs:
+    by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+
+def fail(msg):
+    print(f"deploy check: {msg}")
+    sys.exit(1)
+
+secret_keys = set(by_kind.get("Secret", {}).get("wangban", {}).get("stringData", {}))
+auths = by_kind.get("TriggerAuthentication", {})
+for name, dep in by_kind.get("Deployment", {}).items():
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/healthz":
+        fail(f"{name}: liveness probe must be /healthz")
+    if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":
+        fail(f"{name}: readiness probe must be /readyz")
+    for e in c.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["key"] not in secret_keys:
+            fail(f"{name}: secret key {ref['key']} is not in the wangban Secret")
+    if dep["spec"]["template"]["spec"].get("securityContext", {}).get("runAsNonRoot") is not True:
+        fail(f"{name}: must run as non-root")
+for w in WORKERS:
+    dep = by_kind.get("Deployment", {}).get(f"wangban-{w}")
+    if not dep:
+        fail(f"no Deployment for worker {w}")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    if args != ["serve", "--workers", w]:
+        fail(f"wangban-{w} runs {args}")
+    so = by_kind.get("ScaledObject", {}).get(f"wangban-{w}")
+    if not so:
+        fail(f"no ScaledObject for worker {w}")
+    spec = so["spec"]
+    if spec["scaleTargetRef"]["name"] != f"wangban-{w}":
+        fail(f"ScaledObject wangban-{w} scales {spec['scaleTargetRef']['name']}")
+    if not 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]:
+        fail(f"ScaledObject wangban-{w}: bad replica bounds")
+    for t in spec["triggers"]:
+        if t["type"] != "rabbitmq":
+            fail(f"ScaledObject wangban-{w}: trigger {t['type']}")
+        q = t["metadata"]["queueName"]
+        if q != f"wangban.{w}" or q not in queues:
+            fail(f"ScaledObject wangban-{w}: queue {q} is not the worker's queue in the definitions")
+        if queues[q]["arguments"].get("x-queue-type") != "quorum":
+            fail(f"{q} is not a quorum queue")
+        if t["authenticationRef"]["name"] not in auths:
+            fail(f"ScaledObject wangban-{w}: no TriggerAuthentication {t['authenticationRef']['name']}")
+for a in auths.values():
+    for ref in a["spec"]["secretTargetRef"]:
+        if ref["key"] not in secret_keys:
+            fail(f"TriggerAuthentication {a['metadata']['name']}: secret key {ref['key']} missing")
+users = {u["name"] for u in definitions.get("users", [])}
+for w in WORKERS:
+    if f"wangban-{w}" not in users:
+        fail(f"definitions: no broker user for {w}")
+print(f"deploy check: {len(docs)} Kubernetes objects consistent with each other and with the RabbitMQ definitions")
