@@ -216,3 +216,28 @@ async fn postgres_backend() {
         .unwrap();
     env.cleanup(&pipeline).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls() {
+    use sqlx::Connection;
+    let env = RealServices::new("tls").await;
+    let url = format!("{}&sslmode=require", env.settings.database_url);
+    // The store connects and migrates over TLS …
+    let store = Store::connect(&url, "k")
+        .await
+        .expect("the store connects with sslmode=require");
+    store.ping().await.unwrap();
+    store.close().await;
+    // … and the server sees an encrypted session.
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(ssl, "the session is not encrypted");
+    let _ = conn.close().await;
+    let pipeline = wangban::pipeline::Pipeline::open(&env.settings)
+        .await
+        .unwrap();
+    env.cleanup(&pipeline).await;
+}
