@@ -682,3 +682,59 @@ pub(crate) mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod hostile_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never crash the parser: they parse or are refused with named errors.
+        #[test]
+        fn arbitrary_bytes_are_refused_not_crashed(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Err(Malformed(errors)) = Application::parse(&bytes) {
+                prop_assert!(!errors.is_empty());
+            }
+        }
+
+        /// Any mutation of a valid application's fields (wrong types, huge numbers, strings where
+        /// objects belong) is either still well-formed or refused naming the field.
+        #[test]
+        fn mutated_fields_are_named(path in 0usize..12, value in prop_oneof![
+            Just(serde_json::json!(null)), Just(serde_json::json!(1e308)), Just(serde_json::json!(-1)),
+            Just(serde_json::json!(u64::MAX)), Just(serde_json::json!("")), Just(serde_json::json!([])),
+            Just(serde_json::json!({})), Just(serde_json::json!(true)), ".{0,40}".prop_map(serde_json::Value::String),
+        ]) {
+            let fields = ["application_id", "submitted_at", "applicant", "identity_check", "in_mainland",
+                          "document", "reason", "materials", "delivery", "applicant/id_number",
+                          "materials/photo/bytes", "delivery/address"];
+            let mut v = tests::example();
+            let target = fields[path];
+            let mut slot = &mut v;
+            for part in target.split('/') {
+                slot = &mut slot[part];
+            }
+            *slot = value;
+            match Application::from_value(&v) {
+                Ok(_) => {}
+                Err(Malformed(errors)) => {
+                    let head = target.split('/').next().unwrap();
+                    prop_assert!(errors.iter().any(|e| e.starts_with(head)), "{errors:?} for {target}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(Application::parse(deep.as_bytes()).unwrap_err().0[0].starts_with("not valid JSON"));
+        let mut v = tests::example();
+        let mut nested = serde_json::json!(1);
+        for _ in 0..100 {
+            nested = serde_json::json!({"n": nested});
+        }
+        v["applicant"]["name"] = nested;
+        assert_eq!(Application::from_value(&v).unwrap_err().0, vec!["applicant.name: must be a string"]);
+    }
+}

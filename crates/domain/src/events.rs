@@ -323,3 +323,34 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod hostile_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// No byte string crashes envelope decoding; anything not a known v1 envelope is refused.
+        #[test]
+        fn arbitrary_bytes_never_crash(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = Envelope::decode(&bytes, 2048);
+        }
+
+        /// Every field of a valid envelope replaced by junk is refused with a reason, or still valid.
+        #[test]
+        fn junk_fields_are_refused(field in prop_oneof![Just("specversion"), Just("id"), Just("type"), Just("time"),
+                                                         Just("subject"), Just("correlationid"), Just("data")],
+                                   junk in prop_oneof![Just(serde_json::json!(null)), Just(serde_json::json!(7)),
+                                                       Just(serde_json::json!("x")), Just(serde_json::json!([1]))]) {
+            let case: CaseId = "case_0123456789abcdef01234567".parse().unwrap();
+            let e = Envelope::new(EventId::derived(&["p"]), EventType::Entered(State::Paid), "/t",
+                                  "2026-11-25T00:00:00Z".parse().unwrap(), case, None, serde_json::json!({}));
+            let mut v = serde_json::to_value(&e).unwrap();
+            v[field] = junk;
+            match Envelope::decode(v.to_string().as_bytes(), 1 << 20) {
+                Ok(d) => prop_assert_eq!(field, "data", "{:?}", d),
+                Err(reason) => prop_assert!(!reason.to_string().is_empty()),
+            }
+        }
+    }
+}
