@@ -241,3 +241,68 @@ async fn postgres_over_tls() {
         .unwrap();
     env.cleanup(&pipeline).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_role_cannot_rewrite_the_audit_log() {
+    use sqlx::Connection;
+    let env = RealServices::new("roles").await;
+    let admin_url = env.settings.database_url.clone();
+    Store::connect(&admin_url, "k").await.unwrap().close().await; // migrate as the owner
+    let roles =
+        std::fs::read_to_string(wangban_tests::workspace_root().join("deploy/postgres/roles.sql"))
+            .unwrap();
+    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(roles))
+        .execute(&mut admin)
+        .await
+        .expect("roles.sql applies");
+    let login = format!(
+        "wangban_w_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {login} LOGIN IN ROLE wangban_worker"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    // The worker role runs the store: opens a case, appends to its audit chain.
+    let worker_url = admin_url.replacen("postgres@", &format!("{login}@"), 1);
+    let store = Store::connect(&worker_url, "k")
+        .await
+        .expect("the worker role connects (nothing to migrate)");
+    let app = application("ROLE", 1, Scenario::PassportCourier, &mut Rng::new(2));
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_case(&new_case("ROLE-A", "fp", &app), true, "evt_r")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    store.close().await;
+
+    // … but cannot change or remove history.
+    let mut worker = sqlx::AnyConnection::connect(&worker_url).await.unwrap();
+    for sql in [
+        "UPDATE audit SET detail = '{}'",
+        "DELETE FROM audit",
+        "TRUNCATE audit",
+    ] {
+        let err = sqlx::query(sql).execute(&mut worker).await.expect_err(sql);
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{sql}: {err}"
+        );
+    }
+    let _ = worker.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP OWNED BY {login}; DROP ROLE {login}"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let _ = admin.close().await;
+    let pipeline = wangban::pipeline::Pipeline::open(&env.settings)
+        .await
+        .unwrap();
+    env.cleanup(&pipeline).await;
+}

@@ -728,13 +728,18 @@ mod hostile_input {
     #[test]
     fn deep_nesting_is_refused() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(Application::parse(deep.as_bytes()).unwrap_err().0[0].starts_with("not valid JSON"));
+        assert!(
+            Application::parse(deep.as_bytes()).unwrap_err().0[0].starts_with("not valid JSON")
+        );
         let mut v = tests::example();
         let mut nested = serde_json::json!(1);
         for _ in 0..100 {
             nested = serde_json::json!({"n": nested});
         }
         v["applicant"]["name"] = nested;
-        assert_eq!(Application::from_value(&v).unwrap_err().0, vec!["applicant.name: must be a string"]);
+        assert_eq!(
+            Application::from_value(&v).unwrap_err().0,
+            vec!["applicant.name: must be a string"]
+        );
     }
 }
