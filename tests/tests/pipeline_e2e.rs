@@ -66,10 +66,40 @@ async fn two_hundred_mixed_applications_reach_their_expected_states() {
         store.effect_counts("sms:fee_due").await.unwrap(),
         accepted_ever - counts["review_rejected"]
     );
+    // The independent invariant checker agrees …
+    let verified = wangban::verify::check(store).await.unwrap();
+    assert!(verified.violations.is_empty(), "{:?}", verified.violations);
+    assert_eq!(verified.cases as u64, audit.cases);
+    assert_eq!(verified.outbox_backlog, 0);
     // The simulated parties saw one request per case, whatever the redeliveries.
     assert_eq!(
         pipeline.simulation.distinct_requests("shipment:") as i64,
         counts["delivered"]
+    );
+    // … and names the first violation when history is damaged: an invalidation erased.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&env.settings.database_url)
+            .await
+            .unwrap();
+        sqlx::query(
+            "DELETE FROM effects WHERE purpose = 'document_invalidated' AND case_id = \
+             (SELECT MIN(case_id) FROM effects WHERE purpose = 'document_invalidated')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let _ = conn.close().await;
+    }
+    let out = std::process::Command::new(wangban_tests::wangban_binary())
+        .args(["verify", "--database-url", &env.settings.database_url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("entered accepted but has no document_invalidated"),
+        "{text}"
     );
     env.cleanup(&pipeline).await;
 }

@@ -152,6 +152,8 @@ async fn three_processes_of_every_worker_share_one_truth() {
         n("payment_expired")
     );
 
+    let verified = wangban::verify::check(store).await.unwrap();
+    assert!(verified.violations.is_empty(), "{:?}", verified.violations);
     drop(replicas);
     let _ = std::fs::remove_dir_all(&logs);
     env.cleanup(&client).await;

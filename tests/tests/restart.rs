@@ -80,5 +80,7 @@ async fn a_crash_mid_run_loses_nothing_and_repeats_nothing() {
         store.effect_counts("document_invalidated").await.unwrap(),
         80
     );
+    let verified = wangban::verify::check(&store).await.unwrap();
+    assert!(verified.violations.is_empty(), "{:?}", verified.violations);
     env.cleanup(&pipeline).await;
 }

@@ -135,16 +135,8 @@ impl Store {
             sqlx::query_as("SELECT case_id, audit_seq, audit_head FROM cases ORDER BY case_id")
                 .fetch_all(&self.pool)
                 .await?;
-        let rows = sqlx::query(
-            "SELECT case_id, seq, at, kind, event_id, detail, prev_hash, hash FROM audit ORDER BY case_id, seq",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut by_case: std::collections::BTreeMap<String, Vec<AuditRecord>> = Default::default();
-        for row in &rows {
-            let r = record_from_row(row)?;
-            by_case.entry(r.case_id.clone()).or_default().push(r);
-        }
+        let mut by_case = self.all_audit().await?;
+        let records = by_case.values().map(Vec::len).sum::<usize>();
         let mut problems = Vec::new();
         for (case_id, seq, head) in &heads {
             let records = by_case.remove(case_id).unwrap_or_default();
@@ -161,9 +153,42 @@ impl Store {
         }
         Ok(AuditReport {
             cases: heads.len() as u64,
-            records: rows.len() as u64,
+            records: records as u64,
             problems,
         })
+    }
+
+    /// Every audit record, by case, in order.
+    pub async fn all_audit(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Vec<AuditRecord>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT case_id, seq, at, kind, event_id, detail, prev_hash, hash FROM audit ORDER BY case_id, seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_case: std::collections::BTreeMap<String, Vec<AuditRecord>> = Default::default();
+        for row in &rows {
+            let r = record_from_row(row)?;
+            by_case.entry(r.case_id.clone()).or_default().push(r);
+        }
+        Ok(by_case)
+    }
+
+    /// `(case id, state)` of every case.
+    pub async fn all_case_states(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT case_id, state FROM cases ORDER BY case_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// `(case id, purpose)` of every recorded effect.
+    pub async fn all_effects(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT case_id, purpose FROM effects")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// A case's audit records, in order.

@@ -7,3 +7,4 @@ pub mod pipeline;
 pub mod serve;
 pub mod settings;
 pub mod show;
+pub mod verify;

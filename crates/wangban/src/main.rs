@@ -90,6 +90,15 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Check the invariants of the whole store (lifecycle paths, audit chains, effects once and
+    /// where they belong); exit 1 naming the first violation.
+    Verify {
+        #[command(flatten)]
+        services: Services,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 when URL answers 200 (a health check for images without curl).
     Probe {
         /// e.g. http://127.0.0.1:8080/readyz
@@ -442,6 +451,34 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let store =
                 wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
             Ok(if wangban::show::audit(&store).await? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Verify { services, json } => {
+            init_logs("warn");
+            let s = settings(&services, DEFAULT_DATABASE)?;
+            let store =
+                wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
+            let v = wangban::verify::check(&store).await?;
+            if json {
+                println!("{}", serde_json::to_string(&v)?);
+            } else {
+                println!(
+                    "checked {} cases, {} audit records, {} effects; outbox backlog {}; unreplayed dead letters {}",
+                    v.cases,
+                    v.audit_records,
+                    v.effects,
+                    v.outbox_backlog,
+                    v.unreplayed_dead_letters
+                );
+                match v.violations.first() {
+                    None => println!("no violations"),
+                    Some(first) => println!("{} violations; first: {first}", v.violations.len()),
+                }
+            }
+            Ok(if v.violations.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

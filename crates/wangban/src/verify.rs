@@ -1,0 +1,118 @@
+//! `wangban verify`: an invariant checker independent of the workers. It reads only the store and
+//! checks what must hold whatever happened — crashes, redeliveries, replays:
+//! - every case is in a lifecycle state, and its recorded transitions are a path of the diagram
+//!   from `submitted` that ends in that state;
+//! - every audit chain verifies;
+//! - exactly one invalidation per accepted case, none for a rejected one;
+//! - every effect matches the lifecycle: a payment order for each case that awaited payment, one
+//!   production order for each case produced or in production, one shipment for each shipped case,
+//!   one pickup notice for each case ready for pickup — and none for a case that never got there.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use wangban_domain::lifecycle::{State, Step};
+use wangban_store::Store;
+
+/// What was checked and what was found.
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    pub cases: usize,
+    pub audit_records: u64,
+    pub effects: usize,
+    pub outbox_backlog: i64,
+    pub unreplayed_dead_letters: usize,
+    pub violations: Vec<String>,
+}
+
+/// The effect a case must have once it has entered `state`.
+const EFFECT_OF_STATE: [(State, &str); 5] = [
+    (State::Accepted, "document_invalidated"),
+    (State::AwaitingPayment, "payment_order"),
+    (State::InProduction, "production_order"),
+    (State::Shipped, "shipment"),
+    (State::ReadyForPickup, "pickup_notice"),
+];
+
+/// Runs every check.
+pub async fn check(store: &Store) -> anyhow::Result<Verification> {
+    let mut violations = Vec::new();
+    let audit = store.verify_audit().await?;
+    violations.extend(audit.problems.iter().map(|p| format!("audit chain: {p}")));
+    let records = store.all_audit().await?;
+    let mut effects: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let all_effects = store.all_effects().await?;
+    for (case, purpose) in &all_effects {
+        effects
+            .entry(case.clone())
+            .or_default()
+            .insert(purpose.clone());
+    }
+    let cases = store.all_case_states().await?;
+    for (case, state) in &cases {
+        let Some(state) = State::parse(state) else {
+            violations.push(format!(
+                "case {case}: state `{state}` is not in the lifecycle"
+            ));
+            continue;
+        };
+        // Replay the recorded transitions through the state machine.
+        let mut at = State::Submitted;
+        let mut entered = BTreeSet::from([State::Submitted]);
+        for r in records
+            .get(case)
+            .into_iter()
+            .flatten()
+            .filter(|r| r.kind == "transition")
+        {
+            let detail: serde_json::Value = serde_json::from_str(&r.detail).unwrap_or_default();
+            let step = Step::ALL
+                .iter()
+                .find(|s| Some(s.as_str()) == detail["step"].as_str());
+            let to = detail["to"].as_str().and_then(State::parse);
+            match (step, to) {
+                (Some(step), Some(to)) if at.apply(*step) == Ok(to) => {
+                    at = to;
+                    entered.insert(to);
+                }
+                _ => violations.push(format!(
+                    "case {case} record {}: transition {} is not allowed from {at}",
+                    r.seq, detail
+                )),
+            }
+        }
+        if at != state {
+            violations.push(format!(
+                "case {case}: its transitions end in {at} but the case is {state}"
+            ));
+        }
+        let mine = effects.get(case).cloned().unwrap_or_default();
+        for (needed_after, purpose) in EFFECT_OF_STATE {
+            let reached = entered.contains(&needed_after);
+            let has = mine.contains(purpose);
+            if reached && !has {
+                violations.push(format!(
+                    "case {case}: entered {needed_after} but has no {purpose}"
+                ));
+            }
+            if has && !reached {
+                violations.push(format!(
+                    "case {case}: has {purpose} but never entered {needed_after}"
+                ));
+            }
+        }
+    }
+    let known: BTreeSet<&String> = cases.iter().map(|(c, _)| c).collect();
+    for case in effects.keys().filter(|c| !known.contains(c)) {
+        violations.push(format!(
+            "effects recorded for a case that does not exist: {case}"
+        ));
+    }
+    Ok(Verification {
+        cases: cases.len(),
+        audit_records: audit.records,
+        effects: all_effects.len(),
+        outbox_backlog: store.outbox_backlog().await?,
+        unreplayed_dead_letters: store.unreplayed_dead_letters(None).await?.len(),
+        violations,
+    })
+}
