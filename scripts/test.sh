@@ -54,4 +54,6 @@ if cargo clippy --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@" -- --skip fault_injection_suite
+# The fault-injection suite stops and restarts the broker and the database: it runs alone, last.
+bash scripts/reliability.sh

@@ -52,7 +52,9 @@ async fn three_processes_of_every_worker_share_one_truth() {
         }
     }
 
-    let report = demo::drive(&client, s, 190, 3, false).await.expect("drive");
+    let report = demo::drive(&client, s, 190, 3, false, None)
+        .await
+        .expect("drive");
     assert!(
         report.unexpected.is_empty(),
         "unexpected outcomes: {:?}",

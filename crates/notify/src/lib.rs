@@ -58,9 +58,44 @@ impl FeeConfig {
 
 /// The fee notification worker.
 pub struct Notify {
-    pub sms: Arc<dyn SmsGateway>,
-    pub payment: Arc<dyn PaymentGateway>,
-    pub fees: FeeConfig,
+    sms: Arc<dyn SmsGateway>,
+    payment: Arc<dyn PaymentGateway>,
+    fees: FeeConfig,
+    /// When this process last published each due deadline: a deadline still waiting in the queue
+    /// is not published again on every tick (a backlog would fill the queue with copies).
+    clock: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+/// How long before a due deadline that is still unhandled is published again (its first copy may
+/// have been lost with a crashed process before it reached the broker).
+const REPUBLISH_AFTER: Duration = Duration::from_secs(60);
+
+impl Notify {
+    /// The worker over its SMS and payment gateways.
+    pub fn new(
+        sms: Arc<dyn SmsGateway>,
+        payment: Arc<dyn PaymentGateway>,
+        fees: FeeConfig,
+    ) -> Notify {
+        Notify {
+            sms,
+            payment,
+            fees,
+            clock: Default::default(),
+        }
+    }
+
+    /// Whether the deadline `key` should be published now, and if so notes that it was.
+    fn due_to_publish(&self, key: &str) -> bool {
+        let mut clock = self.clock.lock().expect("clock lock");
+        let now = std::time::Instant::now();
+        clock.retain(|_, at| now.duration_since(*at) < REPUBLISH_AFTER);
+        if clock.contains_key(key) {
+            return false;
+        }
+        clock.insert(key.to_owned(), now);
+        true
+    }
 }
 
 fn detail(event: &Envelope, key: &str) -> String {
@@ -350,6 +385,9 @@ impl Handler for Notify {
         for (deadline, after, unless) in due {
             let since = now - after.as_millis() as i64;
             for case in rt.store.awaiting_payment_since(since, unless, 500).await? {
+                if !self.due_to_publish(&format!("{case}:{deadline}")) {
+                    continue;
+                }
                 let id = EventId::derived(&[case.as_str(), "payment", deadline]);
                 let event = ingress::event(
                     EventType::PaymentDeadline,
@@ -364,5 +402,45 @@ impl Handler for Notify {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wangban_providers::simulated::Simulation;
+
+    struct Nowhere;
+    #[async_trait]
+    impl wangban_providers::Ingress for Nowhere {
+        async fn report(
+            &self,
+            _: EventType,
+            _: &wangban_domain::ids::CaseId,
+            _: Value,
+        ) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_due_deadline_is_published_once_per_period() {
+        let sim = Simulation::new(Arc::new(Nowhere), Duration::ZERO);
+        let n = Notify::new(sim.sms(), sim.payment(), FeeConfig::default());
+        assert!(n.due_to_publish("case_a:expiry"));
+        assert!(
+            !n.due_to_publish("case_a:expiry"),
+            "a queued deadline is not published again"
+        );
+        assert!(n.due_to_publish("case_a:reminder"));
+        assert!(n.due_to_publish("case_b:expiry"));
+    }
+
+    #[test]
+    fn fees_follow_the_document_kind() {
+        let f = FeeConfig::default();
+        assert_eq!(f.fee(Some(DocumentKind::Passport)), 120);
+        assert_eq!(f.fee(Some(DocumentKind::HkMacaoPermit)), 60);
+        assert_eq!(f.fee(Some(DocumentKind::TaiwanPermit)), 60);
     }
 }

@@ -36,6 +36,18 @@ impl Script {
     }
 }
 
+/// Faults the simulated parties can be told to show (for fault-injection runs).
+#[derive(Clone, Debug, Default)]
+pub struct SimFaults {
+    /// A file naming, one per line, the parties that are down now (`sms`, `payment`,
+    /// `production`, `courier`, `hall`, `review`): they answer every call with a transient error.
+    /// Read on every call, so a run can take a party down and bring it back from outside.
+    pub outage_file: Option<std::path::PathBuf>,
+    /// Every answer (callback) is sent twice, the second late, so answers arrive duplicated and
+    /// out of order; couriers also report a stale `in_transit` after `delivered`.
+    pub duplicate_answers: bool,
+}
+
 /// Shared by the simulated parties: where answers go, how long they take, what was asked.
 #[derive(Clone)]
 pub struct Simulation {
@@ -43,6 +55,7 @@ pub struct Simulation {
     delay: Duration,
     ledger: Arc<Mutex<HashMap<String, String>>>,
     counter: Arc<AtomicU64>,
+    faults: SimFaults,
 }
 
 impl Simulation {
@@ -51,8 +64,28 @@ impl Simulation {
         Simulation {
             ingress,
             delay,
+            faults: SimFaults::default(),
             ledger: Default::default(),
             counter: Default::default(),
+        }
+    }
+
+    /// The same parties, showing `faults`.
+    pub fn with_faults(mut self, faults: SimFaults) -> Simulation {
+        self.faults = faults;
+        self
+    }
+
+    /// A transient error when `party` is listed in the outage file.
+    fn up(&self, party: &str) -> Result<(), ProviderError> {
+        let Some(path) = &self.faults.outage_file else {
+            return Ok(());
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.lines().any(|l| l.trim() == party) => Err(ProviderError::Transient(
+                format!("simulated outage of {party}"),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -79,7 +112,21 @@ impl Simulation {
     }
 
     fn answer_later(&self, kind: EventType, case: CaseId, data: Value) {
-        let (ingress, delay) = (self.ingress.clone(), self.delay);
+        if self.faults.duplicate_answers {
+            // the copy comes late: after other answers, sometimes after later events of the case
+            let extra =
+                Duration::from_millis(50 + self.counter.fetch_add(1, Ordering::Relaxed) % 400);
+            self.send_later(kind, case.clone(), data.clone(), self.delay + extra);
+            if kind == EventType::CourierReported && data["status"] == "delivered" {
+                let stale = serde_json::json!({"waybill": data["waybill"], "status": "in_transit"});
+                self.send_later(kind, case.clone(), stale, self.delay + extra * 2);
+            }
+        }
+        self.send_later(kind, case, data, self.delay);
+    }
+
+    fn send_later(&self, kind: EventType, case: CaseId, data: Value, delay: Duration) {
+        let ingress = self.ingress.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             for attempt in 1..=50u32 {
@@ -131,6 +178,7 @@ struct SimDesk(Simulation);
 #[async_trait]
 impl SmsGateway for SimSms {
     async fn send(&self, m: &SmsMessage) -> Result<SmsReceipt, ProviderError> {
+        self.0.up("sms")?;
         // No mobile number block starts with 100: the gateway refuses such a number for good.
         if m.phone.starts_with("100") {
             return Err(ProviderError::Permanent("invalid mobile number".into()));
@@ -145,6 +193,7 @@ impl SmsGateway for SimSms {
 #[async_trait]
 impl PaymentGateway for SimPayment {
     async fn create_order(&self, r: &PaymentRequest) -> Result<PaymentOrder, ProviderError> {
+        self.0.up("payment")?;
         let (id, new) = self.0.once(&format!("payment:{}", r.idempotency_key), |n| {
             format!("SIMPAY{n:08}")
         });
@@ -162,6 +211,7 @@ impl PaymentGateway for SimPayment {
 #[async_trait]
 impl ProductionCentre for SimProduction {
     async fn place_order(&self, o: &ProductionOrder) -> Result<ProductionAck, ProviderError> {
+        self.0.up("production")?;
         let (id, new) = self
             .0
             .once(&format!("production:{}", o.idempotency_key), |n| {
@@ -190,6 +240,7 @@ impl ProductionCentre for SimProduction {
 #[async_trait]
 impl Courier for SimCourier {
     async fn book(&self, s: &ShipmentRequest) -> Result<Booking, ProviderError> {
+        self.0.up("courier")?;
         let (waybill, new) = self
             .0
             .once(&format!("shipment:{}", s.idempotency_key), |n| {
@@ -207,6 +258,7 @@ impl Courier for SimCourier {
 #[async_trait]
 impl PickupHall for SimHall {
     async fn announce(&self, n: &PickupNotice) -> Result<PickupSlot, ProviderError> {
+        self.0.up("hall")?;
         let hall = format!("户籍地（{}）公安机关出入境接待大厅", &n.hukou_region);
         let (_, new) = self
             .0
@@ -225,6 +277,7 @@ impl PickupHall for SimHall {
 #[async_trait]
 impl ReviewDesk for SimDesk {
     async fn assign(&self, t: &ReviewTask) -> Result<Assignment, ProviderError> {
+        self.0.up("review")?;
         let reviewer = t.preferred_reviewer.clone().unwrap_or_else(|| {
             format!(
                 "sim-reviewer-{}",

@@ -213,7 +213,7 @@ pub async fn run(
 ) -> anyhow::Result<(Pipeline, Report)> {
     let pipeline = Pipeline::connect(settings).await?;
     let running = pipeline.spawn(&WORKERS)?;
-    let report = drive(&pipeline, settings, cases, seed, progress).await;
+    let report = drive(&pipeline, settings, cases, seed, progress, None).await;
     running.stop().await;
     Ok((pipeline, report?))
 }
@@ -227,6 +227,7 @@ pub async fn drive(
     cases: usize,
     seed: u64,
     progress: bool,
+    on_submitted: Option<&tokio::sync::Notify>,
 ) -> anyhow::Result<Report> {
     let run_id = format!(
         "DEMO{:06X}",
@@ -289,6 +290,9 @@ pub async fn drive(
         }
         expected.insert(id, scenario.expected());
     }
+    if let Some(n) = on_submitted {
+        n.notify_one();
+    }
 
     let budget = Duration::from_secs(60)
         + Duration::from_millis(60 * cases as u64)
@@ -296,11 +300,15 @@ pub async fn drive(
     let mut resubmitted: BTreeSet<String> = BTreeSet::new();
     let mut last_line = Instant::now();
     let states = loop {
-        let mut states = pipeline
-            .runtime
-            .store
-            .states_by_application(&run_id)
-            .await?;
+        // The store may be away for a while (a fault-injection run restarts it): keep waiting.
+        let mut states = match pipeline.runtime.store.states_by_application(&run_id).await {
+            Ok(s) => s,
+            Err(e) if e.is_transient() && started.elapsed() < budget => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         // Of a duplicate pair, whichever intake saw first stays open: with several intake
         // replicas that may be either one.
         for (first, second) in &pairs {
@@ -321,7 +329,9 @@ pub async fn drive(
                         .to_rfc3339()
                 );
                 fixed["materials"]["signature"]["sha256"] = json!("cd".repeat(32));
-                pipeline.submit(&fixed, true).await?;
+                if pipeline.submit(&fixed, true).await.is_err() {
+                    resubmitted.remove(id); // the broker is away: the applicant tries again
+                }
             }
         }
         let done = expected
@@ -351,7 +361,8 @@ pub async fn drive(
             .runtime
             .store
             .dead_letters(Some("intake"))
-            .await?
+            .await
+            .unwrap_or_default()
             .iter()
             .filter(|d| d.reason.contains("malformed application"))
             .count();

@@ -44,6 +44,19 @@ impl Running {
         while self.tasks.join_next().await.is_some() {}
     }
 
+    /// [`Running::stop`], but gives up after `deadline`: what is still in flight is abandoned
+    /// unacknowledged, and the broker redelivers it. True when everything finished in time.
+    pub async fn stop_within(mut self, deadline: std::time::Duration) -> bool {
+        let _ = self.shutdown.send(true);
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(deadline, all).await.is_ok() {
+            return true;
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        false
+    }
+
     /// Stops at once, as a crash would: in-flight deliveries go back to their queues.
     pub async fn abort(mut self) {
         self.tasks.abort_all();
@@ -69,11 +82,11 @@ pub fn handlers(settings: &Settings, sim: &Simulation) -> Vec<Arc<dyn Handler>> 
         Arc::new(wangban_review::Review {
             desk: sim.review_desk(),
         }),
-        Arc::new(wangban_notify::Notify {
-            sms: sim.sms(),
-            payment: sim.payment(),
-            fees: settings.fees.clone(),
-        }),
+        Arc::new(wangban_notify::Notify::new(
+            sim.sms(),
+            sim.payment(),
+            settings.fees.clone(),
+        )),
         Arc::new(wangban_production::Production {
             centre: sim.production(),
             calendar: settings.calendar.clone(),
@@ -124,7 +137,8 @@ impl Pipeline {
         // The handlers (and so the topology) need the parties, whose answers need the bus, which
         // needs the topology: the parties' ingress is bound to the bus once it exists.
         let late = Arc::new(LateIngress::default());
-        let simulation = Simulation::new(late.clone(), settings.sim_delay);
+        let simulation = Simulation::new(late.clone(), settings.sim_delay)
+            .with_faults(settings.sim_faults.clone());
         let handlers = handlers(settings, &simulation);
         let topology = topology(&handlers, &settings.queue_prefix, settings.delivery_limit);
         let bus: Arc<dyn Bus> = match &settings.amqp_url {

@@ -95,7 +95,12 @@ pub async fn run(
     tracing::info!("stopping: finishing in-flight deliveries and flushing the outbox");
     declaring.abort();
     sampling.abort();
-    running.stop().await;
+    if !running.stop_within(settings.shutdown_deadline).await {
+        tracing::warn!(
+            deadline_s = settings.shutdown_deadline.as_secs(),
+            "in-flight work abandoned at the shutdown deadline; the broker redelivers it"
+        );
+    }
     let _ = http_stop.send(true);
     let _ = http.await;
     pipeline.runtime.store.close().await;

@@ -61,6 +61,11 @@ pub struct Settings {
     /// Declare only the queues of the workers this process runs (`WANGBAN_DECLARE=own`), for
     /// broker users limited to their own queues; the definitions file declares the rest.
     pub declare_own: bool,
+    /// Faults of the simulated parties (fault-injection runs).
+    pub sim_faults: wangban_providers::simulated::SimFaults,
+    /// How long `serve` may take to stop after SIGTERM before it abandons in-flight work (which
+    /// the broker then redelivers).
+    pub shutdown_deadline: Duration,
 }
 
 fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
@@ -131,6 +136,11 @@ impl Settings {
                 Ok("all") | Err(_) => false,
                 Ok(other) => anyhow::bail!("WANGBAN_DECLARE must be `all` or `own`, not `{other}`"),
             },
+            sim_faults: wangban_providers::simulated::SimFaults {
+                outage_file: std::env::var_os("WANGBAN_SIM_OUTAGE_FILE").map(Into::into),
+                duplicate_answers: std::env::var("WANGBAN_SIM_DUPLICATES").is_ok_and(|v| v == "1"),
+            },
+            shutdown_deadline: Duration::from_secs(env_u64("WANGBAN_SHUTDOWN_SECS")?.unwrap_or(30)),
         })
     }
 }
