@@ -68,7 +68,7 @@ fn pg_version() -> String {
 /// `(case, purpose)` SMS and `(case, step)` transitions recorded more than once.
 async fn duplicate_effects(store: &wangban_store::Store) -> usize {
     let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (case, records) in store.all_audit().await.unwrap() {
+    for (case, records) in store.snapshot().await.unwrap().audit {
         for r in records {
             let detail: serde_json::Value = serde_json::from_str(&r.detail).unwrap_or_default();
             let key = match r.kind.as_str() {
@@ -238,10 +238,9 @@ async fn scenario(name: &'static str, fault: Fault, cases: usize) -> Row {
     let samples = samples.lock().unwrap().clone();
     let at_end = samples
         .iter()
-        .filter(|(t, _)| *t <= fault_end)
-        .map(|(_, n)| *n)
-        .last()
-        .unwrap_or(0);
+        .rev()
+        .find(|(t, _)| *t <= fault_end)
+        .map_or(0, |(_, n)| *n);
     let recovery_s = samples
         .iter()
         .find(|(t, n)| *t > fault_end && *n > at_end)

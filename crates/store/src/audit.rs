@@ -119,6 +119,12 @@ pub fn verify_chain(
         prev = r.hash.clone();
     }
     let last = records.len() as i64;
+    if last > head_seq {
+        return problem(
+            head_seq + 1,
+            "records beyond the case's head (added outside the chain)",
+        );
+    }
     if last != head_seq || prev != head {
         return problem(
             last + 1,
@@ -128,67 +134,95 @@ pub fn verify_chain(
     None
 }
 
-impl Store {
-    /// Recomputes every chain.
-    pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
-        let heads: Vec<(String, i64, String)> =
-            sqlx::query_as("SELECT case_id, audit_seq, audit_head FROM cases ORDER BY case_id")
-                .fetch_all(&self.pool)
-                .await?;
-        let mut by_case = self.all_audit().await?;
-        let records = by_case.values().map(Vec::len).sum::<usize>();
+/// Everything the verifiers read, from one consistent snapshot of the store (a repeatable-read
+/// transaction on PostgreSQL), so that a store still being written to verifies without false alarms.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// `(case id, audit length, audit head)` of every case.
+    pub heads: Vec<(String, i64, String)>,
+    /// `(case id, state)` of every case.
+    pub states: Vec<(String, String)>,
+    /// Every audit record, by case, in order.
+    pub audit: std::collections::BTreeMap<String, Vec<AuditRecord>>,
+    /// `(case id, purpose)` of every effect.
+    pub effects: Vec<(String, String)>,
+}
+
+impl Snapshot {
+    /// Recomputes every chain of the snapshot.
+    pub fn verify_chains(&self) -> AuditReport {
         let mut problems = Vec::new();
-        for (case_id, seq, head) in &heads {
-            let records = by_case.remove(case_id).unwrap_or_default();
-            if let Some(p) = verify_chain(case_id, &records, *seq, head) {
+        for (case_id, seq, head) in &self.heads {
+            let records = self
+                .audit
+                .get(case_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if let Some(p) = verify_chain(case_id, records, *seq, head) {
                 problems.push(p);
             }
         }
-        for (case_id, records) in by_case {
-            problems.push(AuditProblem {
-                case_id,
-                seq: records.first().map_or(0, |r| r.seq),
-                what: "audit records for a case that does not exist".into(),
-            });
+        let known: std::collections::BTreeSet<&String> =
+            self.heads.iter().map(|(c, _, _)| c).collect();
+        for (case_id, records) in &self.audit {
+            if !known.contains(case_id) {
+                problems.push(AuditProblem {
+                    case_id: case_id.clone(),
+                    seq: records.first().map_or(0, |r| r.seq),
+                    what: "audit records for a case that does not exist".into(),
+                });
+            }
         }
-        Ok(AuditReport {
-            cases: heads.len() as u64,
-            records: records as u64,
+        AuditReport {
+            cases: self.heads.len() as u64,
+            records: self.audit.values().map(Vec::len).sum::<usize>() as u64,
             problems,
-        })
+        }
+    }
+}
+
+impl Store {
+    /// Recomputes every chain.
+    pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        Ok(self.snapshot().await?.verify_chains())
     }
 
-    /// Every audit record, by case, in order.
-    pub async fn all_audit(
-        &self,
-    ) -> Result<std::collections::BTreeMap<String, Vec<AuditRecord>>, StoreError> {
+    /// Reads cases, audit and effects in one consistent snapshot.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == crate::Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let heads: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT case_id, audit_seq, audit_head FROM cases ORDER BY case_id")
+                .fetch_all(&mut *tx)
+                .await?;
+        let states: Vec<(String, String)> =
+            sqlx::query_as("SELECT case_id, state FROM cases ORDER BY case_id")
+                .fetch_all(&mut *tx)
+                .await?;
         let rows = sqlx::query(
             "SELECT case_id, seq, at, kind, event_id, detail, prev_hash, hash FROM audit ORDER BY case_id, seq",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        let mut by_case: std::collections::BTreeMap<String, Vec<AuditRecord>> = Default::default();
+        let mut audit: std::collections::BTreeMap<String, Vec<AuditRecord>> = Default::default();
         for row in &rows {
             let r = record_from_row(row)?;
-            by_case.entry(r.case_id.clone()).or_default().push(r);
+            audit.entry(r.case_id.clone()).or_default().push(r);
         }
-        Ok(by_case)
-    }
-
-    /// `(case id, state)` of every case.
-    pub async fn all_case_states(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT case_id, state FROM cases ORDER BY case_id")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
-    /// `(case id, purpose)` of every recorded effect.
-    pub async fn all_effects(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as("SELECT case_id, purpose FROM effects")
-            .fetch_all(&self.pool)
-            .await?)
+        let effects: Vec<(String, String)> = sqlx::query_as("SELECT case_id, purpose FROM effects")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Snapshot {
+            heads,
+            states,
+            audit,
+            effects,
+        })
     }
 
     /// A case's audit records, in order.

@@ -17,7 +17,7 @@ mod operations;
 mod read;
 mod tx;
 
-pub use audit::{AuditProblem, AuditRecord, AuditReport, GENESIS};
+pub use audit::{AuditProblem, AuditRecord, AuditReport, GENESIS, Snapshot};
 pub use operations::{ReplayClaim, Retry, StateSample};
 pub use read::{CaseView, DeadLetter};
 pub use tx::{CaseRecord, CaseTx, NewCase};

@@ -36,19 +36,21 @@ const EFFECT_OF_STATE: [(State, &str); 5] = [
 /// Runs every check.
 pub async fn check(store: &Store) -> anyhow::Result<Verification> {
     let mut violations = Vec::new();
-    let audit = store.verify_audit().await?;
+    // One consistent snapshot: the pipeline may still be running.
+    let snapshot = store.snapshot().await?;
+    let audit = snapshot.verify_chains();
     violations.extend(audit.problems.iter().map(|p| format!("audit chain: {p}")));
-    let records = store.all_audit().await?;
+    let records = &snapshot.audit;
+    let all_effects = &snapshot.effects;
     let mut effects: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let all_effects = store.all_effects().await?;
-    for (case, purpose) in &all_effects {
+    for (case, purpose) in all_effects {
         effects
             .entry(case.clone())
             .or_default()
             .insert(purpose.clone());
     }
-    let cases = store.all_case_states().await?;
-    for (case, state) in &cases {
+    let cases = &snapshot.states;
+    for (case, state) in cases {
         let Some(state) = State::parse(state) else {
             violations.push(format!(
                 "case {case}: state `{state}` is not in the lifecycle"
