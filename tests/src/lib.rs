@@ -215,6 +215,8 @@ impl WorkerProcesses {
                 settings.fees.reminder_after.as_secs().to_string(),
             ),
             ("RUST_LOG".into(), "warn".into()),
+            // Ten or fifteen processes share one PostgreSQL (max_connections 100).
+            ("WANGBAN_DB_POOL_SIZE".into(), "4".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let log_dir =
@@ -303,4 +305,26 @@ pub fn wangban_binary_path() -> PathBuf {
         target.join("release").join("wangban")
     })
     .clone()
+}
+
+/// Waits until the pipeline is quiet — outbox relayed and every worker queue empty, twice in a
+/// row a second apart — so that every committed event has been handled.
+pub async fn quiesce(pipeline: &wangban::pipeline::Pipeline) {
+    let quiet = || async {
+        let rt = &pipeline.runtime;
+        if rt.store.outbox_backlog().await.map_or(true, |n| n > 0) {
+            return false;
+        }
+        for w in &pipeline.topology.workers {
+            match rt.bus.stats(&w.worker).await {
+                Ok(s) if s.ready == 0 => {}
+                _ => return false,
+            }
+        }
+        true
+    };
+    for _ in 0..2 {
+        eventually(Duration::from_secs(120), "the pipeline to be quiet", quiet).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

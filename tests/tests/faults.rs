@@ -245,7 +245,11 @@ async fn scenario(name: &'static str, fault: Fault, cases: usize) -> Row {
         .iter()
         .find(|(t, n)| *t > fault_end && *n > at_end)
         .map_or(0.0, |(t, _)| t.duration_since(fault_end).as_secs_f64());
-    let verified = wangban::verify::check(&store).await.expect("verify");
+    // Every committed event must have been handled: wait until nothing is left in flight.
+    wangban_tests::quiesce(&client).await;
+    let verified = wangban::verify::check(&store, &client.topology.workers, Duration::ZERO)
+        .await
+        .expect("verify");
     let duplicate_effects = duplicate_effects(&store).await;
     let crashed = workers.lock().unwrap().as_mut().map_or(0, |w| w.exited());
     drop(workers);

@@ -180,3 +180,40 @@ async fn malformed_messages_are_dead_lettered_with_their_reason() {
     assert!(phone_free.iter().all(|d| !d.reason.contains(id_number)));
     env.cleanup(&pipeline).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_stops_at_the_broker_delivery_limit() {
+    let mut env = RealServices::new("poison").await;
+    env.settings.delivery_limit = 3;
+    let pipeline = Pipeline::connect(&env.settings).await.expect("connect");
+    let bus = pipeline.runtime.bus.clone();
+    bus.send_to_queue("review", b"a message every attempt gives back")
+        .await
+        .unwrap();
+    // A consumer that fails and gives the message back, forever.
+    let mut sub = bus.subscribe("review", 1).await.unwrap();
+    let mut deliveries = 0;
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
+        deliveries += 1;
+        assert!(
+            deliveries <= 10,
+            "the broker keeps redelivering a poison message"
+        );
+        d.requeue().await.unwrap();
+    }
+    assert!(
+        (3..=4).contains(&deliveries),
+        "delivered {deliveries} times with a limit of 3"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the poison message in the dead-letter queue",
+        || async {
+            bus.depth("review", true).await.unwrap() == 1
+                && bus.depth("review", false).await.unwrap() == 0
+        },
+    )
+    .await;
+    drop(sub);
+    env.cleanup(&pipeline).await;
+}

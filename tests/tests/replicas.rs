@@ -43,6 +43,7 @@ async fn three_processes_of_every_worker_share_one_truth() {
                 .env("WANGBAN_PAYMENT_WINDOW_SECS", "4")
                 .env("WANGBAN_PAYMENT_REMINDER_SECS", "2")
                 .env("WANGBAN_PREFETCH", "8")
+                .env("WANGBAN_DB_POOL_SIZE", "4")
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -154,7 +155,16 @@ async fn three_processes_of_every_worker_share_one_truth() {
         n("payment_expired")
     );
 
-    let verified = wangban::verify::check(store).await.unwrap();
+    wangban_tests::quiesce(&client).await;
+    let verified =
+        wangban::verify::check(store, &client.topology.workers, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    assert!(
+        verified.events_accounted > 1000,
+        "{}",
+        verified.events_accounted
+    );
     assert!(verified.violations.is_empty(), "{:?}", verified.violations);
     drop(replicas);
     let _ = std::fs::remove_dir_all(&logs);

@@ -85,16 +85,21 @@ impl Notify {
         }
     }
 
-    /// Whether the deadline `key` should be published now, and if so notes that it was.
+    /// Whether the deadline `key` should be published now (not published by this process within
+    /// [`REPUBLISH_AFTER`]).
     fn due_to_publish(&self, key: &str) -> bool {
         let mut clock = self.clock.lock().expect("clock lock");
         let now = std::time::Instant::now();
         clock.retain(|_, at| now.duration_since(*at) < REPUBLISH_AFTER);
-        if clock.contains_key(key) {
-            return false;
-        }
-        clock.insert(key.to_owned(), now);
-        true
+        !clock.contains_key(key)
+    }
+
+    /// Notes that the deadline `key` was published (confirmed by the broker).
+    fn published(&self, key: String) {
+        self.clock
+            .lock()
+            .expect("clock lock")
+            .insert(key, std::time::Instant::now());
     }
 }
 
@@ -385,7 +390,8 @@ impl Handler for Notify {
         for (deadline, after, unless) in due {
             let since = now - after.as_millis() as i64;
             for case in rt.store.awaiting_payment_since(since, unless, 500).await? {
-                if !self.due_to_publish(&format!("{case}:{deadline}")) {
+                let key = format!("{case}:{deadline}");
+                if !self.due_to_publish(&key) {
                     continue;
                 }
                 let id = EventId::derived(&[case.as_str(), "payment", deadline]);
@@ -399,6 +405,8 @@ impl Handler for Notify {
                 rt.publish_ingress(&event)
                     .await
                     .map_err(HandlerError::Transient)?;
+                // Only a confirmed publish counts: after a failed one the next tick tries again.
+                self.published(key);
             }
         }
         Ok(())
@@ -428,6 +436,11 @@ mod tests {
         let sim = Simulation::new(Arc::new(Nowhere), Duration::ZERO);
         let n = Notify::new(sim.sms(), sim.payment(), FeeConfig::default());
         assert!(n.due_to_publish("case_a:expiry"));
+        assert!(
+            n.due_to_publish("case_a:expiry"),
+            "not published yet (the broker was away, say)"
+        );
+        n.published("case_a:expiry".into());
         assert!(
             !n.due_to_publish("case_a:expiry"),
             "a queued deadline is not published again"

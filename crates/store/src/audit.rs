@@ -146,6 +146,12 @@ pub struct Snapshot {
     pub audit: std::collections::BTreeMap<String, Vec<AuditRecord>>,
     /// `(case id, purpose)` of every effect.
     pub effects: Vec<(String, String)>,
+    /// `(event id, routing key, created at, published at)` of every outbox row.
+    pub outbox: Vec<(String, String, i64, Option<i64>)>,
+    /// `(consumer, event id)` of every handled event.
+    pub inbox: std::collections::HashSet<(String, String)>,
+    /// `(worker, event id)` of every dead letter with an event id.
+    pub dead_letters: std::collections::HashSet<(String, String)>,
 }
 
 impl Snapshot {
@@ -216,12 +222,27 @@ impl Store {
         let effects: Vec<(String, String)> = sqlx::query_as("SELECT case_id, purpose FROM effects")
             .fetch_all(&mut *tx)
             .await?;
+        let outbox: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT event_id, routing_key, created_at, published_at FROM outbox ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let inbox: Vec<(String, String)> = sqlx::query_as("SELECT consumer, event_id FROM inbox")
+            .fetch_all(&mut *tx)
+            .await?;
+        let dead: Vec<(String, String)> =
+            sqlx::query_as("SELECT worker, event_id FROM dead_letters WHERE event_id IS NOT NULL")
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(Snapshot {
             heads,
             states,
             audit,
             effects,
+            outbox,
+            inbox: inbox.into_iter().collect(),
+            dead_letters: dead.into_iter().collect(),
         })
     }
 

@@ -123,6 +123,17 @@ impl Store {
     /// Connects to `postgres://…` or `sqlite://FILE` (created when missing) and applies the
     /// migrations. `fingerprint_key` keys the ID-number digests used for duplicate detection.
     pub async fn connect(url: &str, fingerprint_key: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, fingerprint_key, 8).await
+    }
+
+    /// [`Store::connect`] with at most `pool_size` PostgreSQL connections (SQLite always uses one).
+    /// Each consumer, the relay and the timers hold one at a time; size the database's
+    /// `max_connections` for the sum over all processes.
+    pub async fn connect_with(
+        url: &str,
+        fingerprint_key: &str,
+        pool_size: u32,
+    ) -> Result<Store, StoreError> {
         install_default_drivers();
         let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
@@ -156,7 +167,7 @@ impl Store {
                 })
                 .connect(&url)
                 .await?,
-            Backend::Postgres => options.max_connections(8).connect(&url).await?,
+            Backend::Postgres => options.max_connections(pool_size.max(1)).connect(&url).await?,
         };
         let store = Store {
             pool,

@@ -98,6 +98,9 @@ enum Command {
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Events younger than this many seconds need not be handled yet.
+        #[arg(long, default_value_t = 60)]
+        grace_secs: u64,
     },
     /// Exit 0 when URL answers 200 (a health check for images without curl).
     Probe {
@@ -456,20 +459,28 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Verify { services, json } => {
+        Command::Verify {
+            services,
+            json,
+            grace_secs,
+        } => {
             init_logs("warn");
             let s = settings(&services, DEFAULT_DATABASE)?;
             let store =
                 wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
-            let v = wangban::verify::check(&store).await?;
+            let queues = wangban::pipeline::worker_queues(&s);
+            let v =
+                wangban::verify::check(&store, &queues, std::time::Duration::from_secs(grace_secs))
+                    .await?;
             if json {
                 println!("{}", serde_json::to_string(&v)?);
             } else {
                 println!(
-                    "checked {} cases, {} audit records, {} effects; outbox backlog {}; unreplayed dead letters {}",
+                    "checked {} cases, {} audit records, {} effects, {} events; outbox backlog {}; unreplayed dead letters {}",
                     v.cases,
                     v.audit_records,
                     v.effects,
+                    v.events_accounted,
                     v.outbox_backlog,
                     v.unreplayed_dead_letters
                 );
@@ -491,13 +502,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }),
         Command::Topology { output } => {
             let s = Settings::from_env(DEFAULT_DATABASE)?;
-            let sim = wangban_providers::simulated::Simulation::new(
-                std::sync::Arc::new(NoAnswers),
-                s.sim_delay,
-            );
-            let handlers = wangban::pipeline::handlers(&s, &sim);
-            let topology =
-                wangban::pipeline::topology(&handlers, &s.queue_prefix, s.delivery_limit);
+            let topology = wangban::pipeline::offline_topology(&s);
             let text = serde_json::to_string_pretty(&topology.rabbitmq_definitions())? + "\n";
             match output {
                 Some(path) => std::fs::write(&path, text)?,
@@ -505,20 +510,5 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// Parties that never answer: `topology` builds handlers only to read their bindings.
-struct NoAnswers;
-
-#[async_trait::async_trait]
-impl wangban_providers::Ingress for NoAnswers {
-    async fn report(
-        &self,
-        _: wangban_domain::events::EventType,
-        _: &wangban_domain::ids::CaseId,
-        _: serde_json::Value,
-    ) -> Result<(), String> {
-        Err("not connected".into())
     }
 }

@@ -73,6 +73,22 @@ pub fn topology(handlers: &[Arc<dyn Handler>], prefix: &str, delivery_limit: u32
     }
 }
 
+/// The topology of the five workers, built without connecting anything (for `wangban topology`
+/// and the invariant checker).
+pub fn offline_topology(settings: &Settings) -> Topology {
+    let sim = Simulation::new(Arc::new(LateIngress::default()), settings.sim_delay);
+    topology(
+        &handlers(settings, &sim),
+        &settings.queue_prefix,
+        settings.delivery_limit,
+    )
+}
+
+/// The queue and bindings of each worker (see [`offline_topology`]).
+pub fn worker_queues(settings: &Settings) -> Vec<wangban_bus::WorkerQueue> {
+    offline_topology(settings).workers
+}
+
 /// The five handlers over the simulated parties.
 pub fn handlers(settings: &Settings, sim: &Simulation) -> Vec<Arc<dyn Handler>> {
     vec![
@@ -131,9 +147,13 @@ impl Pipeline {
 
     /// Connects the store (migrating it) and makes the bus, without contacting the broker yet.
     pub async fn open(settings: &Settings) -> anyhow::Result<Pipeline> {
-        let store = Store::connect(&settings.database_url, settings.fingerprint_key.expose())
-            .await
-            .context("connecting to the database")?;
+        let store = Store::connect_with(
+            &settings.database_url,
+            settings.fingerprint_key.expose(),
+            settings.db_pool_size,
+        )
+        .await
+        .context("connecting to the database")?;
         // The handlers (and so the topology) need the parties, whose answers need the bus, which
         // needs the topology: the parties' ingress is bound to the bus once it exists.
         let late = Arc::new(LateIngress::default());

@@ -63,6 +63,8 @@ pub struct Settings {
     pub declare_own: bool,
     /// Faults of the simulated parties (fault-injection runs).
     pub sim_faults: wangban_providers::simulated::SimFaults,
+    /// Most PostgreSQL connections this process opens.
+    pub db_pool_size: u32,
     /// How long `serve` may take to stop after SIGTERM before it abandons in-flight work (which
     /// the broker then redelivers).
     pub shutdown_deadline: Duration,
@@ -141,6 +143,7 @@ impl Settings {
                 duplicate_answers: std::env::var("WANGBAN_SIM_DUPLICATES").is_ok_and(|v| v == "1"),
             },
             shutdown_deadline: Duration::from_secs(env_u64("WANGBAN_SHUTDOWN_SECS")?.unwrap_or(30)),
+            db_pool_size: env_u64("WANGBAN_DB_POOL_SIZE")?.unwrap_or(8).clamp(1, 100) as u32,
         })
     }
 }

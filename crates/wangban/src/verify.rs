@@ -6,10 +6,14 @@
 //! - exactly one invalidation per accepted case, none for a rejected one;
 //! - every effect matches the lifecycle: a payment order for each case that awaited payment, one
 //!   production order for each case produced or in production, one shipment for each shipped case,
-//!   one pickup notice for each case ready for pickup — and none for a case that never got there.
+//!   one pickup notice for each case ready for pickup — and none for a case that never got there;
+//! - every event the workers committed is accounted for: published, and handled (or dead-lettered)
+//!   by every worker whose queue it routes to — once it is older than a grace period, since the
+//!   pipeline may still be working on the newest ones.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use wangban_bus::{WorkerQueue, topic_matches};
 use wangban_domain::lifecycle::{State, Step};
 use wangban_store::Store;
 
@@ -21,6 +25,8 @@ pub struct Verification {
     pub effects: usize,
     pub outbox_backlog: i64,
     pub unreplayed_dead_letters: usize,
+    /// Committed events checked for being handled (older than the grace period).
+    pub events_accounted: usize,
     pub violations: Vec<String>,
 }
 
@@ -33,8 +39,12 @@ const EFFECT_OF_STATE: [(State, &str); 5] = [
     (State::ReadyForPickup, "pickup_notice"),
 ];
 
-/// Runs every check.
-pub async fn check(store: &Store) -> anyhow::Result<Verification> {
+/// Runs every check; events younger than `grace` are not yet required to be handled.
+pub async fn check(
+    store: &Store,
+    queues: &[WorkerQueue],
+    grace: std::time::Duration,
+) -> anyhow::Result<Verification> {
     let mut violations = Vec::new();
     // One consistent snapshot: the pipeline may still be running.
     let snapshot = store.snapshot().await?;
@@ -103,6 +113,31 @@ pub async fn check(store: &Store) -> anyhow::Result<Verification> {
             }
         }
     }
+    // Every committed event: published, and handled or dead-lettered by each worker it routes to.
+    let horizon = wangban_store::now_ms() - grace.as_millis() as i64;
+    for (event, key, created, published) in &snapshot.outbox {
+        if *created > horizon {
+            continue;
+        }
+        if published.is_none() {
+            violations.push(format!(
+                "event {event} ({key}) was committed but never published"
+            ));
+            continue;
+        }
+        for q in queues
+            .iter()
+            .filter(|q| q.bindings.iter().any(|b| topic_matches(b, key)))
+        {
+            let handled = (q.worker.clone(), event.clone());
+            if !snapshot.inbox.contains(&handled) && !snapshot.dead_letters.contains(&handled) {
+                violations.push(format!(
+                    "event {event} ({key}) was never handled nor dead-lettered by {}",
+                    q.worker
+                ));
+            }
+        }
+    }
     let known: BTreeSet<&String> = cases.iter().map(|(c, _)| c).collect();
     for case in effects.keys().filter(|c| !known.contains(c)) {
         violations.push(format!(
@@ -115,6 +150,11 @@ pub async fn check(store: &Store) -> anyhow::Result<Verification> {
         effects: all_effects.len(),
         outbox_backlog: store.outbox_backlog().await?,
         unreplayed_dead_letters: store.unreplayed_dead_letters(None).await?.len(),
+        events_accounted: snapshot
+            .outbox
+            .iter()
+            .filter(|(_, _, created, _)| *created <= horizon)
+            .count(),
         violations,
     })
 }
