@@ -155,6 +155,11 @@ async fn metrics_move_and_a_dead_letter_is_replayed_to_completion() {
         .clone();
     assert_eq!(notify["consumers"], 1);
     assert_eq!(notify["dead_letters_ready"], 1);
+    // Rates count every process's handling over the last minute (from the inbox).
+    assert!(
+        notify["handled_per_s"].as_f64().unwrap() * 60.0 >= 40.0,
+        "{notify}"
+    );
 
     // The dead letter, listed by the CLI with its reason …
     let db = &env.settings.database_url;

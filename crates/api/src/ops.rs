@@ -30,6 +30,13 @@ macro_rules! authorized {
 /// this process handled.
 pub async fn queues(State(s): State<AppState>, headers: HeaderMap) -> Response {
     authorized!(s, headers);
+    // Rates over the last minute, across every process, from what the workers committed.
+    let last_minute = s
+        .runtime
+        .store
+        .handled_since(wangban_store::now_ms() - 60_000)
+        .await
+        .unwrap_or_default();
     let mut rows = Vec::new();
     for w in &s.topology.workers {
         let stats = s.runtime.bus.stats(&w.worker).await;
@@ -48,6 +55,7 @@ pub async fn queues(State(s): State<AppState>, headers: HeaderMap) -> Response {
             "dead_letter_queue": s.topology.dead_letter_queue(&w.worker),
             "ready": ready, "consumers": consumers, "dead_letters_ready": dead, "error": error,
             "handled_here": s.runtime.metrics.consumed_total(&w.worker, "handled"),
+            "handled_per_s": last_minute.get(&w.worker).copied().unwrap_or(0) as f64 / 60.0,
             "dead_lettered_here": s.runtime.metrics.consumed_total(&w.worker, "dead_lettered"),
         }));
     }

@@ -179,6 +179,20 @@ impl Store {
         )
     }
 
+    /// Deliveries each worker handled since `since_ms`, across every process (from the inbox).
+    pub async fn handled_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT consumer, COUNT(*) FROM inbox WHERE handled_at >= $1 GROUP BY consumer",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Records the current number of cases per state.
     pub async fn sample_states(&self) -> Result<(), StoreError> {
         let counts = self.count_by_state().await?;
