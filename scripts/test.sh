@@ -33,6 +33,16 @@ if ! port_open 5432; then
   wait_port 5432 PostgreSQL
 fi
 
+# RabbitMQ over TLS (tests/tests/broker_tls.rs): a private CA and a server certificate for
+# 127.0.0.1, and a TLS listener on 5671 added to the running local broker (not persisted: a broker
+# restart drops it, and the next run adds it again). Set WANGBAN_TEST_AMQPS_URL and
+# WANGBAN_TEST_AMQP_CA_FILE to use a TLS broker of your own instead.
+if [ -z "${WANGBAN_TEST_AMQPS_URL:-}" ]; then
+  bash scripts/broker-tls.sh
+  export WANGBAN_TEST_AMQPS_URL="amqps://guest:guest@127.0.0.1:5671/%2f"
+  export WANGBAN_TEST_AMQP_CA_FILE=/tmp/wangban-test-tls/ca.pem
+fi
+
 # A fresh Debian PostgreSQL has peer auth on the socket and md5 on TCP; our URL uses the
 # `postgres` role on 127.0.0.1 with database `test`. Create the database when it is missing.
 if command -v psql >/dev/null && ! psql "$WANGBAN_TEST_DATABASE_URL" -c 'select 1' >/dev/null 2>&1; then

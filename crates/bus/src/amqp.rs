@@ -35,6 +35,8 @@ struct Live {
 pub struct AmqpBus {
     url: String,
     topology: Topology,
+    /// PEM certificates trusted for `amqps://` besides the system's roots (a private CA).
+    ca_pem: Option<String>,
     live: Mutex<Option<Live>>,
 }
 
@@ -45,8 +47,16 @@ impl AmqpBus {
         AmqpBus {
             url: url.to_owned(),
             topology,
+            ca_pem: None,
             live: Mutex::new(None),
         }
+    }
+
+    /// Trusts the PEM certificates in `ca_pem` (a private CA) when verifying an `amqps://`
+    /// broker, in addition to the system's roots. The broker's name is always verified.
+    pub fn with_ca_pem(mut self, ca_pem: String) -> AmqpBus {
+        self.ca_pem = Some(ca_pem);
+        self
     }
 
     async fn live(&self) -> Result<(Arc<Connection>, Channel), BusError> {
@@ -58,8 +68,13 @@ impl AmqpBus {
             *live = None;
         }
         let props = ConnectionProperties::default().with_connection_name("wangban".into());
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.ca_pem.clone(),
+        };
+        let rt = lapin::runtime::default_runtime().map_err(unavailable)?;
         let connection = Arc::new(
-            Connection::connect(&self.url, props)
+            Connection::connect_with_config(&self.url, props, tls, rt)
                 .await
                 .map_err(unavailable)?,
         );

@@ -162,7 +162,16 @@ impl Pipeline {
         let handlers = handlers(settings, &simulation);
         let topology = topology(&handlers, &settings.queue_prefix, settings.delivery_limit);
         let bus: Arc<dyn Bus> = match &settings.amqp_url {
-            Some(url) => Arc::new(AmqpBus::new(url, topology.clone())),
+            Some(url) => {
+                let mut bus = AmqpBus::new(url, topology.clone());
+                if let Some(path) = &settings.amqp_ca_file {
+                    let pem = std::fs::read_to_string(path).with_context(|| {
+                        format!("reading WANGBAN_AMQP_CA_FILE {}", path.display())
+                    })?;
+                    bus = bus.with_ca_pem(pem);
+                }
+                Arc::new(bus)
+            }
             None => Arc::new(MemoryBus::new()),
         };
         let runtime = Runtime::new(store, bus, settings.runtime.clone());

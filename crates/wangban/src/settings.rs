@@ -33,8 +33,10 @@ impl std::fmt::Debug for Secret {
 /// Everything a pipeline needs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// `amqp://…`; `None` runs the in-process bus.
+    /// `amqp://…` or `amqps://…`; `None` runs the in-process bus.
     pub amqp_url: Option<String>,
+    /// A PEM file of CA certificates trusted for `amqps://` besides the system's roots.
+    pub amqp_ca_file: Option<std::path::PathBuf>,
     /// `postgres://…` or `sqlite://FILE`.
     pub database_url: String,
     /// Prefix of every exchange and queue name (tests and tenants on one broker).
@@ -109,6 +111,9 @@ impl Settings {
         }
         Ok(Settings {
             amqp_url: std::env::var("AMQP_URL").ok().filter(|s| !s.is_empty()),
+            amqp_ca_file: std::env::var_os("WANGBAN_AMQP_CA_FILE")
+                .filter(|s| !s.is_empty())
+                .map(Into::into),
             database_url: std::env::var("DATABASE_URL")
                 .ok()
                 .filter(|s| !s.is_empty())
