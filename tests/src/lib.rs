@@ -179,109 +179,27 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// Worker processes for fault injection: `replicas` `wangban serve` processes per worker, each its
-/// own OS process, killable and restartable.
-pub struct WorkerProcesses {
-    env: Vec<(String, String)>,
-    procs: Vec<(String, std::process::Child)>,
-    log_dir: PathBuf,
-    spawned: usize,
-}
+/// Worker processes (`wangban serve`, the release build) for fault injection and replicas.
+pub struct WorkerProcesses;
 
 impl WorkerProcesses {
-    /// Starts `replicas` processes of every worker with `settings`' services and `extra` env.
-    pub fn start(settings: &Settings, replicas: usize, extra: &[(&str, &str)]) -> WorkerProcesses {
-        let mut env: Vec<(String, String)> = vec![
-            (
-                "AMQP_URL".into(),
-                settings.amqp_url.clone().expect("a broker URL"),
-            ),
-            ("DATABASE_URL".into(), settings.database_url.clone()),
-            ("WANGBAN_QUEUE_PREFIX".into(), settings.queue_prefix.clone()),
-            (
-                "WANGBAN_SIM_DELAY_MS".into(),
-                settings.sim_delay.as_millis().to_string(),
-            ),
-            (
-                "WANGBAN_TICK_MS".into(),
-                settings.runtime.tick.as_millis().to_string(),
-            ),
-            (
-                "WANGBAN_PAYMENT_WINDOW_SECS".into(),
-                settings.fees.payment_window.as_secs().to_string(),
-            ),
-            (
-                "WANGBAN_PAYMENT_REMINDER_SECS".into(),
-                settings.fees.reminder_after.as_secs().to_string(),
-            ),
-            ("RUST_LOG".into(), "warn".into()),
-            // Ten or fifteen processes share one PostgreSQL (max_connections 100).
-            ("WANGBAN_DB_POOL_SIZE".into(), "4".into()),
-        ];
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let log_dir =
-            std::env::temp_dir().join(format!("wangban-workers-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&log_dir).expect("log dir");
-        let mut w = WorkerProcesses {
-            env,
-            procs: Vec::new(),
-            log_dir,
-            spawned: 0,
-        };
-        for worker in wangban::pipeline::WORKERS {
-            for _ in 0..replicas {
-                w.spawn(worker);
-            }
-        }
-        w
-    }
-
-    fn spawn(&mut self, worker: &str) {
-        self.spawned += 1;
-        let log =
-            std::fs::File::create(self.log_dir.join(format!("{worker}-{}.log", self.spawned)))
-                .expect("log file");
-        let child = std::process::Command::new(wangban_binary_path())
-            .args(["serve", "--workers", worker, "--http-addr", "127.0.0.1:0"])
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("wangban serve starts");
-        self.procs.push((worker.to_owned(), child));
-    }
-
-    /// SIGKILLs the process at `index % count` and starts a new one of the same worker.
-    pub fn kill_and_restart(&mut self, index: usize) -> String {
-        let i = index % self.procs.len();
-        let (worker, mut child) = self.procs.remove(i);
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        self.spawn(&worker);
-        worker
-    }
-
-    /// How many processes exited on their own (crashed).
-    pub fn exited(&mut self) -> usize {
-        self.procs
-            .iter_mut()
-            .map(|(_, c)| c.try_wait())
-            .filter(|s| matches!(s, Ok(Some(_))))
-            .count()
-    }
-
-    /// Where the processes' logs are.
-    pub fn log_dir(&self) -> &std::path::Path {
-        &self.log_dir
-    }
-}
-
-impl Drop for WorkerProcesses {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.procs {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    /// Starts `replicas` processes of every worker with `settings`' services and `extra` env;
+    /// ten or fifteen processes share one PostgreSQL (max_connections 100): 4 connections each.
+    pub fn start(
+        settings: &Settings,
+        replicas: usize,
+        extra: &[(&str, &str)],
+    ) -> wangban::processes::WorkerProcesses {
+        let mut settings = settings.clone();
+        settings.db_pool_size = 4;
+        settings.runtime.concurrency = settings.runtime.concurrency.min(4);
+        wangban::processes::WorkerProcesses::start(
+            &wangban_binary_path(),
+            &settings,
+            replicas,
+            extra,
+        )
+        .expect("wangban serve processes start")
     }
 }
 

@@ -159,7 +159,8 @@ async fn scenario(name: &'static str, fault: Fault, cases: usize) -> Row {
                             .unwrap()
                             .as_mut()
                             .unwrap()
-                            .kill_and_restart(i);
+                            .kill_and_restart(i)
+                            .expect("restart a worker process");
                     }
                     "30 SIGKILLs of random worker processes, 0.3–0.7 s apart, each restarted"
                         .to_string()

@@ -57,6 +57,10 @@ pub struct RuntimeConfig {
     pub max_message_bytes: usize,
     /// Unacknowledged deliveries per worker consumer.
     pub prefetch: u16,
+    /// Deliveries one worker handles at once, each in its own transaction. Several commits in
+    /// flight let PostgreSQL flush them together (group commit); events of one case that meet
+    /// are serialised by the case's version check (the loser retries).
+    pub concurrency: usize,
     /// First retry delay of a transient failure.
     pub retry_min: Duration,
     /// Longest retry delay.
@@ -72,6 +76,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             max_message_bytes: 256 * 1024,
             prefetch: 32,
+            concurrency: 8,
             retry_min: Duration::from_millis(20),
             retry_max: Duration::from_secs(2),
             retry_times: 12,
@@ -142,14 +147,24 @@ impl Runtime {
             };
             tracing::info!(worker, "consuming");
             pause = self.config.retry_min;
+            let concurrency = self.config.concurrency.max(1);
+            let mut in_flight = tokio::task::JoinSet::new();
             loop {
+                if in_flight.len() >= concurrency {
+                    in_flight.join_next().await;
+                    continue;
+                }
                 let next = tokio::select! {
                     n = sub.next() => n,
+                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
                     _ = shutdown.changed() => break,
                 };
                 match next {
                     Some(Ok(delivery)) => {
-                        self.process(handler.as_ref(), delivery).await;
+                        let (runtime, handler) = (self.clone(), handler.clone());
+                        in_flight.spawn(async move {
+                            runtime.process(handler.as_ref(), delivery).await
+                        });
                     }
                     Some(Err(e)) => {
                         tracing::warn!(worker, error = %e, "subscription failed; resubscribing");
@@ -161,6 +176,8 @@ impl Runtime {
                     }
                 }
             }
+            // In-flight work finishes (and is acked or given back) before we go on.
+            while in_flight.join_next().await.is_some() {}
         }
         tracing::info!(worker, "stopped");
     }

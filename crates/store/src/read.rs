@@ -72,6 +72,30 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
+    /// Application id, state and when it was entered (ms), of the cases whose application id
+    /// starts with `prefix` (benchmarks measure end-to-end latency with it).
+    pub async fn case_times(&self, prefix: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT application_id, state, state_since FROM cases WHERE application_id LIKE $1",
+        )
+        .bind(format!("{prefix}%"))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deliveries handled by every consumer (rows of the inbox), and the mean size in bytes of
+    /// the events the workers emitted (benchmarks size their baseline with them).
+    pub async fn handled_and_event_size(&self) -> Result<(i64, f64), StoreError> {
+        let handled: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
+            .fetch_one(&self.pool)
+            .await?;
+        let size: Option<f64> =
+            sqlx::query_scalar("SELECT CAST(AVG(LENGTH(payload)) AS DOUBLE PRECISION) FROM outbox")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((handled, size.unwrap_or(0.0)))
+    }
+
     /// How many cases are in each state.
     pub async fn count_by_state(&self) -> Result<BTreeMap<String, i64>, StoreError> {
         let rows: Vec<(String, i64)> =

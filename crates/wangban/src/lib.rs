@@ -1,9 +1,11 @@
 //! The wiring of wangban: configuration, the pipeline (store + bus + the five workers with their
 //! parties), and the commands the binary offers. Only this crate knows every concrete piece.
 
+pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod pipeline;
+pub mod processes;
 pub mod serve;
 pub mod settings;
 pub mod show;

@@ -70,6 +70,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure wangban beside the raw broker in one run: N cases through worker processes on
+    /// RabbitMQ and PostgreSQL, then bare lapin with the same hops; a table and one JSON line.
+    Bench {
+        #[command(flatten)]
+        services: Services,
+        /// Number of cases.
+        #[arg(long, default_value_t = 10_000)]
+        cases: usize,
+        /// The same load on the in-process bus and SQLite, in this process.
+        #[arg(long)]
+        embedded: bool,
+        /// `wangban serve` processes per worker.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// Offered load in cases/s (default: everything submitted at once).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Skip the raw-broker baseline.
+        #[arg(long)]
+        no_baseline: bool,
+    },
     /// Hand application files to intake as the portal does (needs AMQP_URL).
     Submit {
         #[command(flatten)]
@@ -313,6 +334,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Bench {
+            services,
+            cases,
+            embedded,
+            replicas,
+            rate,
+            no_baseline,
+        } => {
+            init_logs("error");
+            let s = settings(&services, "")?;
+            let opts = wangban::bench::Options {
+                cases,
+                embedded,
+                replicas: replicas.max(1),
+                rate: rate.filter(|r| *r > 0.0),
+                baseline: !no_baseline,
+                binary: std::env::current_exe()?,
+            };
+            let report = wangban::bench::run(&s, &opts).await?;
+            print!("{}", report.table());
+            println!("{}", report.json());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
             services,

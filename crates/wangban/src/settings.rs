@@ -109,6 +109,9 @@ impl Settings {
         if let Some(p) = env_u64("WANGBAN_PREFETCH")? {
             runtime.prefetch = p.clamp(1, 1000) as u16;
         }
+        if let Some(c) = env_u64("WANGBAN_CONCURRENCY")? {
+            runtime.concurrency = c.clamp(1, 256) as usize;
+        }
         Ok(Settings {
             amqp_url: std::env::var("AMQP_URL").ok().filter(|s| !s.is_empty()),
             amqp_ca_file: std::env::var_os("WANGBAN_AMQP_CA_FILE")

@@ -1,0 +1,165 @@
+//! Worker processes: `wangban serve --workers W` children sharing one broker and database, as a
+//! deployment runs them. Used by `wangban bench` (to measure each process) and by the
+//! fault-injection tests (to SIGKILL them).
+
+use crate::settings::Settings;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A set of `wangban serve` processes, killed when dropped.
+pub struct WorkerProcesses {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    procs: Vec<(String, Child, String)>,
+    log_dir: PathBuf,
+    spawned: usize,
+}
+
+impl WorkerProcesses {
+    /// Starts `replicas` processes of every worker, running `binary` with `settings`' services
+    /// and tunables, plus `extra` environment variables (which win).
+    pub fn start(
+        binary: &Path,
+        settings: &Settings,
+        replicas: usize,
+        extra: &[(&str, &str)],
+    ) -> std::io::Result<WorkerProcesses> {
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "AMQP_URL".into(),
+                settings.amqp_url.clone().unwrap_or_default(),
+            ),
+            ("DATABASE_URL".into(), settings.database_url.clone()),
+            ("WANGBAN_QUEUE_PREFIX".into(), settings.queue_prefix.clone()),
+            (
+                "WANGBAN_SIM_DELAY_MS".into(),
+                settings.sim_delay.as_millis().to_string(),
+            ),
+            (
+                "WANGBAN_TICK_MS".into(),
+                settings.runtime.tick.as_millis().to_string(),
+            ),
+            (
+                "WANGBAN_PAYMENT_WINDOW_SECS".into(),
+                settings.fees.payment_window.as_secs().to_string(),
+            ),
+            (
+                "WANGBAN_PAYMENT_REMINDER_SECS".into(),
+                settings.fees.reminder_after.as_secs().to_string(),
+            ),
+            (
+                "WANGBAN_PREFETCH".into(),
+                settings.runtime.prefetch.to_string(),
+            ),
+            (
+                "WANGBAN_CONCURRENCY".into(),
+                settings.runtime.concurrency.to_string(),
+            ),
+            (
+                "WANGBAN_DB_POOL_SIZE".into(),
+                settings.db_pool_size.to_string(),
+            ),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        if let Some(ca) = &settings.amqp_ca_file {
+            env.push(("WANGBAN_AMQP_CA_FILE".into(), ca.display().to_string()));
+        }
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let log_dir =
+            std::env::temp_dir().join(format!("wangban-workers-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&log_dir)?;
+        let mut w = WorkerProcesses {
+            binary: binary.to_owned(),
+            env,
+            procs: Vec::new(),
+            log_dir,
+            spawned: 0,
+        };
+        for worker in crate::pipeline::WORKERS {
+            for _ in 0..replicas {
+                w.spawn(worker)?;
+            }
+        }
+        Ok(w)
+    }
+
+    fn spawn(&mut self, worker: &str) -> std::io::Result<()> {
+        self.spawned += 1;
+        let log =
+            std::fs::File::create(self.log_dir.join(format!("{worker}-{}.log", self.spawned)))?;
+        // A port of its own, so that its /metrics can be read.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .to_string();
+        let child = Command::new(&self.binary)
+            .args(["serve", "--workers", worker, "--http-addr", &addr])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.procs.push((worker.to_owned(), child, addr));
+        Ok(())
+    }
+
+    /// SIGKILLs the process at `index % count` and starts a new one of the same worker.
+    pub fn kill_and_restart(&mut self, index: usize) -> std::io::Result<String> {
+        let i = index % self.procs.len();
+        let (worker, mut child, _) = self.procs.remove(i);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        self.spawn(&worker)?;
+        Ok(worker)
+    }
+
+    /// How many processes exited on their own (crashed).
+    pub fn exited(&mut self) -> usize {
+        self.procs
+            .iter_mut()
+            .map(|(_, c, _)| c.try_wait())
+            .filter(|s| matches!(s, Ok(Some(_))))
+            .count()
+    }
+
+    /// Each process's worker and process id.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.procs
+            .iter()
+            .map(|(w, c, _)| (w.clone(), c.id()))
+            .collect()
+    }
+
+    /// Each process's worker, process id and HTTP address (health, metrics).
+    pub fn addresses(&self) -> Vec<(String, u32, String)> {
+        self.procs
+            .iter()
+            .map(|(w, c, a)| (w.clone(), c.id(), a.clone()))
+            .collect()
+    }
+
+    /// Where the processes' logs are.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    /// Stops every process with SIGTERM (graceful: in-flight work finishes) and waits.
+    pub fn stop(mut self) {
+        for (_, c, _) in &mut self.procs {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for (_, c, _) in &mut self.procs {
+            let _ = c.wait();
+        }
+        self.procs.clear();
+    }
+}
+
+impl Drop for WorkerProcesses {
+    fn drop(&mut self) {
+        for (_, c, _) in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
