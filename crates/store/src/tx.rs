@@ -157,16 +157,26 @@ impl CaseTx {
         Ok(())
     }
 
-    /// The case, if it exists.
+    /// The case, if it exists, locked until this transaction ends (PostgreSQL: `FOR UPDATE`;
+    /// SQLite has one writer at a time anyway). Handlers of one case's events then take turns
+    /// instead of deadlocking on each other's audit and case rows, and an answer that arrives
+    /// before the transaction that asked for it has committed waits for that commit instead of
+    /// being retried.
     pub async fn load_case(&mut self, case_id: &CaseId) -> Result<Option<CaseRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            case_columns!(),
-            " FROM cases WHERE case_id = $1"
-        ))
-        .bind(case_id.as_str())
-        .fetch_optional(&mut *self.tx)
-        .await?;
+        let sql = match self.backend {
+            Backend::Postgres => concat!(
+                "SELECT ",
+                case_columns!(),
+                " FROM cases WHERE case_id = $1 FOR UPDATE"
+            ),
+            Backend::Sqlite => {
+                concat!("SELECT ", case_columns!(), " FROM cases WHERE case_id = $1")
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(case_id.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
         row.as_ref().map(case_from_row).transpose()
     }
 
