@@ -308,7 +308,7 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
     match processes {
         Some(p) => {
             let mut texts = Vec::new();
-            for (worker, pid, addr) in p.addresses() {
+            for (worker, pid, addr) in p.addresses()? {
                 texts.push(system::scrape_metrics(&addr).await?);
                 let rss = system::peak_rss_mib(pid);
                 let e = report.rss_mib.entry(worker).or_default();

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 pub struct WorkerProcesses {
     binary: PathBuf,
     env: Vec<(String, String)>,
-    procs: Vec<(String, Child, String)>,
+    /// Worker, process, and the file where it writes its HTTP address.
+    procs: Vec<(String, Child, PathBuf)>,
     log_dir: PathBuf,
     spawned: usize,
 }
@@ -87,12 +88,11 @@ impl WorkerProcesses {
         self.spawned += 1;
         let log =
             std::fs::File::create(self.log_dir.join(format!("{worker}-{}.log", self.spawned)))?;
-        // A port of its own, so that its /metrics can be read.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .to_string();
+        // The OS picks the port; the process writes it down, so that its /metrics can be read.
+        let addr = self.log_dir.join(format!("{worker}-{}.addr", self.spawned));
         let child = Command::new(&self.binary)
-            .args(["serve", "--workers", worker, "--http-addr", &addr])
+            .args(["serve", "--workers", worker, "--http-addr", "127.0.0.1:0"])
+            .env("WANGBAN_HTTP_ADDR_FILE", &addr)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
@@ -128,12 +128,22 @@ impl WorkerProcesses {
             .collect()
     }
 
-    /// Each process's worker, process id and HTTP address (health, metrics).
-    pub fn addresses(&self) -> Vec<(String, u32, String)> {
-        self.procs
-            .iter()
-            .map(|(w, c, a)| (w.clone(), c.id(), a.clone()))
-            .collect()
+    /// Each process's worker, process id and HTTP address (health, metrics); an error if a
+    /// process has not written its address within 10 s.
+    pub fn addresses(&self) -> std::io::Result<Vec<(String, u32, String)>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut out = Vec::new();
+        for (w, c, file) in &self.procs {
+            let addr = loop {
+                match std::fs::read_to_string(file) {
+                    Ok(a) => break a,
+                    Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                }
+            };
+            out.push((w.clone(), c.id(), addr));
+        }
+        Ok(out)
     }
 
     /// Where the processes' logs are.

@@ -75,7 +75,15 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&settings.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", settings.http_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, operations_api = settings.operator_token.is_some(), "HTTP listening");
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, operations_api = settings.operator_token.is_some(), "HTTP listening");
+    if let Some(file) = &settings.http_addr_file {
+        // Written whole, then renamed: a reader never sees half an address.
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, bound.to_string())
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .with_context(|| format!("writing WANGBAN_HTTP_ADDR_FILE {}", file.display()))?;
+    }
     let (http_stop, mut http_rx) = watch::channel(false);
     let http = tokio::spawn(wangban_api::serve(state, listener, async move {
         let _ = http_rx.changed().await;

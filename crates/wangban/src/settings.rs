@@ -54,6 +54,8 @@ pub struct Settings {
     pub delivery_limit: u32,
     /// Where `serve` listens for HTTP (health, metrics, operations).
     pub http_addr: String,
+    /// Where `serve` writes the address it bound (useful with port 0: supervisors, benchmarks).
+    pub http_addr_file: Option<std::path::PathBuf>,
     /// Bearer token of the operations API and dashboard; `None` keeps them closed.
     pub operator_token: Option<Secret>,
     /// How often `serve` samples cases per state for the dashboard's chart.
@@ -135,6 +137,9 @@ impl Settings {
             delivery_limit: env_u64("WANGBAN_DELIVERY_LIMIT")?.unwrap_or(20) as u32,
             http_addr: std::env::var("WANGBAN_HTTP_ADDR")
                 .unwrap_or_else(|_| "127.0.0.1:8080".into()),
+            http_addr_file: std::env::var_os("WANGBAN_HTTP_ADDR_FILE")
+                .filter(|s| !s.is_empty())
+                .map(Into::into),
             operator_token: std::env::var("WANGBAN_OPERATOR_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty())
