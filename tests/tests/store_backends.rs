@@ -80,14 +80,22 @@ async fn conformance(url: &str) {
     // Inbox: one handling per (consumer, event).
     let mut tx = store.begin().await.unwrap();
     assert!(!tx.inbox_contains("w", "evt_1").await.unwrap());
-    tx.inbox_insert("w", "evt_1").await.unwrap();
+    assert!(tx.inbox_claim("w", "evt_1").await.unwrap(), "first claim");
     tx.commit().await.unwrap();
     let mut tx = store.begin().await.unwrap();
     assert!(tx.inbox_contains("w", "evt_1").await.unwrap());
-    assert!(matches!(
-        tx.inbox_insert("w", "evt_1").await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(!tx.inbox_claim("w", "evt_1").await.unwrap(), "second claim");
+    assert!(
+        tx.inbox_claim("w2", "evt_1").await.unwrap(),
+        "another consumer"
+    );
+    drop(tx);
+    // A claim rolled back is no claim.
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.inbox_claim("w", "evt_2").await.unwrap());
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.inbox_claim("w", "evt_2").await.unwrap());
     drop(tx);
 
     // Effects: once per (case, purpose).

@@ -280,7 +280,7 @@ impl Runtime {
     ) -> Result<bool, HandlerError> {
         let worker = handler.worker();
         let mut tx = self.store.begin().await?;
-        if tx.inbox_contains(worker, envelope.id.as_str()).await? {
+        if !tx.inbox_claim(worker, envelope.id.as_str()).await? {
             tracing::debug!("already handled; acking the redelivery");
             return Ok(false);
         }
@@ -290,7 +290,6 @@ impl Runtime {
         for event in &outgoing {
             tx.enqueue(event).await?;
         }
-        tx.inbox_insert(worker, envelope.id.as_str()).await?;
         tx.commit().await?;
         tracing::info!(emitted = outgoing.len(), "handled");
         Ok(true)

@@ -41,6 +41,9 @@ pub struct CaseTx {
     tx: Transaction<'static, Any>,
     backend: Backend,
     fingerprint_key: String,
+    /// Audit chain heads (sequence, hash) read or written in this transaction, by case: the
+    /// next record needs no read. The `UPDATE` that moves a head still checks it.
+    heads: std::collections::HashMap<String, (i64, String)>,
 }
 
 /// The columns of [`CaseRecord`], as a macro so queries stay `&'static str` (sqlx refuses
@@ -81,6 +84,7 @@ impl CaseTx {
             tx,
             backend,
             fingerprint_key,
+            heads: Default::default(),
         }
     }
 
@@ -109,16 +113,25 @@ impl CaseTx {
         Ok(n > 0)
     }
 
-    /// Marks `event_id` handled by `consumer`. A concurrent handling of the same event makes this
-    /// fail with a conflict, so only one of them commits.
-    pub async fn inbox_insert(&mut self, consumer: &str, event_id: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO inbox (consumer, event_id, handled_at) VALUES ($1, $2, $3)")
-            .bind(consumer)
-            .bind(event_id)
-            .bind(now_ms())
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+    /// Claims `event_id` for `consumer` as the transaction's first statement: true when this is
+    /// the first handling, false when the inbox already has it (the caller drops the
+    /// transaction and acks). A concurrent handling of the same event waits on the claim and then
+    /// finds it taken, so only one of them commits.
+    pub async fn inbox_claim(
+        &mut self,
+        consumer: &str,
+        event_id: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, handled_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Opens a case in state `submitted`, with the first audit record. `open` is false for a case
@@ -147,6 +160,10 @@ impl CaseTx {
         .bind(now)
         .execute(&mut *self.tx)
         .await?;
+        self.heads.insert(
+            case.case_id.as_str().to_owned(),
+            (0, audit::GENESIS.to_owned()),
+        );
         let detail = serde_json::json!({
             "application_id": case.application_id,
             "document_kind": case.document_kind,
@@ -167,17 +184,26 @@ impl CaseTx {
             Backend::Postgres => concat!(
                 "SELECT ",
                 case_columns!(),
-                " FROM cases WHERE case_id = $1 FOR UPDATE"
+                ", audit_seq, audit_head FROM cases WHERE case_id = $1 FOR UPDATE"
             ),
-            Backend::Sqlite => {
-                concat!("SELECT ", case_columns!(), " FROM cases WHERE case_id = $1")
-            }
+            Backend::Sqlite => concat!(
+                "SELECT ",
+                case_columns!(),
+                ", audit_seq, audit_head FROM cases WHERE case_id = $1"
+            ),
         };
         let row = sqlx::query(sql)
             .bind(case_id.as_str())
             .fetch_optional(&mut *self.tx)
             .await?;
-        row.as_ref().map(case_from_row).transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        self.heads.insert(
+            case_id.as_str().to_owned(),
+            (row.try_get("audit_seq")?, row.try_get("audit_head")?),
+        );
+        case_from_row(&row).map(Some)
     }
 
     /// The open case of a person (by fingerprint) for a document kind, if any.
@@ -250,12 +276,14 @@ impl CaseTx {
         event_id: Option<&str>,
         detail: &serde_json::Value,
     ) -> Result<AuditRecord, StoreError> {
-        let (seq, head): (i64, String) =
-            sqlx::query_as("SELECT audit_seq, audit_head FROM cases WHERE case_id = $1")
+        let (seq, head): (i64, String) = match self.heads.get(case_id.as_str()) {
+            Some(known) => known.clone(),
+            None => sqlx::query_as("SELECT audit_seq, audit_head FROM cases WHERE case_id = $1")
                 .bind(case_id.as_str())
                 .fetch_optional(&mut *self.tx)
                 .await?
-                .ok_or_else(|| StoreError::Data(format!("audit for unknown case {case_id}")))?;
+                .ok_or_else(|| StoreError::Data(format!("audit for unknown case {case_id}")))?,
+        };
         let record = AuditRecord::next(
             case_id.as_str(),
             seq + 1,
@@ -288,10 +316,15 @@ impl CaseTx {
         .execute(&mut *self.tx)
         .await?;
         if moved.rows_affected() != 1 {
+            self.heads.remove(case_id.as_str());
             return Err(StoreError::Conflict(format!(
                 "audit chain of {case_id} moved concurrently"
             )));
         }
+        self.heads.insert(
+            case_id.as_str().to_owned(),
+            (record.seq, record.hash.clone()),
+        );
         Ok(record)
     }
 
