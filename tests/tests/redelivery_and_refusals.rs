@@ -217,3 +217,78 @@ async fn a_poison_message_stops_at_the_broker_delivery_limit() {
     drop(sub);
     env.cleanup(&pipeline).await;
 }
+
+/// Unknown fields: ignored by default (the portal may extend the contract compatibly); with
+/// `WANGBAN_UNKNOWN_FIELDS=refuse` the application is dead-lettered naming every unknown field,
+/// and no case is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_are_refused_when_configured() {
+    let mut env = RealServices::new("unknown").await;
+    env.settings.refuse_unknown_fields = true;
+    let pipeline = Pipeline::connect(&env.settings).await.expect("connect");
+    let rt = &pipeline.runtime;
+    let mut extended = application("UNKNOWN", 1, Scenario::PassportCourier, &mut Rng::new(8));
+    extended["portal_extension"] = serde_json::json!({"channel": "app"});
+    extended["applicant"]["nickname"] = serde_json::json!("x");
+    pipeline.submit(&extended, false).await.unwrap();
+    let plain = application("UNKNOWN", 2, Scenario::PassportCourier, &mut Rng::new(9));
+    pipeline.submit(&plain, false).await.unwrap();
+
+    let running = pipeline.spawn(&["intake"]).unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "a dead letter and a case",
+        || async {
+            rt.store.dead_letters(Some("intake")).await.unwrap().len() == 1
+                && rt
+                    .store
+                    .states_by_application("UNKNOWN")
+                    .await
+                    .unwrap()
+                    .len()
+                    == 1
+        },
+    )
+    .await;
+    running.stop().await;
+    let dead = rt.store.dead_letters(Some("intake")).await.unwrap();
+    assert_eq!(
+        dead[0].reason,
+        "malformed application: applicant.nickname: unknown field; portal_extension: unknown field"
+    );
+    let states = rt.store.states_by_application("UNKNOWN").await.unwrap();
+    assert!(
+        states.contains_key(plain["application_id"].as_str().unwrap()),
+        "{states:?}"
+    );
+    env.cleanup(&pipeline).await;
+
+    // The default: the same extended application opens a case.
+    let env = RealServices::new("unknown-default").await;
+    let pipeline = Pipeline::connect(&env.settings).await.expect("connect");
+    pipeline.submit(&extended, false).await.unwrap();
+    let running = pipeline.spawn(&["intake"]).unwrap();
+    let rt = &pipeline.runtime;
+    eventually(
+        Duration::from_secs(20),
+        "the extended application's case",
+        || async {
+            rt.store
+                .states_by_application("UNKNOWN")
+                .await
+                .unwrap()
+                .len()
+                == 1
+        },
+    )
+    .await;
+    running.stop().await;
+    assert!(
+        rt.store
+            .dead_letters(Some("intake"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    env.cleanup(&pipeline).await;
+}

@@ -190,6 +190,21 @@ impl Application {
         Application::from_value(&value)
     }
 
+    /// Like [`Application::from_value`], but a field the contract does not define is malformed
+    /// too (named by its JSON path) — for deployments that want the portal to send exactly the
+    /// contract (`WANGBAN_UNKNOWN_FIELDS=refuse`).
+    pub fn from_value_strict(value: &Value) -> Result<Application, Malformed> {
+        let unknown = unknown_fields(value);
+        match Application::from_value(value) {
+            Ok(app) if unknown.is_empty() => Ok(app),
+            Ok(_) => Err(Malformed(unknown)),
+            Err(Malformed(mut errors)) => {
+                errors.extend(unknown);
+                Err(Malformed(errors))
+            }
+        }
+    }
+
     /// Parses an already-decoded JSON value.
     pub fn from_value(value: &Value) -> Result<Application, Malformed> {
         let mut r = Reader::default();
@@ -339,6 +354,78 @@ fn json_error_position(e: &serde_json::Error) -> String {
         e.line(),
         e.column()
     )
+}
+
+/// The fields of the contract (domain.md §3), by object path.
+const KNOWN_FIELDS: [(&str, &[&str]); 8] = [
+    (
+        "",
+        &[
+            "application_id",
+            "submitted_at",
+            "applicant",
+            "identity_check",
+            "in_mainland",
+            "document",
+            "reason",
+            "materials",
+            "delivery",
+        ],
+    ),
+    (
+        "applicant",
+        &["id_number", "name", "phone", "hukou_region", "category"],
+    ),
+    ("identity_check", &["passed", "checked_at"]),
+    (
+        "document",
+        &["kind", "number", "expires_on", "fingerprints_on_file"],
+    ),
+    (
+        "materials",
+        &["photo", "signature", "id_card_front", "id_card_back"],
+    ),
+    (
+        "material",
+        &["sha256", "content_type", "bytes", "width_px", "height_px"],
+    ),
+    ("delivery", &["method", "recipient", "phone", "address"]),
+    (
+        "delivery.address",
+        &["province", "city", "district", "street", "postcode"],
+    ),
+];
+
+/// `path: unknown field` for every field of `value` the contract does not define.
+pub fn unknown_fields(value: &Value) -> Vec<String> {
+    fn walk(value: &Value, path: &str, schema: &str, out: &mut Vec<String>) {
+        let Some(object) = value.as_object() else {
+            return;
+        };
+        let Some((_, known)) = KNOWN_FIELDS.iter().find(|(p, _)| *p == schema) else {
+            return;
+        };
+        for (key, child) in object {
+            let child_path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if !known.contains(&key.as_str()) {
+                out.push(format!("{child_path}: unknown field"));
+                continue;
+            }
+            let child_schema = match schema {
+                "materials" => "material".to_owned(),
+                "" => key.clone(),
+                s => format!("{s}.{key}"),
+            };
+            walk(child, &child_path, &child_schema, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "", "", &mut out);
+    out
 }
 
 /// Walks a JSON object, collecting one error per malformed field.
@@ -680,6 +767,36 @@ pub(crate) mod tests {
             Application::from_value(&v).unwrap().delivery,
             Delivery::Pickup
         );
+    }
+
+    #[test]
+    fn strict_parsing_names_every_unknown_field_by_path() {
+        assert!(Application::from_value_strict(&example()).is_ok());
+        let mut v = example();
+        v["portal_extension"] = json!(1);
+        v["applicant"]["nickname"] = json!("x");
+        v["materials"]["photo"]["exif"] = json!({});
+        v["delivery"]["address"]["floor"] = json!(3);
+        let Malformed(errors) = Application::from_value_strict(&v).unwrap_err();
+        let mut errors = errors;
+        errors.sort();
+        assert_eq!(
+            errors,
+            [
+                "applicant.nickname: unknown field",
+                "delivery.address.floor: unknown field",
+                "materials.photo.exif: unknown field",
+                "portal_extension: unknown field",
+            ]
+        );
+        // Malformed fields and unknown ones are reported together.
+        v["applicant"]["phone"] = json!(5);
+        let Malformed(errors) = Application::from_value_strict(&v).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.starts_with("applicant.phone")),
+            "{errors:?}"
+        );
+        assert_eq!(errors.len(), 5, "{errors:?}");
     }
 }
 

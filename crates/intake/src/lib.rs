@@ -22,14 +22,21 @@ use wangban_store::NewCase;
 /// The intake worker.
 pub struct Intake {
     pub rules: Rules,
+    /// Refuse applications with fields the contract does not define (default: ignore them, so
+    /// the portal can extend the contract compatibly).
+    pub refuse_unknown_fields: bool,
 }
 
 /// The effect purpose of the held document's invalidation.
 pub const INVALIDATION: &str = "document_invalidated";
 
-fn parse(event: &Envelope) -> Result<Application, HandlerError> {
-    let app =
-        Application::from_value(&event.data).map_err(|m| HandlerError::Permanent(m.to_string()))?;
+fn parse(event: &Envelope, strict: bool) -> Result<Application, HandlerError> {
+    let parsed = if strict {
+        Application::from_value_strict(&event.data)
+    } else {
+        Application::from_value(&event.data)
+    };
+    let app = parsed.map_err(|m| HandlerError::Permanent(m.to_string()))?;
     let case_id = CaseId::for_application(&app.application_id);
     if case_id != event.subject {
         return Err(HandlerError::Permanent(format!(
@@ -41,7 +48,7 @@ fn parse(event: &Envelope) -> Result<Application, HandlerError> {
 
 impl Intake {
     async fn submitted(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let app = parse(event)?;
+        let app = parse(event, self.refuse_unknown_fields)?;
         let case_id = event.subject.clone();
         if let Some(existing) = cx.tx().load_case(&case_id).await? {
             // The same application again: one case per application_id; note it and move on.
@@ -99,7 +106,7 @@ impl Intake {
     }
 
     async fn resubmitted(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let app = parse(event)?;
+        let app = parse(event, self.refuse_unknown_fields)?;
         let Some(case) = cx.tx().load_case(&event.subject).await? else {
             return Err(HandlerError::Permanent(
                 "resubmission for an application with no case".into(),

@@ -94,6 +94,7 @@ pub fn handlers(settings: &Settings, sim: &Simulation) -> Vec<Arc<dyn Handler>> 
     vec![
         Arc::new(wangban_intake::Intake {
             rules: settings.rules.clone(),
+            refuse_unknown_fields: settings.refuse_unknown_fields,
         }),
         Arc::new(wangban_review::Review {
             desk: sim.review_desk(),

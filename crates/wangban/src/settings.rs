@@ -65,6 +65,9 @@ pub struct Settings {
     /// Declare only the queues of the workers this process runs (`WANGBAN_DECLARE=own`), for
     /// broker users limited to their own queues; the definitions file declares the rest.
     pub declare_own: bool,
+    /// Refuse applications carrying fields the contract does not define
+    /// (`WANGBAN_UNKNOWN_FIELDS=refuse`); by default they are ignored.
+    pub refuse_unknown_fields: bool,
     /// Faults of the simulated parties (fault-injection runs).
     pub sim_faults: wangban_providers::simulated::SimFaults,
     /// Most PostgreSQL connections this process opens.
@@ -150,6 +153,15 @@ impl Settings {
                 Ok("own") => true,
                 Ok("all") | Err(_) => false,
                 Ok(other) => anyhow::bail!("WANGBAN_DECLARE must be `all` or `own`, not `{other}`"),
+            },
+            refuse_unknown_fields: match std::env::var("WANGBAN_UNKNOWN_FIELDS").as_deref() {
+                Ok("refuse") => true,
+                Ok("ignore") | Err(_) => false,
+                Ok(other) => {
+                    anyhow::bail!(
+                        "WANGBAN_UNKNOWN_FIELDS must be `ignore` or `refuse`, not `{other}`"
+                    )
+                }
             },
             sim_faults: wangban_providers::simulated::SimFaults {
                 outage_file: std::env::var_os("WANGBAN_SIM_OUTAGE_FILE").map(Into::into),
