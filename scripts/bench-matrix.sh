@@ -17,7 +17,7 @@ run() {
   tail -n 1 "$out/$name.txt" >"$out/$name.json"
   cat "$out/$name.txt"
 }
-all=(n1k n10k r2 r4 rate10 rate20 rate30 rate45 rate60 n100k)
+all=(n1k n10k r2 r4 rate10 rate20 rate40 rate60 rate80 rate100 embedded n100k)
 for name in "${@:-${all[@]}}"; do
   case $name in
     n1k) run n1k --cases 1000 ;;

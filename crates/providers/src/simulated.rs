@@ -15,7 +15,7 @@ use crate::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How a simulated case behaves, from its application id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,10 @@ pub struct SimFaults {
 pub struct Simulation {
     ingress: Arc<dyn Ingress>,
     delay: Duration,
-    ledger: Arc<Mutex<HashMap<String, String>>>,
+    /// Idempotency keys and the answer given, with when; like a real party's, kept for
+    /// `retention` when one is set (long runs), else for the life of the process.
+    ledger: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+    retention: Option<Duration>,
     counter: Arc<AtomicU64>,
     faults: SimFaults,
 }
@@ -66,8 +69,16 @@ impl Simulation {
             delay,
             faults: SimFaults::default(),
             ledger: Default::default(),
+            retention: None,
             counter: Default::default(),
         }
+    }
+
+    /// Forget idempotency keys older than `retention` (a real party keeps them for a day or so;
+    /// a long benchmark would otherwise hold every key of every case in memory).
+    pub fn with_retention(mut self, retention: Option<Duration>) -> Simulation {
+        self.retention = retention;
+        self
     }
 
     /// The same parties, showing `faults`.
@@ -92,11 +103,17 @@ impl Simulation {
     /// Returns the answer already given for `key`, or makes a new one with `make` (and `true`).
     fn once(&self, key: &str, make: impl FnOnce(u64) -> String) -> (String, bool) {
         let mut ledger = self.ledger.lock().expect("ledger lock");
-        if let Some(v) = ledger.get(key) {
+        if let Some((v, _)) = ledger.get(key) {
             return (v.clone(), false);
         }
-        let v = make(self.counter.fetch_add(1, Ordering::Relaxed) + 1);
-        ledger.insert(key.to_owned(), v.clone());
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(retention) = self.retention
+            && n.is_multiple_of(1024)
+        {
+            ledger.retain(|_, (_, at)| at.elapsed() < retention);
+        }
+        let v = make(n);
+        ledger.insert(key.to_owned(), (v.clone(), Instant::now()));
         (v, true)
     }
 

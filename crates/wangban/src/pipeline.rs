@@ -159,7 +159,8 @@ impl Pipeline {
         // needs the topology: the parties' ingress is bound to the bus once it exists.
         let late = Arc::new(LateIngress::default());
         let simulation = Simulation::new(late.clone(), settings.sim_delay)
-            .with_faults(settings.sim_faults.clone());
+            .with_faults(settings.sim_faults.clone())
+            .with_retention(settings.sim_ledger_retention);
         let handlers = handlers(settings, &simulation);
         let topology = topology(&handlers, &settings.queue_prefix, settings.delivery_limit);
         let bus: Arc<dyn Bus> = match &settings.amqp_url {

@@ -68,6 +68,9 @@ pub struct Settings {
     /// Refuse applications carrying fields the contract does not define
     /// (`WANGBAN_UNKNOWN_FIELDS=refuse`); by default they are ignored.
     pub refuse_unknown_fields: bool,
+    /// How long the simulated parties remember idempotency keys (`WANGBAN_SIM_LEDGER_SECS`;
+    /// unset: for the life of the process).
+    pub sim_ledger_retention: Option<Duration>,
     /// Faults of the simulated parties (fault-injection runs).
     pub sim_faults: wangban_providers::simulated::SimFaults,
     /// Most PostgreSQL connections this process opens.
@@ -163,6 +166,7 @@ impl Settings {
                     )
                 }
             },
+            sim_ledger_retention: env_u64("WANGBAN_SIM_LEDGER_SECS")?.map(Duration::from_secs),
             sim_faults: wangban_providers::simulated::SimFaults {
                 outage_file: std::env::var_os("WANGBAN_SIM_OUTAGE_FILE").map(Into::into),
                 duplicate_answers: std::env::var("WANGBAN_SIM_DUPLICATES").is_ok_and(|v| v == "1"),

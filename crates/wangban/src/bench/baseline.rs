@@ -69,6 +69,7 @@ pub async fn lapin_chain(
     let arrived = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(tokio::sync::Notify::new());
     let mut stages = Vec::new();
+    let mut channels = Vec::new();
     for i in 0..hops {
         let conn = connect(url, settings).await?;
         let ch = conn.create_channel().await?;
@@ -83,6 +84,7 @@ pub async fn lapin_chain(
                 FieldTable::default(),
             )
             .await?;
+        channels.push(ch.clone());
         let next = (i + 1 < hops).then(|| queue(i + 1));
         let (arrived, done) = (arrived.clone(), done.clone());
         let concurrency = settings.runtime.concurrency.max(1);
@@ -156,14 +158,25 @@ pub async fn lapin_chain(
     eprintln!(
         "\r[bench] baseline: {messages}/{messages} messages through {hops} hops, {seconds:.1} s   "
     );
+    // Closing each stage's channel ends its consumer; the stage then closes its connection.
+    for c in &channels {
+        let _ = c.close(200, "baseline done".into()).await;
+    }
     for s in stages {
-        s.abort();
+        let abort = s.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), s)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     for i in 0..hops {
         let _ = ch
             .queue_delete(queue(i).into(), QueueDeleteOptions::default())
             .await;
     }
+    let _ = admin.close(200, "baseline done".into()).await;
     let hops_total = (messages * hops) as u64;
     Ok(Side {
         seconds,
@@ -174,7 +187,7 @@ pub async fn lapin_chain(
 
 /// One hop: consume, publish on (confirmed), then ack — `concurrency` deliveries at once.
 async fn stage(
-    _conn: Connection,
+    conn: Connection,
     ch: Channel,
     mut consumer: lapin::Consumer,
     next: Option<String>,
@@ -212,6 +225,8 @@ async fn stage(
             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
         });
     }
+    while in_flight.join_next().await.is_some() {}
+    let _ = conn.close(200, "baseline done".into()).await;
 }
 
 /// The same chain on the in-process bus (for `--embedded`).
