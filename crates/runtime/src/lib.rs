@@ -347,9 +347,4 @@ impl Runtime {
             .await;
         Outcome::DeadLettered(reason)
     }
-
-    /// Wakes the relay (after a commit that queued events).
-    pub fn wake_relay(&self) {
-        self.relay_wakeup.notify_one();
-    }
 }

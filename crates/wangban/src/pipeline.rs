@@ -11,7 +11,6 @@ use tokio::task::JoinSet;
 use wangban_bus::amqp::AmqpBus;
 use wangban_bus::memory::MemoryBus;
 use wangban_bus::{Bus, Topology};
-use wangban_domain::application::Application;
 use wangban_domain::events::EventType;
 use wangban_domain::ids::CaseId;
 use wangban_providers::simulated::Simulation;
@@ -255,11 +254,6 @@ impl Pipeline {
             .publish(&[out])
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
-    }
-
-    /// Whether an application parses (for callers that want to refuse early).
-    pub fn parses(application: &Value) -> bool {
-        Application::from_value(application).is_ok()
     }
 }
 
