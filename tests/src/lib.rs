@@ -228,21 +228,11 @@ pub fn wangban_binary_path() -> PathBuf {
 /// Waits until the pipeline is quiet — outbox relayed and every worker queue empty, twice in a
 /// row a second apart — so that every committed event has been handled.
 pub async fn quiesce(pipeline: &wangban::pipeline::Pipeline) {
-    let quiet = || async {
-        let rt = &pipeline.runtime;
-        if rt.store.outbox_backlog().await.map_or(true, |n| n > 0) {
-            return false;
-        }
-        for w in &pipeline.topology.workers {
-            match rt.bus.stats(&w.worker).await {
-                Ok(s) if s.ready == 0 => {}
-                _ => return false,
-            }
-        }
-        true
-    };
     for _ in 0..2 {
-        eventually(Duration::from_secs(120), "the pipeline to be quiet", quiet).await;
+        eventually(Duration::from_secs(120), "the pipeline to be quiet", || {
+            pipeline.is_quiet()
+        })
+        .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -257,13 +257,8 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
         let mut s = settings.clone();
         s.db_pool_size = s.db_pool_size.min((80 / procs as u32).max(2));
         s.runtime.concurrency = s.runtime.concurrency.min(s.db_pool_size as usize);
-        let p = WorkerProcesses::start(
-            &opts.binary,
-            &s,
-            opts.replicas,
-            &[("WANGBAN_SIM_LEDGER_SECS", "60")],
-        )
-        .context("starting the worker processes")?;
+        let p = WorkerProcesses::start(&opts.binary, &s, opts.replicas, &[])
+            .context("starting the worker processes")?;
         wait_for_consumers(&pipeline, opts.replicas as u32).await?;
         processes = Some(p);
     }
@@ -495,16 +490,8 @@ async fn wait_for_cases(
 
 /// Waits until the outbox is relayed and every worker queue is empty.
 async fn quiet(pipeline: &Pipeline) {
-    let rt = &pipeline.runtime;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let mut quiet = rt.store.outbox_backlog().await.is_ok_and(|n| n == 0);
-        for w in &pipeline.topology.workers {
-            quiet &= rt.bus.stats(&w.worker).await.is_ok_and(|s| s.ready == 0);
-        }
-        if quiet {
-            return;
-        }
+    while Instant::now() < deadline && !pipeline.is_quiet().await {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -165,10 +165,7 @@ impl Pipeline {
         let bus: Arc<dyn Bus> = match &settings.amqp_url {
             Some(url) => {
                 let mut bus = AmqpBus::new(url, topology.clone());
-                if let Some(path) = &settings.amqp_ca_file {
-                    let pem = std::fs::read_to_string(path).with_context(|| {
-                        format!("reading WANGBAN_AMQP_CA_FILE {}", path.display())
-                    })?;
+                if let Some(pem) = settings.amqp_ca_pem()? {
                     bus = bus.with_ca_pem(pem);
                 }
                 Arc::new(bus)
@@ -240,6 +237,21 @@ impl Pipeline {
             .await
             .map_err(anyhow::Error::msg)?;
         Ok(case)
+    }
+
+    /// Whether the pipeline is quiet now: the outbox is relayed and every worker queue is empty
+    /// (so every committed event has been handled or is in flight).
+    pub async fn is_quiet(&self) -> bool {
+        let rt = &self.runtime;
+        if rt.store.outbox_backlog().await.map_or(true, |n| n > 0) {
+            return false;
+        }
+        for w in &self.topology.workers {
+            if !rt.bus.stats(&w.worker).await.is_ok_and(|s| s.ready == 0) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Publishes raw bytes as if the portal had sent them (for refusal tests and the demo).

@@ -62,6 +62,12 @@ impl WorkerProcesses {
             ),
             ("RUST_LOG".into(), "warn".into()),
         ];
+        if let Some(retention) = settings.sim_ledger_retention {
+            env.push((
+                "WANGBAN_SIM_LEDGER_SECS".into(),
+                retention.as_secs().to_string(),
+            ));
+        }
         if let Some(ca) = &settings.amqp_ca_file {
             env.push(("WANGBAN_AMQP_CA_FILE".into(), ca.display().to_string()));
         }

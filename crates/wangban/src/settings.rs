@@ -177,6 +177,19 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The PEM of `WANGBAN_AMQP_CA_FILE`, read now, if one is set.
+    pub fn amqp_ca_pem(&self) -> anyhow::Result<Option<String>> {
+        self.amqp_ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading WANGBAN_AMQP_CA_FILE {}", path.display()))
+            })
+            .transpose()
+    }
+}
+
 fn load_calendar(path: &Path) -> anyhow::Result<WorkingCalendar> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading calendar {}", path.display()))?;

@@ -20,13 +20,9 @@ use wangban_bus::{Bus, Outgoing, Topology, WorkerQueue};
 use wangban_runtime::RuntimeConfig;
 
 async fn connect(url: &str, settings: &Settings) -> anyhow::Result<Connection> {
-    let cert_chain = match &settings.amqp_ca_file {
-        Some(path) => Some(std::fs::read_to_string(path)?),
-        None => None,
-    };
     let tls = lapin::tcp::OwnedTLSConfig {
         identity: None,
-        cert_chain,
+        cert_chain: settings.amqp_ca_pem()?,
     };
     let props = ConnectionProperties::default().with_connection_name("wangban-bench".into());
     Ok(
