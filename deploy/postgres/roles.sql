@@ -12,7 +12,8 @@ DO $$ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO wangban_worker', current_schema());
 END $$;
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON cases, inbox, outbox, effects, dead_letters, retries, state_samples
+GRANT SELECT, INSERT, UPDATE, DELETE ON cases, inbox, outbox, effects, dead_letters, retries, state_samples,
+    callback_nonces, unmatched_payments
     TO wangban_worker;
 GRANT SELECT ON schema_migrations TO wangban_worker;
 -- The audit log is append-only for the workers: no UPDATE, no DELETE, no TRUNCATE.

@@ -4,6 +4,8 @@
 //! prefix, so tests run in parallel on one broker and one database. When a service is not
 //! reachable the test fails loudly; it never skips.
 
+pub mod fakes;
+
 use sqlx::Connection;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -7,10 +7,13 @@
 //!   cases per state and SLA breaches read from the store.
 //! - `/api/ops/…` — queues, dead letters (list, replay), case search and timeline, SLA breaches,
 //!   state history; every call needs `Authorization: Bearer <WANGBAN_OPERATOR_TOKEN>`.
+//! - `POST /callbacks/{sms,payment,production,courier}` — the parties' signed callbacks
+//!   ([`callbacks`]).
 //! - `GET /dashboard` — the operations page (it asks for the token and keeps it in the tab only).
 //!
 //! Searches by ID number are `POST`ed, so the number never appears in a URL or an access log.
 
+pub mod callbacks;
 mod ops;
 pub mod sla;
 
@@ -39,6 +42,8 @@ pub struct AppState {
     pub payment_window: Duration,
     /// `None`: the operations API is closed.
     pub operator_token: Option<Arc<str>>,
+    /// The parties whose signed callbacks are taken at `/callbacks/{party}`.
+    pub callbacks: callbacks::CallbackKeys,
 }
 
 /// The router of every endpoint.
@@ -63,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ops/cases/{id}", get(ops::case))
         .route("/api/ops/sla", get(ops::sla))
         .route("/api/ops/history", get(ops::history))
+        .route("/api/ops/cases/{id}/payment", get(ops::payment))
+        .route("/api/ops/refunds", get(ops::refunds))
+        .route("/api/ops/delivery-problems", get(ops::delivery_problems))
+        .route("/callbacks/{party}", post(callbacks::receive))
         .with_state(state)
 }
 

@@ -269,3 +269,125 @@ pub async fn history(
     let now = s.runtime.store.count_by_state().await.unwrap_or_default();
     Json(json!({"samples": samples, "now": now})).into_response()
 }
+
+/// A case's payment: the fee order, every payment the gateway reported and what became of it,
+/// refunds due, and payments for its reference that matched no case.
+pub async fn payment(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    authorized!(s, headers);
+    let store = &s.runtime.store;
+    let view = match store.case_view(&id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "no such case"})),
+            )
+                .into_response();
+        }
+        Err(e) => return internal(e),
+    };
+    let parse = |d: &str| serde_json::from_str::<Value>(d).unwrap_or(Value::Null);
+    let effect = |purpose: &str| {
+        view.effects
+            .iter()
+            .find(|(p, _)| p == purpose)
+            .map(|(_, d)| parse(d))
+    };
+    let refunds: Vec<Value> = view
+        .effects
+        .iter()
+        .filter(|(p, _)| p.starts_with("refund_due:"))
+        .map(|(_, d)| parse(d))
+        .collect();
+    let payments: Vec<Value> = view
+        .audit
+        .iter()
+        .filter_map(|r| {
+            let d = parse(&r.detail);
+            let outcome = match r.kind.as_str() {
+                "transition" if d["step"] == "confirm_payment" => "confirmed",
+                "payment_refused" => "refused_for_refund",
+                "payment_after_expiry" => "after_expiry_for_refund",
+                "payment_not_completed" => "not_completed",
+                _ => return None,
+            };
+            let detail = if r.kind == "transition" {
+                d["detail"].clone()
+            } else {
+                d
+            };
+            Some(
+                json!({"at": r.at, "outcome": outcome, "payment_id": detail["payment_id"],
+                        "amount_cny": detail["amount_cny"], "status": detail["status"]}),
+            )
+        })
+        .collect();
+    let reference = format!("{}:fee", view.case.case_id);
+    let unmatched = match store.unmatched_payments(Some(&reference)).await {
+        Ok(u) => u,
+        Err(e) => return internal(e),
+    };
+    let c = &view.case;
+    let paid = payments.iter().any(|p| p["outcome"] == "confirmed");
+    Json(json!({
+        "case_id": c.case_id, "state": c.state,
+        "status": if paid { "paid" } else if effect("payment_order").is_some() { "awaiting" } else { "not_requested" },
+        "order": effect("payment_order"),
+        "payments": payments,
+        "refunds_due": refunds,
+        "unmatched": unmatched,
+    }))
+    .into_response()
+}
+
+/// Money to give back: refunds due on cases (wrong amount, paid after the window) and payments
+/// that matched no case.
+pub async fn refunds(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    authorized!(s, headers);
+    let store = &s.runtime.store;
+    let due = match store.effects_with_purpose_prefix("refund_due:").await {
+        Ok(d) => d,
+        Err(e) => return internal(e),
+    };
+    let unmatched = match store.unmatched_payments(None).await {
+        Ok(u) => u,
+        Err(e) => return internal(e),
+    };
+    let due: Vec<Value> = due
+        .into_iter()
+        .map(|(case, detail)| {
+            let mut d = serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null);
+            d["case_id"] = json!(case);
+            d
+        })
+        .collect();
+    Json(json!({"refunds_due": due, "unmatched_payments": unmatched})).into_response()
+}
+
+/// Shipments the courier could not deliver or sent back, on cases still `shipped`: the
+/// operators' queue (the case waits there until someone acts).
+pub async fn delivery_problems(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    authorized!(s, headers);
+    let store = &s.runtime.store;
+    let shipped: std::collections::HashSet<String> = match store.cases_in_state("shipped").await {
+        Ok(c) => c.into_iter().map(|(c, _)| c).collect(),
+        Err(e) => return internal(e),
+    };
+    let problems = match store.audit_of_kind("delivery_problem").await {
+        Ok(p) => p,
+        Err(e) => return internal(e),
+    };
+    let open: Vec<Value> = problems
+        .into_iter()
+        .filter(|r| shipped.contains(&r.case_id))
+        .map(|r| {
+            let d = serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null);
+            json!({"case_id": r.case_id, "at": r.at, "status": d["status"], "waybill": d["waybill"]})
+        })
+        .collect();
+    Json(json!({"open": open})).into_response()
+}

@@ -47,6 +47,8 @@ pub enum EventType {
     SmsSent,
     /// An SMS failed for good (data: `purpose`, `reason`).
     SmsFailed,
+    /// The SMS gateway's delivery receipt (data: `purpose`, `provider_id`, `delivered`, `error`).
+    SmsReported,
 }
 
 impl EventType {
@@ -65,6 +67,7 @@ impl EventType {
             EventType::CaseResubmitted,
             EventType::SmsSent,
             EventType::SmsFailed,
+            EventType::SmsReported,
         ];
         all.extend(
             State::ALL
@@ -91,6 +94,7 @@ impl EventType {
             EventType::CaseResubmitted => "case.resubmitted".into(),
             EventType::SmsSent => "sms.sent".into(),
             EventType::SmsFailed => "sms.failed".into(),
+            EventType::SmsReported => "sms.reported".into(),
         }
     }
 
@@ -127,6 +131,7 @@ impl EventType {
                 | EventType::ProductionReported
                 | EventType::CourierReported
                 | EventType::PickupReported
+                | EventType::SmsReported
         )
     }
 }

@@ -144,6 +144,7 @@ impl Notify {
             idempotency_key: format!("{}:{}", case.case_id, purpose.as_str()),
             phone: app.applicant.phone.clone(),
             purpose: purpose.as_str().into(),
+            template: templates::template_name(purpose, kind_of(case)),
             text: render(purpose, kind_of(case), &params),
             params,
         };
@@ -162,6 +163,28 @@ impl Notify {
             }
             Err(e) => return Err(e.into()),
         }
+        Ok(())
+    }
+
+    /// The gateway's delivery receipt: recorded on the case's timeline (a failed delivery is for
+    /// an operator to see; the gateway has already given up on it).
+    async fn receipt(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let d = &event.data;
+        let purpose = d.get("purpose").and_then(Value::as_str).unwrap_or("");
+        let delivered = d.get("delivered").and_then(Value::as_bool);
+        if purpose.is_empty() || delivered.is_none() {
+            return Err(HandlerError::Permanent(
+                "SMS receipt needs purpose and delivered".into(),
+            ));
+        }
+        let case = cx.case().await?;
+        let kind = if delivered == Some(true) {
+            "sms_delivered"
+        } else {
+            "sms_undelivered"
+        };
+        let detail = json!({"purpose": purpose, "provider_id": d.get("provider_id"), "error": d.get("error")});
+        cx.audit(&case, kind, detail).await?;
         Ok(())
     }
 
@@ -358,6 +381,7 @@ impl Handler for Notify {
                 EventType::Entered(State::Approved),
                 EventType::PaymentReported,
                 EventType::PaymentDeadline,
+                EventType::SmsReported,
             ]
             .iter()
             .map(|t| t.routing_key()),
@@ -370,6 +394,7 @@ impl Handler for Notify {
             Some(EventType::Entered(State::Approved)) => self.approved(cx).await,
             Some(EventType::PaymentReported) => self.payment_reported(cx, event).await,
             Some(EventType::PaymentDeadline) => self.deadline(cx, event).await,
+            Some(EventType::SmsReported) => self.receipt(cx, event).await,
             Some(kind) if ANNOUNCED.contains(&kind) => self.announce(cx, event, kind).await,
             _ => Err(HandlerError::Permanent(format!(
                 "notify does not handle {}",

@@ -42,6 +42,16 @@ impl Purpose {
 const SIGN: &str = "【国家移民管理局】";
 const NO_ENDORSEMENT: &str = "网上换补发的通行证不含有效签注，出行前请另行申请签注。";
 
+/// The provider template of `purpose` for a document of `kind`: permits have their own (their
+/// texts carry the no-endorsement note).
+pub fn template_name(purpose: Purpose, kind: Option<DocumentKind>) -> String {
+    if kind.is_some_and(DocumentKind::is_permit) {
+        format!("{}_permit", purpose.as_str())
+    } else {
+        purpose.as_str().to_owned()
+    }
+}
+
 /// Renders the SMS text of `purpose` with `params` (each template names the keys it uses).
 pub fn render(
     purpose: Purpose,

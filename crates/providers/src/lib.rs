@@ -6,6 +6,8 @@
 //! Parties answer later through [`Ingress`] (in production: signed HTTP callbacks; here: the
 //! simulated parties of [`simulated`]), which publishes the answer as an event on the bus.
 
+pub mod http;
+pub mod signing;
 pub mod simulated;
 
 use async_trait::async_trait;
@@ -31,8 +33,11 @@ pub struct SmsMessage {
     /// `case_id:purpose` — the provider's out-id: one SMS per (case, purpose).
     pub idempotency_key: String,
     pub phone: String,
-    /// What the message is for (`fee_due`, `shipped`, …); selects the provider template.
+    /// What the message is for (`fee_due`, `shipped`, …).
     pub purpose: String,
+    /// The provider template: the purpose, with `_permit` for permits (whose texts carry the
+    /// no-endorsement note).
+    pub template: String,
     pub params: BTreeMap<String, String>,
     /// The full Chinese text, as the template renders it.
     pub text: String,

@@ -23,6 +23,7 @@ struct Inner {
     consumed: BTreeMap<(String, String, &'static str), u64>,
     published: BTreeMap<(&'static str, String), u64>,
     retried: BTreeMap<(String, String), u64>,
+    callbacks: BTreeMap<(String, &'static str), u64>,
     latency: BTreeMap<String, Histogram>,
 }
 
@@ -69,6 +70,17 @@ impl Metrics {
             .expect("metrics lock")
             .retried
             .entry((worker.into(), event_type.into()))
+            .or_default() += 1;
+    }
+
+    /// A callback of `party` (a configured party's name) ended with `outcome`.
+    pub fn callback(&self, party: &str, outcome: &'static str) {
+        *self
+            .inner
+            .lock()
+            .expect("metrics lock")
+            .callbacks
+            .entry((party.into(), outcome))
             .or_default() += 1;
     }
 
@@ -144,6 +156,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "wangban_messages_retried_total{{worker=\"{w}\",event_type=\"{t}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_callbacks_total Parties' callbacks, by outcome (accepted, refused_signature, refused_body, refused_replay)."
+        );
+        let _ = writeln!(out, "# TYPE wangban_callbacks_total counter");
+        for ((p, o), n) in &m.callbacks {
+            let _ = writeln!(
+                out,
+                "wangban_callbacks_total{{party=\"{p}\",outcome=\"{o}\"}} {n}"
             );
         }
         let _ = writeln!(

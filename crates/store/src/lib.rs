@@ -13,11 +13,13 @@
 //! - `dead_letters`: every refused message, with its reason, kept until an operator replays it.
 
 mod audit;
+mod callbacks;
 mod operations;
 mod read;
 mod tx;
 
 pub use audit::{AuditProblem, AuditRecord, AuditReport, GENESIS, Snapshot};
+pub use callbacks::UnmatchedPayment;
 pub use operations::{ReplayClaim, Retry, StateSample};
 pub use read::{CaseView, DeadLetter};
 pub use tx::{CaseRecord, CaseTx, NewCase};
@@ -108,10 +110,12 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/postgres/0002_operations.sql"),
     ),
+    (3, include_str!("../migrations/postgres/0003_callbacks.sql")),
 ];
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_operations.sql")),
+    (3, include_str!("../migrations/sqlite/0003_callbacks.sql")),
 ];
 
 /// Milliseconds since the Unix epoch: every timestamp in the store.

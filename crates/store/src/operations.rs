@@ -1,7 +1,7 @@
 //! What operators need beyond the case itself: retries, dead-letter replay, cases by ID number,
 //! per-case chain verification, and the history of cases per state.
 
-use crate::audit::{AuditProblem, verify_chain};
+use crate::audit::{AuditProblem, AuditRecord, record_from_row, verify_chain};
 use crate::{Backend, Store, StoreError, now_ms};
 use serde::Serialize;
 use sqlx::Row;
@@ -177,6 +177,30 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// `(case id, detail JSON)` of every effect whose purpose starts with `prefix`.
+    pub async fn effects_with_purpose_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT case_id, detail FROM effects WHERE substr(purpose, 1, length($1)) = $1 ORDER BY at",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every audit record of `kind`, oldest first.
+    pub async fn audit_of_kind(&self, kind: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT case_id, seq, at, kind, event_id, detail, prev_hash, hash FROM audit WHERE kind = $1 ORDER BY at",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
     }
 
     /// Deliveries each worker handled since `since_ms`, across every process (from the inbox).

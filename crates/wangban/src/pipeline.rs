@@ -2,6 +2,7 @@
 //! the outbox relay and the timers. Any subset of workers can run in a process; every worker's
 //! queue is declared whatever runs here, so events for a worker running elsewhere wait for it.
 
+use crate::parties::Parties;
 use crate::settings::Settings;
 use anyhow::Context;
 use serde_json::Value;
@@ -77,7 +78,7 @@ pub fn topology(handlers: &[Arc<dyn Handler>], prefix: &str, delivery_limit: u32
 pub fn offline_topology(settings: &Settings) -> Topology {
     let sim = Simulation::new(Arc::new(LateIngress::default()), settings.sim_delay);
     topology(
-        &handlers(settings, &sim),
+        &handlers(settings, &Parties::simulated(&sim)),
         &settings.queue_prefix,
         settings.delivery_limit,
     )
@@ -88,29 +89,29 @@ pub fn worker_queues(settings: &Settings) -> Vec<wangban_bus::WorkerQueue> {
     offline_topology(settings).workers
 }
 
-/// The five handlers over the simulated parties.
-pub fn handlers(settings: &Settings, sim: &Simulation) -> Vec<Arc<dyn Handler>> {
+/// The five handlers over `parties`.
+pub fn handlers(settings: &Settings, parties: &Parties) -> Vec<Arc<dyn Handler>> {
     vec![
         Arc::new(wangban_intake::Intake {
             rules: settings.rules.clone(),
             refuse_unknown_fields: settings.refuse_unknown_fields,
         }),
         Arc::new(wangban_review::Review {
-            desk: sim.review_desk(),
+            desk: parties.desk.clone(),
         }),
         Arc::new(wangban_notify::Notify::new(
-            sim.sms(),
-            sim.payment(),
+            parties.sms.clone(),
+            parties.payment.clone(),
             settings.fees.clone(),
         )),
         Arc::new(wangban_production::Production {
-            centre: sim.production(),
+            centre: parties.production.clone(),
             calendar: settings.calendar.clone(),
             promise_working_days: settings.production_working_days,
         }),
         Arc::new(wangban_courier::Dispatch {
-            courier: sim.courier(),
-            hall: sim.hall(),
+            courier: parties.courier.clone(),
+            hall: parties.hall.clone(),
         }),
     ]
 }
@@ -160,7 +161,7 @@ impl Pipeline {
         let simulation = Simulation::new(late.clone(), settings.sim_delay)
             .with_faults(settings.sim_faults.clone())
             .with_retention(settings.sim_ledger_retention);
-        let handlers = handlers(settings, &simulation);
+        let handlers = handlers(settings, &Parties::build(settings, &simulation)?);
         let topology = topology(&handlers, &settings.queue_prefix, settings.delivery_limit);
         let bus: Arc<dyn Bus> = match &settings.amqp_url {
             Some(url) => {

@@ -71,6 +71,7 @@ pub async fn run(
             .operator_token
             .as_ref()
             .map(|t| Arc::from(t.expose())),
+        callbacks: settings.parties.callback_keys(),
     };
     let listener = tokio::net::TcpListener::bind(&settings.http_addr)
         .await

@@ -71,6 +71,8 @@ pub struct Settings {
     /// How long the simulated parties remember idempotency keys (`WANGBAN_SIM_LEDGER_SECS`;
     /// unset: for the life of the process).
     pub sim_ledger_retention: Option<Duration>,
+    /// The parties reached over HTTP (the others are simulated).
+    pub parties: crate::parties::PartySettings,
     /// Faults of the simulated parties (fault-injection runs).
     pub sim_faults: wangban_providers::simulated::SimFaults,
     /// Most PostgreSQL connections this process opens.
@@ -167,6 +169,7 @@ impl Settings {
                 }
             },
             sim_ledger_retention: env_u64("WANGBAN_SIM_LEDGER_SECS")?.map(Duration::from_secs),
+            parties: crate::parties::PartySettings::from_env()?,
             sim_faults: wangban_providers::simulated::SimFaults {
                 outage_file: std::env::var_os("WANGBAN_SIM_OUTAGE_FILE").map(Into::into),
                 duplicate_answers: std::env::var("WANGBAN_SIM_DUPLICATES").is_ok_and(|v| v == "1"),

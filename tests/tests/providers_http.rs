@@ -1,0 +1,639 @@
+//! The parties over HTTP (issue #4), on real RabbitMQ and PostgreSQL: the adapters of
+//! `wangban_providers::http` against the HTTP fakes of `wangban_tests::fakes`, and the signed
+//! callbacks of `wangban serve`'s `/callbacks/…`.
+
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use wangban::demo::{self, Rng, Scenario};
+use wangban::parties::PartySettings;
+use wangban::pipeline::{Pipeline, Running, WORKERS};
+use wangban_providers::http::Endpoint;
+use wangban_tests::fakes::{FakeParties, Knobs, signed_post};
+use wangban_tests::{RealServices, eventually, http, quiesce};
+
+const KEY_ID: &str = "wangban-test";
+const SECRET: &str = "a shared secret of the test parties";
+const OPERATOR: &str = "operator-token-for-tests";
+
+struct Harness {
+    env: RealServices,
+    pipeline: Pipeline,
+    running: Option<Running>,
+    api: String,
+    fakes: FakeParties,
+}
+
+/// A pipeline whose SMS, payment, production and courier are the HTTP fakes, with the HTTP
+/// surface (callbacks, operations API) served in-process.
+async fn start(test: &str) -> Harness {
+    let fakes = FakeParties::start(KEY_ID, SECRET).await;
+    let mut env = RealServices::new(test).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let endpoint = |party: &'static str| {
+        let mut e = Endpoint::new(party, &fakes.url(party), KEY_ID, SECRET.as_bytes());
+        e.timeout = Duration::from_millis(500);
+        e.attempts = 4;
+        e.min_backoff = Duration::from_millis(50);
+        e.max_backoff = Duration::from_millis(400);
+        e.max_retry_after = Duration::from_secs(5);
+        e.callback_url = Some(format!("{api}/callbacks/{party}"));
+        Some(e)
+    };
+    env.settings.parties = PartySettings {
+        sms: endpoint("sms"),
+        sms_sign_name: "国家移民管理局".into(),
+        sms_template_prefix: "WANGBAN_".into(),
+        payment: endpoint("payment"),
+        production: endpoint("production"),
+        courier: endpoint("courier"),
+        callback_tolerance_s: 300,
+    };
+    env.settings.fees.payment_window = Duration::from_secs(600);
+    env.settings.fees.reminder_after = Duration::from_secs(600);
+    *fakes.state.receipt_url.lock().unwrap() = Some(format!("{api}/callbacks/sms"));
+    let pipeline = Pipeline::connect(&env.settings)
+        .await
+        .expect("pipeline connects");
+    let state = wangban_api::AppState {
+        runtime: pipeline.runtime.clone(),
+        topology: pipeline.topology.clone(),
+        calendar: env.settings.calendar.clone(),
+        review_working_days: 2,
+        payment_window: env.settings.fees.payment_window,
+        operator_token: Some(OPERATOR.into()),
+        callbacks: env.settings.parties.callback_keys(),
+    };
+    tokio::spawn(wangban_api::serve(state, listener, std::future::pending()));
+    let running = Some(pipeline.spawn(&WORKERS).expect("workers start"));
+    Harness {
+        env,
+        pipeline,
+        running,
+        api,
+        fakes,
+    }
+}
+
+async fn states(h: &Harness, prefix: &str) -> HashMap<String, String> {
+    h.pipeline
+        .runtime
+        .store
+        .states_by_application(prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+async fn case_json(h: &Harness, id: &str) -> Value {
+    let (status, body) = http(
+        "GET",
+        &format!("{}/api/ops/cases/{id}", h.api),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_cases_through_the_http_parties_with_faults_and_a_crash() {
+    let mut h = start("http_parties").await;
+    h.fakes.set(
+        "sms",
+        Knobs {
+            fail_5xx: 6,
+            throttle: 3,
+            retry_after_s: 1,
+            limit_code: 3,
+            lost_answer: 3,
+            ..Knobs::default()
+        },
+    );
+    h.fakes.set(
+        "payment",
+        Knobs {
+            fail_5xx: 3,
+            hang: 2,
+            lost_answer: 3,
+            duplicate_callbacks: true,
+            latency_ms: 5,
+            ..Knobs::default()
+        },
+    );
+    h.fakes.set(
+        "production",
+        Knobs {
+            fail_5xx: 3,
+            lost_answer: 2,
+            duplicate_callbacks: true,
+            ..Knobs::default()
+        },
+    );
+    h.fakes.set(
+        "courier",
+        Knobs {
+            throttle: 2,
+            retry_after_s: 1,
+            lost_answer: 2,
+            duplicate_callbacks: true,
+            out_of_order: true,
+            ..Knobs::default()
+        },
+    );
+
+    let run = format!("HTTP{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let mix = [
+        Scenario::PassportCourier,
+        Scenario::TaiwanStolenCourier,
+        Scenario::PermitPickup,
+        Scenario::Correction,
+        Scenario::SmsNumberInvalid,
+    ];
+    let mut rng = Rng::new(11);
+    let mut expected = HashMap::new();
+    let mut corrections = HashMap::new();
+    for n in 0..100 {
+        let scenario = mix[n % mix.len()];
+        let app = demo::application(&run, n, scenario, &mut rng);
+        let id = app["application_id"].as_str().unwrap().to_owned();
+        expected.insert(id.clone(), scenario.expected());
+        if scenario == Scenario::Correction {
+            corrections.insert(id, app.clone());
+        }
+        h.pipeline.submit(&app, false).await.unwrap();
+    }
+    // A crash in the middle: in-flight deliveries go back to their queues and are redelivered,
+    // so parties see some requests again (with the same keys).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.running.take().unwrap().abort().await;
+    h.running = Some(h.pipeline.spawn(&WORKERS).unwrap());
+
+    let started = std::time::Instant::now();
+    loop {
+        let s = states(&h, &run).await;
+        if s.len() == 100 && s.iter().all(|(app, st)| expected[app] == st) {
+            break;
+        }
+        // the applicants asked for a correction fix their signature and resubmit
+        for (id, st) in &s {
+            if st == "correction_requested"
+                && let Some(mut fixed) = corrections.remove(id)
+            {
+                fixed["materials"]["signature"]["sha256"] = json!("cd".repeat(32));
+                h.pipeline.submit(&fixed, true).await.unwrap();
+            }
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            let mut by_state: HashMap<&str, usize> = HashMap::new();
+            for st in s.values() {
+                *by_state.entry(st).or_default() += 1;
+            }
+            let stuck = s
+                .iter()
+                .find(|(app, st)| expected[*app] != *st)
+                .map(|(a, _)| a.clone());
+            let timeline = match &stuck {
+                Some(a) => case_json(&h, a).await.to_string(),
+                None => String::new(),
+            };
+            panic!(
+                "cases not final after 180 s: {} cases, by state {by_state:?}; one: {timeline}",
+                s.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    quiesce(&h.pipeline).await;
+
+    let store = &h.pipeline.runtime.store;
+    assert_eq!(
+        h.fakes
+            .state
+            .bad_signatures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // One effect at each party per (case, purpose), and it is the one wangban recorded.
+    for (party, purpose, suffix, field, answer_field) in [
+        (
+            "payment",
+            "payment_order",
+            "fee",
+            "gateway_order_id",
+            "order_id",
+        ),
+        (
+            "production",
+            "production_order",
+            "production",
+            "centre_order_id",
+            "centre_order_id",
+        ),
+        ("courier", "shipment", "shipment", "waybill", "waybill_no"),
+    ] {
+        let recorded = store.effects_with_purpose(purpose).await.unwrap();
+        let at_party = h.fakes.effects(party);
+        assert_eq!(
+            recorded.len(),
+            at_party.len(),
+            "{party}: wangban recorded {} orders, the party made {}",
+            recorded.len(),
+            at_party.len()
+        );
+        assert!(at_party.values().all(|n| *n == 1));
+        for (case, detail) in &recorded {
+            let d: Value = serde_json::from_str(detail).unwrap();
+            let answer = h.fakes.answer(party, &format!("{case}:{suffix}"));
+            let answer =
+                answer.unwrap_or_else(|| panic!("{party}: the party made nothing for {case}"));
+            assert_eq!(
+                d[field], answer[answer_field],
+                "{party}: wangban recorded another order than the party made"
+            );
+        }
+        let seen = h.fakes.seen(party);
+        let repeated = seen.iter().fold(HashMap::<&str, usize>::new(), |mut m, s| {
+            *m.entry(s.key.as_str()).or_default() += 1;
+            m
+        });
+        assert!(
+            repeated.values().any(|n| *n > 1),
+            "{party}: no request was ever repeated, so nothing was shown"
+        );
+    }
+    let courier_cases = expected.values().filter(|e| **e == "delivered").count();
+    assert_eq!(
+        store.effects_with_purpose("shipment").await.unwrap().len(),
+        courier_cases
+    );
+
+    // SMS: one per (case, purpose) at the gateway, the same as wangban recorded as sent; the
+    // invalid numbers were refused once, recorded, and never retried.
+    let sms_seen = h.fakes.seen("sms");
+    let delivered_keys: HashSet<String> = h.fakes.effects("sms").into_keys().collect();
+    let refused: Vec<_> = sms_seen
+        .iter()
+        .filter(|s| s.code == "isv.MOBILE_NUMBER_ILLEGAL")
+        .collect();
+    assert!(!refused.is_empty());
+    for r in &refused {
+        let after = sms_seen
+            .iter()
+            .filter(|s| s.key == r.key && s.at > r.at)
+            .count();
+        assert_eq!(after, 0, "a refused number was tried again: {}", r.key);
+    }
+    let mut sent_in_store = 0;
+    let mut undelivered_in_store = 0;
+    for app in expected.keys() {
+        let c = case_json(&h, app).await;
+        let timeline = c["timeline"].as_array().unwrap();
+        let count = |kind: &str| timeline.iter().filter(|e| e["kind"] == kind).count();
+        sent_in_store += count("sms_sent");
+        undelivered_in_store += count("sms_failed");
+        assert_eq!(
+            count("sms_delivered"),
+            count("sms_sent"),
+            "{app}: every sent SMS has its receipt once"
+        );
+        let transitions: Vec<&str> = timeline
+            .iter()
+            .filter(|e| e["kind"] == "transition")
+            .filter_map(|e| e["detail"]["step"].as_str())
+            .collect();
+        for step in ["confirm_payment", "complete_production"] {
+            assert_eq!(
+                transitions.iter().filter(|s| **s == step).count(),
+                1,
+                "{app}: {step} in {transitions:?}"
+            );
+        }
+    }
+    assert_eq!(
+        sent_in_store,
+        delivered_keys.len(),
+        "SMS sent per wangban vs at the gateway"
+    );
+    assert_eq!(undelivered_in_store, refused.len());
+
+    // Throttling obeyed: after a 429 with Retry-After: 1, that key waited at least a second;
+    // after 5xx and rate-limit codes, it was tried again and got through.
+    let all: Vec<_> = ["sms", "payment", "production", "courier"]
+        .iter()
+        .flat_map(|p| h.fakes.seen(p))
+        .collect();
+    let throttled: Vec<_> = all.iter().filter(|s| s.status == 429).collect();
+    assert_eq!(throttled.len(), 5);
+    for t in &throttled {
+        let next = all
+            .iter()
+            .filter(|s| s.party == t.party && s.key == t.key && s.at > t.at)
+            .map(|s| s.at)
+            .min();
+        let next =
+            next.unwrap_or_else(|| panic!("{} {} was never retried after 429", t.party, t.key));
+        assert!(
+            next - t.at >= Duration::from_millis(990),
+            "{} retried {:?} after a 429 asking for 1 s",
+            t.party,
+            next - t.at
+        );
+    }
+    for failed in all
+        .iter()
+        .filter(|s| s.status == 503 || s.status == 0 || s.code == "isv.BUSINESS_LIMIT_CONTROL")
+    {
+        assert!(
+            all.iter().any(|s| s.party == failed.party
+                && s.key == failed.key
+                && s.status == 200
+                && (s.code == "OK" || s.code == "isv.MOBILE_NUMBER_ILLEGAL")),
+            "{} {} failed ({}) and never got a final answer",
+            failed.party,
+            failed.key,
+            failed.status
+        );
+    }
+
+    // The invariant checker agrees.
+    let verified = wangban::verify::check(
+        store,
+        &h.pipeline.topology.workers,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    assert!(verified.violations.is_empty(), "{:?}", verified.violations);
+    h.running.take().unwrap().stop().await;
+    h.env.cleanup(&h.pipeline).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep_money_for_refund()
+{
+    let mut h = start("http_callbacks").await;
+    h.fakes.set(
+        "payment",
+        Knobs {
+            no_callbacks: true,
+            ..Knobs::default()
+        },
+    );
+    h.fakes.set(
+        "courier",
+        Knobs {
+            no_callbacks: true,
+            ..Knobs::default()
+        },
+    );
+    let run = format!("CB{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let app = demo::application(&run, 0, Scenario::PassportCourier, &mut Rng::new(3));
+    let app_id = app["application_id"].as_str().unwrap().to_owned();
+    let case = h.pipeline.submit(&app, false).await.unwrap().to_string();
+    eventually(
+        Duration::from_secs(30),
+        "the case to await payment",
+        || async {
+            states(&h, &run).await.get(&app_id).map(String::as_str) == Some("awaiting_payment")
+        },
+    )
+    .await;
+    let url = format!("{}/callbacks/payment", h.api);
+    let now = wangban_providers::signing::unix_now();
+    let pay = |amount: u32, id: &str| {
+        json!({"out_trade_no": format!("{case}:fee"), "payment_id": id, "amount_cny": amount, "status": "succeeded"}).to_string()
+    };
+    let fee_body = pay(120, "PAY-OK-1");
+
+    // Refused, nothing changed: a wrong secret, a stale timestamp, an unknown key id, a bad body.
+    let (s, body) = signed_post(
+        &url,
+        KEY_ID,
+        "not the shared secret at all",
+        fee_body.as_bytes(),
+        now,
+        "n-bad",
+    )
+    .await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("signature does not match"), "{body}");
+    let (s, body) = signed_post(
+        &url,
+        KEY_ID,
+        SECRET,
+        fee_body.as_bytes(),
+        now - 600,
+        "n-stale",
+    )
+    .await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("timestamp"), "{body}");
+    let (s, _) = signed_post(
+        &url,
+        "someone-else",
+        SECRET,
+        fee_body.as_bytes(),
+        now,
+        "n-key",
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, body) = signed_post(
+        &url,
+        KEY_ID,
+        SECRET,
+        br#"{"out_trade_no":"x"}"#,
+        now,
+        "n-body",
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("payment_id"), "{body}");
+    let (s, _) = signed_post(
+        &format!("{}/callbacks/courier", h.api),
+        KEY_ID,
+        "wrong secret, wrong secret",
+        b"{}",
+        now,
+        "n-c",
+    )
+    .await;
+    assert_eq!(s, 401);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(states(&h, &run).await[&app_id], "awaiting_payment");
+
+    // A wrong amount is taken and kept for refund; the case still awaits its fee.
+    let (s, body) = signed_post(
+        &url,
+        KEY_ID,
+        SECRET,
+        pay(1, "PAY-WRONG-1").as_bytes(),
+        now,
+        "n-wrong",
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    // Money for no case we know: recorded for refund, acknowledged.
+    let stray = json!({"out_trade_no": "case_000000000000000000000000:fee", "payment_id": "PAY-STRAY-1", "amount_cny": 120, "status": "succeeded"}).to_string();
+    let (s, body) = signed_post(&url, KEY_ID, SECRET, stray.as_bytes(), now, "n-stray").await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("\"recorded_for_refund\":1"), "{body}");
+
+    // The right payment, then its replay (refused), then the gateway's duplicate (idempotent).
+    let (s, body) = signed_post(&url, KEY_ID, SECRET, fee_body.as_bytes(), now, "n-pay").await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = signed_post(&url, KEY_ID, SECRET, fee_body.as_bytes(), now, "n-pay").await;
+    assert_eq!(s, 409, "{body}");
+    let (s, _) = signed_post(
+        &url,
+        KEY_ID,
+        SECRET,
+        fee_body.as_bytes(),
+        now + 1,
+        "n-pay-again",
+    )
+    .await;
+    assert_eq!(s, 200);
+    eventually(
+        Duration::from_secs(60),
+        "the case to be shipped",
+        || async { states(&h, &run).await.get(&app_id).map(String::as_str) == Some("shipped") },
+    )
+    .await;
+    let c = case_json(&h, &app_id).await;
+    let confirms = c["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["detail"]["step"] == "confirm_payment")
+        .count();
+    assert_eq!(confirms, 1);
+
+    // What the operators see.
+    let (s, body) = http(
+        "GET",
+        &format!("{}/api/ops/cases/{app_id}/payment", h.api),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let p: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(p["status"], "paid", "{p}");
+    assert_eq!(p["payments"].as_array().unwrap().len(), 2, "{p}");
+    assert_eq!(p["refunds_due"][0]["payment_id"], "PAY-WRONG-1", "{p}");
+    let (s, body) = http(
+        "GET",
+        &format!("{}/api/ops/refunds", h.api),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        r["unmatched_payments"][0]["payment_id"], "PAY-STRAY-1",
+        "{r}"
+    );
+    assert_eq!(r["refunds_due"][0]["payment_id"], "PAY-WRONG-1", "{r}");
+    let (s, _) = http("GET", &format!("{}/api/ops/refunds", h.api), None, None).await;
+    assert_eq!(s, 401);
+
+    // Courier: a report for no order of ours is refused; a failed delivery goes to the
+    // operators' queue and leaves the case shipped; delivered ends it; a late, stale
+    // `in_transit` changes nothing.
+    let courier = format!("{}/callbacks/courier", h.api);
+    let report = |status: &str| {
+        json!({"order_id": format!("{case}:shipment"), "waybill_no": "SF000000000777", "status": status}).to_string()
+    };
+    let unknown = json!({"order_id": "case_000000000000000000000000:shipment", "waybill_no": "SF1", "status": "delivered"}).to_string();
+    let (s, _) = signed_post(
+        &courier,
+        KEY_ID,
+        SECRET,
+        unknown.as_bytes(),
+        now,
+        "n-unknown",
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = signed_post(
+        &courier,
+        KEY_ID,
+        SECRET,
+        report("failed_delivery").as_bytes(),
+        now,
+        "n-fail",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let problems = || async {
+        let (_, body) = http(
+            "GET",
+            &format!("{}/api/ops/delivery-problems", h.api),
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+        serde_json::from_str::<Value>(&body).unwrap()["open"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the failed delivery in the operators' queue",
+        || async { problems().await == 1 },
+    )
+    .await;
+    assert_eq!(states(&h, &run).await[&app_id], "shipped");
+    let (s, _) = signed_post(
+        &courier,
+        KEY_ID,
+        SECRET,
+        report("delivered").as_bytes(),
+        now,
+        "n-delivered",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = signed_post(
+        &courier,
+        KEY_ID,
+        SECRET,
+        report("in_transit").as_bytes(),
+        now,
+        "n-late",
+    )
+    .await;
+    assert_eq!(s, 200);
+    eventually(
+        Duration::from_secs(30),
+        "the case to be delivered",
+        || async { states(&h, &run).await.get(&app_id).map(String::as_str) == Some("delivered") },
+    )
+    .await;
+    quiesce(&h.pipeline).await;
+    assert_eq!(states(&h, &run).await[&app_id], "delivered");
+    assert_eq!(
+        problems().await,
+        0,
+        "a delivered case leaves the operators' queue"
+    );
+    let (_, metrics) = http("GET", &format!("{}/metrics", h.api), None, None).await;
+    assert!(
+        metrics
+            .contains("wangban_callbacks_total{party=\"payment\",outcome=\"refused_signature\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wangban_callbacks_total{party=\"payment\",outcome=\"refused_replay\"} 1"),
+        "{metrics}"
+    );
+    h.running.take().unwrap().stop().await;
+    h.env.cleanup(&h.pipeline).await;
+}
