@@ -148,6 +148,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
             "wangban_sla_breaches{{sla=\"production\"}} {}",
             b.production.len()
         );
+        let _ = writeln!(
+            out,
+            "# HELP wangban_production_completed_late Production orders completed after the 3-working-day promise.\n# TYPE wangban_production_completed_late gauge\nwangban_production_completed_late {}",
+            b.production_completed_late.len()
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -15,6 +15,8 @@ pub struct Breaches {
     pub review_clock: Vec<String>,
     pub payment_window: Vec<String>,
     pub production: Vec<String>,
+    /// Orders the centre completed after the promise (late, counted; no longer waiting).
+    pub production_completed_late: Vec<String>,
     /// Cases whose promise cannot be computed (a year missing from the calendar).
     pub unknown: Vec<String>,
 }
@@ -70,5 +72,6 @@ pub async fn breaches(s: &AppState) -> Result<Breaches, StoreError> {
             None => b.unknown.push(case),
         }
     }
+    b.production_completed_late = store.late_productions().await?;
     Ok(b)
 }

@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn every_type_round_trips_through_its_name() {
         let all = EventType::all();
-        assert_eq!(all.len(), 12 + 15);
+        assert_eq!(all.len(), 13 + 15);
         for t in all {
             assert_eq!(EventType::parse(&t.type_name()), Some(t));
             assert!(!t.routing_key().contains('#') && !t.routing_key().contains('*'));

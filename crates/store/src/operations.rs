@@ -192,6 +192,18 @@ impl Store {
         .await?)
     }
 
+    /// Cases whose production completed after its 3-working-day promise (the production worker
+    /// marks the completion `late`).
+    pub async fn late_productions(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT case_id FROM audit WHERE kind = 'transition' \
+             AND detail LIKE '%\"step\":\"complete_production\"%' AND detail LIKE '%\"late\":true%' ORDER BY at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(c,)| c).collect())
+    }
+
     /// Every audit record of `kind`, oldest first.
     pub async fn audit_of_kind(&self, kind: &str) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(

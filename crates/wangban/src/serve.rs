@@ -16,6 +16,8 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pipeline = Pipeline::open(settings).await?;
+    let over_http: Vec<&str> = settings.parties.endpoints().map(|e| e.party).collect();
+    tracing::info!(parties = ?over_http, "parties reached over HTTP (the others are simulated)");
     let running = pipeline.spawn(workers)?;
 
     let declaring = {
