@@ -332,10 +332,18 @@ pub async fn payment(
         Err(e) => return internal(e),
     };
     let c = &view.case;
-    let paid = payments.iter().any(|p| p["outcome"] == "confirmed");
+    let status = if payments.iter().any(|p| p["outcome"] == "confirmed") {
+        "paid"
+    } else if c.state == wangban_domain::lifecycle::State::PaymentExpired {
+        "expired"
+    } else if effect("payment_order").is_some() {
+        "awaiting"
+    } else {
+        "not_requested"
+    };
     Json(json!({
         "case_id": c.case_id, "state": c.state,
-        "status": if paid { "paid" } else if effect("payment_order").is_some() { "awaiting" } else { "not_requested" },
+        "status": status,
         "order": effect("payment_order"),
         "payments": payments,
         "refunds_due": refunds,
