@@ -551,6 +551,10 @@ async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep
         r["unmatched_payments"][0]["payment_id"], "PAY-STRAY-1",
         "{r}"
     );
+    assert_eq!(
+        r["unmatched_payments"][0]["reference"], "case_000000000000000000000000:fee",
+        "the stray payment is kept under the reference it came with: {r}"
+    );
     assert_eq!(r["refunds_due"][0]["payment_id"], "PAY-WRONG-1", "{r}");
     let (s, _) = http("GET", &format!("{}/api/ops/refunds", h.api), None, None).await;
     assert_eq!(s, 401);

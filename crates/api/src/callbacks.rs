@@ -130,7 +130,7 @@ pub async fn receive(
     }
     let (mut published, mut refunds, mut unknown) = (0, 0, 0);
     for report in reports {
-        match report {
+        let payment = match report {
             Report::Event {
                 case,
                 kind,
@@ -147,24 +147,24 @@ pub async fn receive(
                         );
                     }
                     published += 1;
+                    continue;
                 }
+                // money for a case we do not have: kept under the reference it came with
                 Ok(None) if kind == EventType::PaymentReported => {
-                    let p = unmatched(&data, case.as_str(), "no such case");
-                    if let Err(e) = store.record_unmatched_payment(&p).await {
-                        return refuse(StatusCode::SERVICE_UNAVAILABLE, e);
-                    }
-                    refunds += 1;
+                    unmatched(&data, &format!("{case}:{FEE}"), "no such case")
                 }
-                Ok(None) => unknown += 1,
+                Ok(None) => {
+                    unknown += 1;
+                    continue;
+                }
                 Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e),
             },
-            Report::UnknownPayment(p) => {
-                if let Err(e) = store.record_unmatched_payment(&p).await {
-                    return refuse(StatusCode::SERVICE_UNAVAILABLE, e);
-                }
-                refunds += 1;
-            }
+            Report::UnknownPayment(p) => p,
+        };
+        if let Err(e) = store.record_unmatched_payment(&payment).await {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, e);
         }
+        refunds += 1;
     }
     s.runtime.metrics.callback(&party, "accepted");
     if published + refunds == 0 && unknown > 0 {
@@ -201,6 +201,9 @@ fn one_of<'a>(v: &'a Value, field: &str, allowed: &[&str]) -> Result<&'a str, St
     }
 }
 
+/// The suffix of our payment references (`<case id>:fee`, set by the notify worker).
+const FEE: &str = "fee";
+
 /// The case of one of our order references (`<case id>:<suffix>`).
 fn case_of(reference: &str, suffix: &str) -> Option<CaseId> {
     reference
@@ -220,7 +223,7 @@ fn parse(party: &str, v: &Value) -> Result<Vec<Report>, String> {
                 .and_then(Value::as_u64)
                 .ok_or("`amount_cny` must be a whole number of yuan")?;
             let data = json!({"payment_id": payment_id, "amount_cny": amount, "status": status});
-            Ok(vec![match case_of(reference, "fee") {
+            Ok(vec![match case_of(reference, FEE) {
                 Some(case) => Report::Event {
                     case,
                     kind: EventType::PaymentReported,
