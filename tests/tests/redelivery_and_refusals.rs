@@ -218,6 +218,23 @@ async fn a_poison_message_stops_at_the_broker_delivery_limit() {
     env.cleanup(&pipeline).await;
 }
 
+/// Runs the intake worker until it has dead-lettered `dead` messages and opened `cases` cases of
+/// the `UNKNOWN` applications, then stops it.
+async fn intake_until(pipeline: &Pipeline, dead: usize, cases: usize) {
+    let running = pipeline.spawn(&["intake"]).unwrap();
+    let store = &pipeline.runtime.store;
+    eventually(
+        Duration::from_secs(20),
+        &format!("{dead} dead letters and {cases} cases"),
+        || async {
+            store.dead_letters(Some("intake")).await.unwrap().len() == dead
+                && store.states_by_application("UNKNOWN").await.unwrap().len() == cases
+        },
+    )
+    .await;
+    running.stop().await;
+}
+
 /// Unknown fields: ignored by default (the portal may extend the contract compatibly); with
 /// `WANGBAN_UNKNOWN_FIELDS=refuse` the application is dead-lettered naming every unknown field,
 /// and no case is opened.
@@ -234,23 +251,7 @@ async fn unknown_fields_are_refused_when_configured() {
     let plain = application("UNKNOWN", 2, Scenario::PassportCourier, &mut Rng::new(9));
     pipeline.submit(&plain, false).await.unwrap();
 
-    let running = pipeline.spawn(&["intake"]).unwrap();
-    eventually(
-        Duration::from_secs(20),
-        "a dead letter and a case",
-        || async {
-            rt.store.dead_letters(Some("intake")).await.unwrap().len() == 1
-                && rt
-                    .store
-                    .states_by_application("UNKNOWN")
-                    .await
-                    .unwrap()
-                    .len()
-                    == 1
-        },
-    )
-    .await;
-    running.stop().await;
+    intake_until(&pipeline, 1, 1).await;
     let dead = rt.store.dead_letters(Some("intake")).await.unwrap();
     assert_eq!(
         dead[0].reason,
@@ -267,22 +268,8 @@ async fn unknown_fields_are_refused_when_configured() {
     let env = RealServices::new("unknown-default").await;
     let pipeline = Pipeline::connect(&env.settings).await.expect("connect");
     pipeline.submit(&extended, false).await.unwrap();
-    let running = pipeline.spawn(&["intake"]).unwrap();
+    intake_until(&pipeline, 0, 1).await;
     let rt = &pipeline.runtime;
-    eventually(
-        Duration::from_secs(20),
-        "the extended application's case",
-        || async {
-            rt.store
-                .states_by_application("UNKNOWN")
-                .await
-                .unwrap()
-                .len()
-                == 1
-        },
-    )
-    .await;
-    running.stop().await;
     assert!(
         rt.store
             .dead_letters(Some("intake"))

@@ -18,6 +18,22 @@ fn internal(e: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
+/// The case named by `id` (case or application id), or the answer when there is none.
+async fn case_view(
+    store: &wangban_store::Store,
+    id: &str,
+) -> Result<wangban_store::CaseView, Response> {
+    match store.case_view(id).await {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err((
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such case"})),
+        )
+            .into_response()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
 macro_rules! authorized {
     ($state:expr, $headers:expr) => {
         if let Some(r) = refusal(&$state, &$headers) {
@@ -185,16 +201,9 @@ pub async fn case(
 ) -> Response {
     authorized!(s, headers);
     let store = &s.runtime.store;
-    let view = match store.case_view(&id).await {
-        Ok(Some(v)) => v,
-        Ok(None) => {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": "no such case"})),
-            )
-                .into_response();
-        }
-        Err(e) => return internal(e),
+    let view = match case_view(store, &id).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let case_id = view.case.case_id.to_string();
     let app: Value = serde_json::from_str(&view.case.application).unwrap_or_default();
@@ -279,16 +288,9 @@ pub async fn payment(
 ) -> Response {
     authorized!(s, headers);
     let store = &s.runtime.store;
-    let view = match store.case_view(&id).await {
-        Ok(Some(v)) => v,
-        Ok(None) => {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": "no such case"})),
-            )
-                .into_response();
-        }
-        Err(e) => return internal(e),
+    let view = match case_view(store, &id).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let parse = |d: &str| serde_json::from_str::<Value>(d).unwrap_or(Value::Null);
     let effect = |purpose: &str| {

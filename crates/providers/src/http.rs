@@ -148,16 +148,16 @@ impl HttpParty {
                 }
                 tokio::time::sleep_until(at).await;
             }
-            let (hint, why) = match self.attempt(path, idempotency_key, &bytes).await {
-                Answer::Done(v) => match business(v) {
-                    Answer::Done(v) => return Ok(v),
-                    Answer::Permanent(m) => return Err(ProviderError::Permanent(m)),
-                    Answer::Transient(m) => (None, m),
-                    Answer::Throttled(h, m) => (Some(h), m),
-                },
+            let answer = match self.attempt(path, idempotency_key, &bytes).await {
+                Answer::Done(v) => business(v),
+                other => other,
+            };
+            // `hint`: how long the party asked us to wait, when it said
+            let (hint, why) = match answer {
+                Answer::Done(v) => return Ok(v),
                 Answer::Permanent(m) => return Err(ProviderError::Permanent(m)),
                 Answer::Transient(m) => (None, m),
-                Answer::Throttled(h, m) => (Some(h), m),
+                Answer::Throttled(h, m) => (h, m),
             };
             let Some(next) = backoff.next() else {
                 return Err(ProviderError::Transient(format!(
@@ -165,12 +165,12 @@ impl HttpParty {
                     ep.party
                 )));
             };
-            if let Some(asked) = hint.flatten() {
+            if let Some(asked) = hint {
                 let until = tokio::time::Instant::now() + asked;
                 let mut gate = self.not_before.lock().expect("gate lock");
                 *gate = Some(gate.map_or(until, |g| g.max(until)));
             }
-            let wait = match hint.flatten() {
+            let wait = match hint {
                 Some(asked) if asked > ep.max_retry_after => {
                     return Err(ProviderError::Transient(format!(
                         "{} {path}: {why}; asks to wait {} s, longer than this delivery waits",
