@@ -26,7 +26,8 @@ struct Row {
     scenario: &'static str,
     cases: usize,
     faults: String,
-    lost: usize,
+    /// (application id, expected state, state reached) of each case not where it should be.
+    lost: Vec<(String, String, String)>,
     duplicate_effects: usize,
     violations: Vec<String>,
     recovery_s: f64,
@@ -260,7 +261,7 @@ async fn scenario(name: &'static str, fault: Fault, cases: usize) -> Row {
         scenario: name,
         cases: report.cases,
         faults,
-        lost: report.unexpected.len(),
+        lost: report.unexpected,
         duplicate_effects,
         violations: verified.violations,
         recovery_s,
@@ -318,7 +319,7 @@ async fn fault_injection_suite() {
         let row = scenario(name, fault, cases).await;
         eprintln!(
             "[faults] {name}: lost {}, duplicate effects {}, violations {}, recovery {:.1} s, total {:.1} s",
-            row.lost,
+            row.lost.len(),
             row.duplicate_effects,
             row.violations.len(),
             row.recovery_s,
@@ -335,7 +336,7 @@ async fn fault_injection_suite() {
             r.scenario,
             r.cases,
             r.faults,
-            r.lost,
+            r.lost.len(),
             r.duplicate_effects,
             r.violations.len(),
             if r.recovery_s > 0.0 {
@@ -351,7 +352,12 @@ async fn fault_injection_suite() {
     let _ = std::fs::create_dir_all(&target);
     std::fs::write(target.join("reliability.md"), &table).unwrap();
     for r in &rows {
-        assert_eq!(r.lost, 0, "{}: cases lost", r.scenario);
+        assert!(
+            r.lost.is_empty(),
+            "{}: cases lost (application, expected, reached): {:?}",
+            r.scenario,
+            r.lost
+        );
         assert_eq!(r.duplicate_effects, 0, "{}: duplicate effects", r.scenario);
         assert!(
             r.violations.is_empty(),
