@@ -714,3 +714,101 @@ async fn a_payment_after_the_window_closed_is_kept_for_refund() {
     h.running.take().unwrap().stop().await;
     h.env.cleanup(&h.pipeline).await;
 }
+
+/// The centre answers after the 3-working-day promise: the order's recorded due date is moved
+/// into the past (time passing, as the calendar counts it) before the centre's signed callback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_order_completed_after_its_due_date_is_listed_and_counted() {
+    let mut h = start("http_late_production", Duration::from_secs(600)).await;
+    h.fakes.set(
+        "production",
+        Knobs {
+            no_callbacks: true,
+            ..Knobs::default()
+        },
+    );
+    let run = format!("LPRD{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let mut rng = Rng::new(8);
+    let late = demo::application(&run, 0, Scenario::PassportCourier, &mut rng);
+    let late_id = late["application_id"].as_str().unwrap().to_owned();
+    let case = h.pipeline.submit(&late, false).await.unwrap().to_string();
+    eventually(
+        Duration::from_secs(60),
+        "the order to be placed",
+        || async {
+            states(&h, &run).await.get(&late_id).map(String::as_str) == Some("in_production")
+        },
+    )
+    .await;
+    let order = h
+        .fakes
+        .answer("production", &format!("{case}:production"))
+        .expect("the centre took the order");
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&h.env.settings.database_url)
+            .await
+            .unwrap();
+        let detail = json!({"centre_order_id": order["centre_order_id"], "due": "2026-01-05"});
+        let done = sqlx::query(
+            "UPDATE effects SET detail = $1 WHERE case_id = $2 AND purpose = 'production_order'",
+        )
+        .bind(detail.to_string())
+        .bind(&case)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(done.rows_affected(), 1, "one production order recorded");
+        let _ = conn.close().await;
+    }
+    let body = json!({"order_id": format!("{case}:production"), "centre_order_id": order["centre_order_id"],
+                      "status": "produced", "document_number": "E87654321"})
+    .to_string();
+    let now = wangban_providers::signing::unix_now();
+    let (s, answer) = signed_post(
+        &format!("{}/callbacks/production", h.api),
+        KEY_ID,
+        SECRET,
+        body.as_bytes(),
+        now,
+        "n-late-production",
+    )
+    .await;
+    assert_eq!(s, 200, "{answer}");
+
+    // A second case, produced on time, is not listed.
+    h.fakes.set("production", Knobs::default());
+    let on_time = demo::application(&run, 1, Scenario::PassportCourier, &mut rng);
+    let on_time_id = on_time["application_id"].as_str().unwrap().to_owned();
+    h.pipeline.submit(&on_time, false).await.unwrap();
+    eventually(Duration::from_secs(60), "both cases delivered", || async {
+        let s = states(&h, &run).await;
+        [&late_id, &on_time_id]
+            .iter()
+            .all(|a| s.get(*a).map(String::as_str) == Some("delivered"))
+    })
+    .await;
+
+    let (status, body) = http(
+        "GET",
+        &format!("{}/api/ops/sla", h.api),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let sla: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(sla["production_completed_late"], json!([case]), "{sla}");
+    let (_, metrics) = http("GET", &format!("{}/metrics", h.api), None, None).await;
+    assert!(
+        metrics.contains("\nwangban_production_completed_late 1\n"),
+        "{metrics}"
+    );
+    let timeline = case_json(&h, &late_id).await;
+    assert!(
+        timeline.to_string().contains("\"late\":true"),
+        "the transition records the lateness: {timeline}"
+    );
+    h.running.take().unwrap().stop().await;
+    h.env.cleanup(&h.pipeline).await;
+}

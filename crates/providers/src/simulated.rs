@@ -1,6 +1,6 @@
 //! Simulated parties for the demo and tests. They behave like the real ones — idempotency keys
-//! honoured, answers arriving later through [`Ingress`] — and follow a script read from markers
-//! in the application id, so that any process can simulate any case without shared state:
+//! honoured, answers arriving through [`Ingress`] — and follow a script read from markers in the
+//! application id, so that any process can simulate any case without shared state:
 //!
 //! | marker in `application_id` | behaviour |
 //! |---|---|
@@ -10,8 +10,17 @@
 //! | (none) | approve, pay, produce, deliver or collect |
 //!
 //! The simulated SMS gateway refuses, for good, numbers starting with `100` (no such block).
+//!
+//! A real party keeps the job it accepted when our worker dies. A simulated one lives in the
+//! worker's process, so it accepts a job only once its answer is on the bus: a call waits
+//! `delay`, publishes the answer (confirmed), and only then returns. If the answer cannot be
+//! published the call fails transiently and the answer stays pending under the idempotency key,
+//! published again by the retried call. An answer can so reach its consumer before the caller's
+//! transaction commits; the consumer then waits for the case (a row lock on PostgreSQL, a retry
+//! of the early step on SQLite), as it would for a fast real party.
 
 use crate::*;
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +57,33 @@ pub struct SimFaults {
     pub duplicate_answers: bool,
 }
 
+/// What a party said to one idempotency key.
+struct Entry {
+    /// The synchronous answer (an order id, a waybill).
+    reply: String,
+    /// The asynchronous answer, until it is on the bus.
+    pending: Option<Report>,
+    at: Instant,
+}
+
+/// An asynchronous answer: an event about a case.
+#[derive(Clone)]
+struct Report {
+    kind: EventType,
+    case: CaseId,
+    data: Value,
+}
+
+impl Report {
+    fn new(kind: EventType, case: &CaseId, data: Value) -> Option<Report> {
+        Some(Report {
+            kind,
+            case: case.clone(),
+            data,
+        })
+    }
+}
+
 /// Shared by the simulated parties: where answers go, how long they take, what was asked.
 #[derive(Clone)]
 pub struct Simulation {
@@ -55,7 +91,7 @@ pub struct Simulation {
     delay: Duration,
     /// Idempotency keys and the answer given, with when; like a real party's, kept for
     /// `retention` when one is set (long runs), else for the life of the process.
-    ledger: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+    ledger: Arc<Mutex<HashMap<String, Entry>>>,
     retention: Option<Duration>,
     counter: Arc<AtomicU64>,
     faults: SimFaults,
@@ -100,21 +136,56 @@ impl Simulation {
         }
     }
 
-    /// Returns the answer already given for `key`, or makes a new one with `make` (and `true`).
-    fn once(&self, key: &str, make: impl FnOnce(u64) -> String) -> (String, bool) {
-        let mut ledger = self.ledger.lock().expect("ledger lock");
-        if let Some((v, _)) = ledger.get(key) {
-            return (v.clone(), false);
+    /// Answers the request `key` once: the first time, `make` gives the reply and the answer to
+    /// report; the answer is published before this returns (see the module's documentation), and
+    /// a repeated request gets the same reply.
+    async fn once(
+        &self,
+        key: &str,
+        make: impl FnOnce(u64) -> (String, Option<Report>),
+    ) -> Result<String, ProviderError> {
+        let (reply, pending) = {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            match ledger.get(key) {
+                Some(e) => (e.reply.clone(), e.pending.clone()),
+                None => {
+                    let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Some(retention) = self.retention
+                        && n.is_multiple_of(1024)
+                    {
+                        ledger.retain(|_, e| e.at.elapsed() < retention);
+                    }
+                    let (reply, pending) = make(n);
+                    let entry = Entry {
+                        reply: reply.clone(),
+                        pending: pending.clone(),
+                        at: Instant::now(),
+                    };
+                    ledger.insert(key.to_owned(), entry);
+                    (reply, pending)
+                }
+            }
+        };
+        if let Some(report) = pending {
+            self.publish(key, report).await?;
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(retention) = self.retention
-            && n.is_multiple_of(1024)
-        {
-            ledger.retain(|_, (_, at)| at.elapsed() < retention);
+        Ok(reply)
+    }
+
+    /// Publishes the pending answer to `key` after `delay`, then marks it sent.
+    async fn publish(&self, key: &str, r: Report) -> Result<(), ProviderError> {
+        tokio::time::sleep(self.delay).await;
+        self.ingress
+            .report(r.kind, &r.case, r.data.clone())
+            .await
+            .map_err(|e| ProviderError::Transient(format!("answer not published: {e}")))?;
+        if let Some(e) = self.ledger.lock().expect("ledger lock").get_mut(key) {
+            e.pending = None;
         }
-        let v = make(n);
-        ledger.insert(key.to_owned(), (v.clone(), Instant::now()));
-        (v, true)
+        if self.faults.duplicate_answers {
+            self.duplicate(r);
+        }
+        Ok(())
     }
 
     /// How many distinct requests with keys starting with `prefix` the parties received: what a
@@ -128,18 +199,15 @@ impl Simulation {
             .count()
     }
 
-    fn answer_later(&self, kind: EventType, case: CaseId, data: Value) {
-        if self.faults.duplicate_answers {
-            // the copy comes late: after other answers, sometimes after later events of the case
-            let extra =
-                Duration::from_millis(50 + self.counter.fetch_add(1, Ordering::Relaxed) % 400);
-            self.send_later(kind, case.clone(), data.clone(), self.delay + extra);
-            if kind == EventType::CourierReported && data["status"] == "delivered" {
-                let stale = serde_json::json!({"waybill": data["waybill"], "status": "in_transit"});
-                self.send_later(kind, case.clone(), stale, self.delay + extra * 2);
-            }
+    /// Sends a copy of an answer late: after other answers, sometimes after later events of the
+    /// case; a courier's `delivered` is also followed by a stale `in_transit`.
+    fn duplicate(&self, r: Report) {
+        let extra = Duration::from_millis(50 + self.counter.fetch_add(1, Ordering::Relaxed) % 400);
+        if r.kind == EventType::CourierReported && r.data["status"] == "delivered" {
+            let stale = serde_json::json!({"waybill": r.data["waybill"], "status": "in_transit"});
+            self.send_later(r.kind, r.case.clone(), stale, extra * 2);
         }
-        self.send_later(kind, case, data, self.delay);
+        self.send_later(r.kind, r.case, r.data, extra);
     }
 
     fn send_later(&self, kind: EventType, case: CaseId, data: Value, delay: Duration) {
@@ -200,9 +268,11 @@ impl SmsGateway for SimSms {
         if m.phone.starts_with("100") {
             return Err(ProviderError::Permanent("invalid mobile number".into()));
         }
-        let (id, _) = self.0.once(&format!("sms:{}", m.idempotency_key), |n| {
-            format!("SIMSMS{n:08}")
-        });
+        let key = format!("sms:{}", m.idempotency_key);
+        let id = self
+            .0
+            .once(&key, |n| (format!("SIMSMS{n:08}"), None))
+            .await?;
         Ok(SmsReceipt { provider_id: id })
     }
 }
@@ -211,14 +281,19 @@ impl SmsGateway for SimSms {
 impl PaymentGateway for SimPayment {
     async fn create_order(&self, r: &PaymentRequest) -> Result<PaymentOrder, ProviderError> {
         self.0.up("payment")?;
-        let (id, new) = self.0.once(&format!("payment:{}", r.idempotency_key), |n| {
-            format!("SIMPAY{n:08}")
-        });
-        if new && !Script::of(&r.application_id).never_pays {
-            let data = serde_json::json!({"payment_id": id, "amount_cny": r.amount_cny, "status": "succeeded"});
-            self.0
-                .answer_later(EventType::PaymentReported, r.case_id.clone(), data);
-        }
+        let key = format!("payment:{}", r.idempotency_key);
+        let id = self
+            .0
+            .once(&key, |n| {
+                let id = format!("SIMPAY{n:08}");
+                let paid = (!Script::of(&r.application_id).never_pays).then(
+                    || json!({"payment_id": id, "amount_cny": r.amount_cny, "status": "succeeded"}),
+                );
+                let report =
+                    paid.and_then(|d| Report::new(EventType::PaymentReported, &r.case_id, d));
+                (id, report)
+            })
+            .await?;
         Ok(PaymentOrder {
             gateway_order_id: id,
         })
@@ -229,25 +304,25 @@ impl PaymentGateway for SimPayment {
 impl ProductionCentre for SimProduction {
     async fn place_order(&self, o: &ProductionOrder) -> Result<ProductionAck, ProviderError> {
         self.0.up("production")?;
-        let (id, new) = self
+        let key = format!("production:{}", o.idempotency_key);
+        let id = self
             .0
-            .once(&format!("production:{}", o.idempotency_key), |n| {
-                format!("SIMPRD{n:08}")
-            });
-        if new {
-            let prefix = if o.document_kind == "passport" {
-                "E"
-            } else {
-                "C"
-            };
-            let number = format!(
-                "{prefix}{:08}",
-                self.0.counter.fetch_add(1, Ordering::Relaxed) % 100_000_000
-            );
-            let data = serde_json::json!({"centre_order_id": id, "status": "produced", "document_number": number});
-            self.0
-                .answer_later(EventType::ProductionReported, o.case_id.clone(), data);
-        }
+            .once(&key, |n| {
+                let id = format!("SIMPRD{n:08}");
+                let prefix = if o.document_kind == "passport" {
+                    "E"
+                } else {
+                    "C"
+                };
+                let number = format!("{prefix}{:08}", n % 100_000_000);
+                let data =
+                    json!({"centre_order_id": id, "status": "produced", "document_number": number});
+                (
+                    id,
+                    Report::new(EventType::ProductionReported, &o.case_id, data),
+                )
+            })
+            .await?;
         Ok(ProductionAck {
             centre_order_id: id,
         })
@@ -258,16 +333,18 @@ impl ProductionCentre for SimProduction {
 impl Courier for SimCourier {
     async fn book(&self, s: &ShipmentRequest) -> Result<Booking, ProviderError> {
         self.0.up("courier")?;
-        let (waybill, new) = self
+        let key = format!("shipment:{}", s.idempotency_key);
+        let waybill = self
             .0
-            .once(&format!("shipment:{}", s.idempotency_key), |n| {
-                format!("SF{n:012}")
-            });
-        if new {
-            let data = serde_json::json!({"waybill": waybill, "status": "delivered"});
-            self.0
-                .answer_later(EventType::CourierReported, s.case_id.clone(), data);
-        }
+            .once(&key, |n| {
+                let waybill = format!("SF{n:012}");
+                let data = json!({"waybill": waybill, "status": "delivered"});
+                (
+                    waybill,
+                    Report::new(EventType::CourierReported, &s.case_id, data),
+                )
+            })
+            .await?;
         Ok(Booking { waybill })
     }
 }
@@ -277,16 +354,10 @@ impl PickupHall for SimHall {
     async fn announce(&self, n: &PickupNotice) -> Result<PickupSlot, ProviderError> {
         self.0.up("hall")?;
         let hall = format!("户籍地（{}）公安机关出入境接待大厅", &n.hukou_region);
-        let (_, new) = self
-            .0
-            .once(&format!("pickup:{}", n.idempotency_key), |_| hall.clone());
-        if new {
-            self.0.answer_later(
-                EventType::PickupReported,
-                n.case_id.clone(),
-                serde_json::json!({"status": "collected"}),
-            );
-        }
+        let key = format!("pickup:{}", n.idempotency_key);
+        let collected = json!({"status": "collected"});
+        let report = Report::new(EventType::PickupReported, &n.case_id, collected);
+        let hall = self.0.once(&key, |_| (hall, report)).await?;
         Ok(PickupSlot { hall })
     }
 }
@@ -301,22 +372,80 @@ impl ReviewDesk for SimDesk {
                 &t.hukou_region[..2.min(t.hukou_region.len())]
             )
         });
-        let (reviewer, new) = self
+        let key = format!("review:{}", t.idempotency_key);
+        let reviewer = self
             .0
-            .once(&format!("review:{}", t.idempotency_key), |_| reviewer);
-        if new {
-            let script = Script::of(&t.application_id);
-            let data = if script.review_rejects {
-                serde_json::json!({"decision": "reject", "round": t.round, "reviewer": reviewer, "reason": "证件照片与身份证照片不符"})
-            } else if script.correct_first && t.round == 1 {
-                serde_json::json!({"decision": "request_correction", "round": t.round, "reviewer": reviewer,
-                    "items": ["signature"], "message": "签名照片不清晰，请重新上传"})
-            } else {
-                serde_json::json!({"decision": "approve", "round": t.round, "reviewer": reviewer})
-            };
-            self.0
-                .answer_later(EventType::ReviewDecided, t.case_id.clone(), data);
-        }
+            .once(&key, |_| {
+                let script = Script::of(&t.application_id);
+                let data = if script.review_rejects {
+                    json!({"decision": "reject", "round": t.round, "reviewer": reviewer, "reason": "证件照片与身份证照片不符"})
+                } else if script.correct_first && t.round == 1 {
+                    json!({"decision": "request_correction", "round": t.round, "reviewer": reviewer,
+                        "items": ["signature"], "message": "签名照片不清晰，请重新上传"})
+                } else {
+                    json!({"decision": "approve", "round": t.round, "reviewer": reviewer})
+                };
+                (reviewer, Report::new(EventType::ReviewDecided, &t.case_id, data))
+            })
+            .await?;
         Ok(Assignment { reviewer })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use wangban_domain::ids::ApplicationId;
+
+    /// Records what was reported; refuses while `down`.
+    #[derive(Default)]
+    struct Bus {
+        down: AtomicBool,
+        reported: Mutex<Vec<Value>>,
+    }
+
+    #[async_trait]
+    impl Ingress for Bus {
+        async fn report(&self, _: EventType, _: &CaseId, data: Value) -> Result<(), String> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err("broker away".into());
+            }
+            self.reported.lock().unwrap().push(data);
+            Ok(())
+        }
+    }
+
+    fn request() -> PaymentRequest {
+        let app = "WB-2026-SIM-000001";
+        PaymentRequest {
+            idempotency_key: "case:fee".into(),
+            case_id: CaseId::for_application(&ApplicationId::parse(app).unwrap()),
+            application_id: app.into(),
+            amount_cny: 120,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_is_accepted_only_once_its_answer_is_published() {
+        let bus = Arc::new(Bus::default());
+        let payment = Simulation::new(bus.clone(), Duration::ZERO).payment();
+
+        bus.down.store(true, Ordering::SeqCst);
+        let err = payment.create_order(&request()).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
+        assert!(bus.reported.lock().unwrap().is_empty());
+
+        // The retried call publishes the pending answer under the same order id …
+        bus.down.store(false, Ordering::SeqCst);
+        let order = payment.create_order(&request()).await.unwrap();
+        let reported = bus.reported.lock().unwrap().clone();
+        assert_eq!(reported.len(), 1, "published before the call returned");
+        assert_eq!(reported[0]["payment_id"], order.gateway_order_id.as_str());
+
+        // … and a call after that is answered from the ledger, with nothing published again.
+        let again = payment.create_order(&request()).await.unwrap();
+        assert_eq!(again.gateway_order_id, order.gateway_order_id);
+        assert_eq!(bus.reported.lock().unwrap().len(), 1);
     }
 }
