@@ -53,6 +53,10 @@ fi
 
 # The dashboard test drives Debian's Chromium with playwright-core (no browser download).
 if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+# The pages are partly Chinese: a CJK font makes the screenshots readable (the tests pass without).
+if command -v fc-list >/dev/null && [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; then
+  apt_install fonts-wqy-microhei || echo "warning: no CJK font; screenshots will show boxes" >&2
+fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

@@ -114,3 +114,59 @@ fn the_checked_in_rabbitmq_definitions_are_what_the_workers_declare() {
             .all(|q| q["arguments"]["x-queue-type"] == "quorum")
     );
 }
+
+#[test]
+fn reviewers_files_are_checked_and_tokens_made() {
+    let example = workspace_root().join("deploy/review/reviewers.example.json");
+    let out = Command::new(wangban_binary())
+        .arg("check-reviewers")
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 offices, 5 reviewers"));
+
+    let dir = std::env::temp_dir().join(format!("wangban-reviewers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("reviewers.json");
+    let text = std::fs::read_to_string(&example).unwrap().replace(
+        "\"offices\": [\n        \"shanghai\"",
+        "\"offices\": [\n        \"guangzhou\"",
+    );
+    std::fs::write(&broken, text).unwrap();
+    let out = Command::new(wangban_binary())
+        .arg("check-reviewers")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reviewer `sh-001`: unknown office `guangzhou`"),
+        "{err}"
+    );
+
+    let out = Command::new(wangban_binary())
+        .arg("reviewer-token")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap()
+            .to_owned()
+    };
+    let token = field("token:");
+    assert_eq!(token.len(), 64);
+    assert_eq!(
+        field("token_sha256:"),
+        wangban_review::desk_file::token_digest(&token)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

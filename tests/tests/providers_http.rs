@@ -64,6 +64,7 @@ async fn start(test: &str, payment_window: Duration) -> Harness {
         payment_window: env.settings.fees.payment_window,
         operator_token: Some(OPERATOR.into()),
         callbacks: env.settings.parties.callback_keys(),
+        review_max_rounds: env.settings.review_max_rounds,
     };
     tokio::spawn(wangban_api::serve(state, listener, std::future::pending()));
     let running = Some(pipeline.spawn(&WORKERS).expect("workers start"));

@@ -10,11 +10,15 @@
 //! - `POST /callbacks/{sms,payment,production,courier}` — the parties' signed callbacks
 //!   ([`callbacks`]).
 //! - `GET /dashboard` — the operations page (it asks for the token and keeps it in the tab only).
+//! - `/api/review/…` — the reviewer API of the staffed review desk, each reviewer with their own
+//!   token ([`review`]); `GET /api/review/openapi.json` describes it; `GET /review` is the
+//!   reviewers' console.
 //!
 //! Searches by ID number are `POST`ed, so the number never appears in a URL or an access log.
 
 pub mod callbacks;
 mod ops;
+pub mod review;
 pub mod sla;
 
 use axum::Router;
@@ -44,6 +48,8 @@ pub struct AppState {
     pub operator_token: Option<Arc<str>>,
     /// The parties whose signed callbacks are taken at `/callbacks/{party}`.
     pub callbacks: callbacks::CallbackKeys,
+    /// Review rounds a case may have: no correction may be requested in the last.
+    pub review_max_rounds: i64,
 }
 
 /// The router of every endpoint.
@@ -72,6 +78,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ops/refunds", get(ops::refunds))
         .route("/api/ops/delivery-problems", get(ops::delivery_problems))
         .route("/callbacks/{party}", post(callbacks::receive))
+        .route(
+            "/review",
+            get(|| async { Html(include_str!("review.html")) }),
+        )
+        .route("/api/review/openapi.json", get(review::openapi))
+        .route("/api/review/me", get(review::me))
+        .route("/api/review/me/availability", post(review::availability))
+        .route("/api/review/tasks", get(review::tasks))
+        .route("/api/review/tasks/claim", post(review::claim))
+        .route("/api/review/queues", get(review::queues))
+        .route("/api/review/cases/{case_id}", get(review::case))
+        .route("/api/review/cases/{case_id}/decision", post(review::decide))
+        .route("/api/review/cases/{case_id}/release", post(review::release))
         .with_state(state)
 }
 
@@ -152,6 +171,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
             out,
             "# HELP wangban_production_completed_late Production orders completed after the 3-working-day promise.\n# TYPE wangban_production_completed_late gauge\nwangban_production_completed_late {}",
             b.production_completed_late.len()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wangban_review_escalations Review tasks escalated to a supervisor queue when the review clock ran out.\n# TYPE wangban_review_escalations gauge\nwangban_review_escalations {}",
+            b.review_escalated.len()
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

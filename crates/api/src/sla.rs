@@ -4,9 +4,8 @@
 //! - production: the card-production centre's 3 working days, from the order's due date.
 
 use crate::AppState;
-use chrono::TimeZone;
 use serde::Serialize;
-use wangban_domain::application::beijing;
+use wangban_domain::application::beijing_date;
 use wangban_store::StoreError;
 
 /// Case ids past each promise.
@@ -17,15 +16,11 @@ pub struct Breaches {
     pub production: Vec<String>,
     /// Orders the centre completed after the promise (late, counted; no longer waiting).
     pub production_completed_late: Vec<String>,
+    /// Review tasks of the staffed desk escalated to a supervisor queue when the review clock
+    /// ran out (counted, decided since or not).
+    pub review_escalated: Vec<String>,
     /// Cases whose promise cannot be computed (a year missing from the calendar).
     pub unknown: Vec<String>,
-}
-
-fn beijing_date(ms: i64) -> chrono::NaiveDate {
-    beijing()
-        .timestamp_millis_opt(ms)
-        .single()
-        .map_or_else(|| chrono::Utc::now().date_naive(), |t| t.date_naive())
 }
 
 /// Reads the breaches from the store.
@@ -73,5 +68,11 @@ pub async fn breaches(s: &AppState) -> Result<Breaches, StoreError> {
         }
     }
     b.production_completed_late = store.late_productions().await?;
+    b.review_escalated = store
+        .escalated_tasks()
+        .await?
+        .into_iter()
+        .map(|t| t.case_id)
+        .collect();
     Ok(b)
 }

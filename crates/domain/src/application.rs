@@ -167,6 +167,15 @@ pub fn beijing() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
 }
 
+/// The Beijing calendar date of a store timestamp (milliseconds since the Unix epoch).
+pub fn beijing_date(ms: i64) -> NaiveDate {
+    use chrono::TimeZone;
+    beijing()
+        .timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(|| chrono::Utc::now().date_naive(), |t| t.date_naive())
+}
+
 impl Application {
     /// The Beijing calendar date of `submitted_at`: every date rule uses it.
     pub fn submission_date(&self) -> NaiveDate {

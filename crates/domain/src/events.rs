@@ -31,6 +31,9 @@ pub enum EventType {
     PaymentReported,
     /// A payment deadline of the fee worker's clock fell due (data: `deadline`: reminder|expiry).
     PaymentDeadline,
+    /// A deadline of the review dispatcher's clock fell due (data: `deadline`: `escalate` with
+    /// `round` — the review clock ran out —, or `correction` — no resubmission in time).
+    ReviewDeadline,
     /// The card-production centre reported an order complete.
     ProductionReported,
     /// The courier reported a shipment status (data: `status`, `waybill`).
@@ -60,6 +63,7 @@ impl EventType {
             EventType::ReviewDecided,
             EventType::PaymentReported,
             EventType::PaymentDeadline,
+            EventType::ReviewDeadline,
             EventType::ProductionReported,
             EventType::CourierReported,
             EventType::PickupReported,
@@ -86,6 +90,7 @@ impl EventType {
             EventType::ReviewDecided => "review.decided".into(),
             EventType::PaymentReported => "payment.reported".into(),
             EventType::PaymentDeadline => "payment.deadline".into(),
+            EventType::ReviewDeadline => "review.deadline".into(),
             EventType::ProductionReported => "production.reported".into(),
             EventType::CourierReported => "courier.reported".into(),
             EventType::PickupReported => "pickup.reported".into(),
@@ -128,6 +133,7 @@ impl EventType {
                 | EventType::ReviewDecided
                 | EventType::PaymentReported
                 | EventType::PaymentDeadline
+                | EventType::ReviewDeadline
                 | EventType::ProductionReported
                 | EventType::CourierReported
                 | EventType::PickupReported
@@ -321,7 +327,7 @@ mod tests {
     #[test]
     fn every_type_round_trips_through_its_name() {
         let all = EventType::all();
-        assert_eq!(all.len(), 13 + 15);
+        assert_eq!(all.len(), 14 + 16);
         for t in all {
             assert_eq!(EventType::parse(&t.type_name()), Some(t));
             assert!(!t.routing_key().contains('#') && !t.routing_key().contains('*'));

@@ -3,6 +3,7 @@
 //! ```text
 //! submitted ─┬─> rejected
 //!            └─> accepted ──> under_review ─┬─> correction_requested ──(resubmitted)──> under_review
+//!                                           │                        └─> correction_lapsed
 //!                                           ├─> review_rejected
 //!                                           └─> approved ──> awaiting_payment ─┬─> payment_expired
 //!                                                                              └─> paid ──> in_production ──> produced
@@ -11,6 +12,10 @@
 //! ```
 //! A [`Step`] names a transition; [`State::apply`] refuses any step not drawn above. Workers never
 //! set a state directly: they apply steps, and a refusal is recorded in the audit log.
+//!
+//! `correction_lapsed` extends domain.md's diagram (issue #3): a correction not answered within
+//! the configured time, or beyond the configured number of rounds, closes the case — terminal,
+//! like `payment_expired`.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -24,6 +29,7 @@ pub enum State {
     Accepted,
     UnderReview,
     CorrectionRequested,
+    CorrectionLapsed,
     ReviewRejected,
     Approved,
     AwaitingPayment,
@@ -46,6 +52,7 @@ pub enum Step {
     StartReview,
     RequestCorrection,
     Resubmit,
+    LapseCorrection,
     RejectReview,
     Approve,
     RequestFee,
@@ -61,12 +68,13 @@ pub enum Step {
 
 impl State {
     /// Every state, in diagram order.
-    pub const ALL: [State; 16] = [
+    pub const ALL: [State; 17] = [
         State::Submitted,
         State::Rejected,
         State::Accepted,
         State::UnderReview,
         State::CorrectionRequested,
+        State::CorrectionLapsed,
         State::ReviewRejected,
         State::Approved,
         State::AwaitingPayment,
@@ -88,6 +96,7 @@ impl State {
             State::Accepted => "accepted",
             State::UnderReview => "under_review",
             State::CorrectionRequested => "correction_requested",
+            State::CorrectionLapsed => "correction_lapsed",
             State::ReviewRejected => "review_rejected",
             State::Approved => "approved",
             State::AwaitingPayment => "awaiting_payment",
@@ -113,6 +122,7 @@ impl State {
             self,
             State::Rejected
                 | State::ReviewRejected
+                | State::CorrectionLapsed
                 | State::PaymentExpired
                 | State::Delivered
                 | State::Collected
@@ -159,12 +169,13 @@ impl fmt::Display for State {
 
 impl Step {
     /// Every step.
-    pub const ALL: [Step; 16] = [
+    pub const ALL: [Step; 17] = [
         Step::Accept,
         Step::Reject,
         Step::StartReview,
         Step::RequestCorrection,
         Step::Resubmit,
+        Step::LapseCorrection,
         Step::RejectReview,
         Step::Approve,
         Step::RequestFee,
@@ -188,6 +199,7 @@ impl Step {
             Step::StartReview => (&[Accepted], UnderReview),
             Step::RequestCorrection => (&[UnderReview], CorrectionRequested),
             Step::Resubmit => (&[CorrectionRequested], UnderReview),
+            Step::LapseCorrection => (&[CorrectionRequested], CorrectionLapsed),
             Step::RejectReview => (&[UnderReview], ReviewRejected),
             Step::Approve => (&[UnderReview], Approved),
             Step::RequestFee => (&[Approved], AwaitingPayment),
@@ -210,6 +222,7 @@ impl Step {
             Step::StartReview => "start_review",
             Step::RequestCorrection => "request_correction",
             Step::Resubmit => "resubmit",
+            Step::LapseCorrection => "lapse_correction",
             Step::RejectReview => "reject_review",
             Step::Approve => "approve",
             Step::RequestFee => "request_fee",
@@ -251,13 +264,15 @@ mod tests {
     use State::*;
     use proptest::prelude::*;
 
-    /// The diagram of domain.md §2, written out edge by edge, independently of [`Step::edge`].
-    const DIAGRAM: [(State, State); 16] = [
+    /// The diagram of domain.md §2 (with `correction_lapsed`), written out edge by edge,
+    /// independently of [`Step::edge`].
+    const DIAGRAM: [(State, State); 17] = [
         (Submitted, Rejected),
         (Submitted, Accepted),
         (Accepted, UnderReview),
         (UnderReview, CorrectionRequested),
         (CorrectionRequested, UnderReview),
+        (CorrectionRequested, CorrectionLapsed),
         (UnderReview, ReviewRejected),
         (UnderReview, Approved),
         (Approved, AwaitingPayment),

@@ -116,6 +116,21 @@ fn detail(event: &Envelope, key: &str) -> String {
     }
 }
 
+/// The items of a correction request, in the applicant's words.
+fn correction_items(event: &Envelope) -> String {
+    let items = event.data.get("detail").and_then(|d| d.get("items"));
+    items
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|i| wangban_domain::review::correction_item_zh(i).unwrap_or(i))
+                .collect::<Vec<_>>()
+                .join("、")
+        })
+        .unwrap_or_default()
+}
+
 fn kind_of(case: &CaseRecord) -> Option<DocumentKind> {
     match case.document_kind.as_deref() {
         Some("passport") => Some(DocumentKind::Passport),
@@ -135,13 +150,30 @@ impl Notify {
         purpose: Purpose,
         params: BTreeMap<String, String>,
     ) -> Result<(), HandlerError> {
-        let effect = format!("sms:{}", purpose.as_str());
+        self.sms_once(cx, case, purpose, params, None).await
+    }
+
+    /// [`Notify::sms`] for a purpose that can recur (a correction request per review round):
+    /// `occurrence` 2 and later are SMS of their own, still once each.
+    async fn sms_once(
+        &self,
+        cx: &mut Cx<'_>,
+        case: &CaseRecord,
+        purpose: Purpose,
+        params: BTreeMap<String, String>,
+        occurrence: Option<i64>,
+    ) -> Result<(), HandlerError> {
+        let name = match occurrence {
+            Some(n) if n > 1 => format!("{}:{n}", purpose.as_str()),
+            _ => purpose.as_str().to_owned(),
+        };
+        let effect = format!("sms:{name}");
         if cx.tx().effect(&case.case_id, &effect).await?.is_some() {
             return Ok(());
         }
         let app = Cx::application(case)?;
         let message = SmsMessage {
-            idempotency_key: format!("{}:{}", case.case_id, purpose.as_str()),
+            idempotency_key: format!("{}:{name}", case.case_id),
             phone: app.applicant.phone.clone(),
             purpose: purpose.as_str().into(),
             template: templates::template_name(purpose, kind_of(case)),
@@ -329,10 +361,17 @@ impl Notify {
                 (Purpose::Rejected, param("reasons", text.join("；")))
             }
             EventType::Entered(State::CorrectionRequested) => {
-                let mut p = param("items", detail(event, "items"));
+                let mut p = param("items", correction_items(event));
                 p.insert("message".into(), detail(event, "message"));
-                (Purpose::CorrectionRequested, p)
+                let round = Some(case.review_round);
+                return self
+                    .sms_once(cx, &case, Purpose::CorrectionRequested, p, round)
+                    .await;
             }
+            EventType::Entered(State::CorrectionLapsed) => (
+                Purpose::CorrectionLapsed,
+                param("why", detail(event, "why")),
+            ),
             EventType::Entered(State::ReviewRejected) => (
                 Purpose::ReviewRejected,
                 param("reason", detail(event, "reason")),
@@ -357,10 +396,11 @@ impl Notify {
     }
 }
 
-const ANNOUNCED: [EventType; 8] = [
+const ANNOUNCED: [EventType; 9] = [
     EventType::DocumentInvalidated,
     EventType::Entered(State::Rejected),
     EventType::Entered(State::CorrectionRequested),
+    EventType::Entered(State::CorrectionLapsed),
     EventType::Entered(State::ReviewRejected),
     EventType::Entered(State::InProduction),
     EventType::Entered(State::Shipped),

@@ -10,6 +10,7 @@ pub enum Purpose {
     DocumentInvalidated,
     Rejected,
     CorrectionRequested,
+    CorrectionLapsed,
     ReviewRejected,
     FeeDue,
     PaymentReminder,
@@ -27,6 +28,7 @@ impl Purpose {
             Purpose::DocumentInvalidated => "document_invalidated",
             Purpose::Rejected => "rejected",
             Purpose::CorrectionRequested => "correction_requested",
+            Purpose::CorrectionLapsed => "correction_lapsed",
             Purpose::ReviewRejected => "review_rejected",
             Purpose::FeeDue => "fee_due",
             Purpose::PaymentReminder => "payment_reminder",
@@ -70,6 +72,10 @@ pub fn render(
             p("items"),
             p("message")
         ),
+        Purpose::CorrectionLapsed => format!(
+            "您的{doc}申请因{}已终止办理。如仍需办理，请重新提交申请。咨询电话12367。",
+            p("why")
+        ),
         Purpose::ReviewRejected => format!(
             "您的{doc}申请经审核未通过：{}。咨询电话12367。",
             p("reason")
@@ -110,6 +116,7 @@ mod tests {
             Purpose::DocumentInvalidated,
             Purpose::Rejected,
             Purpose::CorrectionRequested,
+            Purpose::CorrectionLapsed,
             Purpose::ReviewRejected,
             Purpose::FeeDue,
             Purpose::PaymentReminder,

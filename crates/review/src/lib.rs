@@ -3,18 +3,98 @@
 //! round, to the reviewer who asked for the correction where possible. The desk's decisions —
 //! approve, request a correction, reject — move the case; a decision for a round that is over is
 //! refused and recorded.
+//!
+//! The desk is either our own ([`Desk::Staffed`]: offices and reviewers from the reviewers file,
+//! tasks in the store, decisions through the reviewer API of `wangban serve`) or a party behind
+//! [`ReviewDesk`] (the simulated one of the demo). The dispatcher's clock, on the working-day
+//! calendar, escalates a staffed task not decided in time to its office's supervisor queue,
+//! returns tasks held too long to the queue, and closes cases whose correction was not answered
+//! in time (`correction_lapsed`).
+
+pub mod desk_file;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use wangban_domain::application::beijing_date;
+use wangban_domain::calendar::WorkingCalendar;
 use wangban_domain::events::{Envelope, EventType};
+use wangban_domain::ids::EventId;
 use wangban_domain::lifecycle::{State, Step};
 use wangban_providers::{ReviewDesk, ReviewTask};
-use wangban_runtime::{Cx, Handler, HandlerError};
+use wangban_runtime::{Cx, Handler, HandlerError, Runtime, ingress};
+
+/// Who reviews.
+#[derive(Clone)]
+pub enum Desk {
+    /// Our reviewers (the reviewers file, the reviewer API).
+    Staffed,
+    /// A desk outside wangban, answering by `review.decided` events.
+    Party(Arc<dyn ReviewDesk>),
+}
+
+/// The review clock and the limits of the corrections loop.
+#[derive(Clone, Debug)]
+pub struct ReviewRules {
+    pub calendar: WorkingCalendar,
+    /// Working days a task may wait for its decision before it is escalated.
+    pub working_days: u32,
+    /// Review rounds a case may have: a correction may not be requested in the last one.
+    pub max_rounds: i64,
+    /// Time the applicant has to resubmit after a correction request.
+    pub resubmit_within: Duration,
+    /// A task held this long without a decision goes back to its queue.
+    pub hold: Duration,
+    /// The clock's "now".
+    pub clock: Clock,
+}
+
+/// The review clock's "now": the system's, or one set from outside (tests of the calendar's
+/// holidays, drills). Clones share the setting.
+#[derive(Clone, Debug, Default)]
+pub struct Clock(Option<Arc<AtomicI64>>);
+
+impl Clock {
+    /// A clock stopped at `ms` (milliseconds since the Unix epoch) until [`Clock::set`].
+    pub fn fixed(ms: i64) -> Clock {
+        Clock(Some(Arc::new(AtomicI64::new(ms))))
+    }
+
+    /// Moves a fixed clock to `ms`; a system clock ignores it.
+    pub fn set(&self, ms: i64) {
+        if let Some(c) = &self.0 {
+            c.store(ms, Ordering::SeqCst);
+        }
+    }
+
+    /// Now, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        match &self.0 {
+            Some(c) => c.load(Ordering::SeqCst),
+            None => wangban_store::now_ms(),
+        }
+    }
+}
+
+impl Default for ReviewRules {
+    fn default() -> Self {
+        ReviewRules {
+            calendar: WorkingCalendar::default(),
+            working_days: 2,
+            max_rounds: 3,
+            resubmit_within: Duration::from_secs(15 * 86_400),
+            hold: Duration::from_secs(4 * 3600),
+            clock: Clock::default(),
+        }
+    }
+}
 
 /// The review dispatcher.
 pub struct Review {
-    pub desk: Arc<dyn ReviewDesk>,
+    pub desk: Desk,
+    pub rules: ReviewRules,
 }
 
 impl Review {
@@ -28,16 +108,44 @@ impl Review {
             return Ok(());
         }
         let app = Cx::application(&case)?;
-        let task = ReviewTask {
-            idempotency_key: format!("{}:review:{round}", case.case_id),
-            case_id: case.case_id.clone(),
-            application_id: case.application_id.clone(),
-            hukou_region: app.applicant.hukou_region.clone(),
-            round,
-            preferred_reviewer: case.reviewer.clone(),
+        let hukou = app.applicant.hukou_region.clone();
+        let (reviewer, detail) = match &self.desk {
+            Desk::Party(desk) => {
+                let task = ReviewTask {
+                    idempotency_key: format!("{}:review:{round}", case.case_id),
+                    case_id: case.case_id.clone(),
+                    application_id: case.application_id.clone(),
+                    hukou_region: hukou,
+                    round,
+                    preferred_reviewer: case.reviewer.clone(),
+                };
+                let assignment = desk.assign(&task).await?;
+                let detail = json!({"round": round, "reviewer": assignment.reviewer});
+                (Some(assignment.reviewer), detail)
+            }
+            Desk::Staffed => {
+                let offices = cx.tx().desk_offices().await?;
+                let Some(office) = wangban_store::office_for(&offices, &hukou) else {
+                    return Err(HandlerError::Permanent(format!(
+                        "no review office serves hukou district {}xx (add it to the reviewers file, then replay)",
+                        hukou.get(..4).unwrap_or("")
+                    )));
+                };
+                let id = case.case_id.as_str().to_owned();
+                // A resubmission goes back to whoever asked for the correction, if available.
+                let asked = match round {
+                    1 => None,
+                    r => cx.tx().task(&id, r - 1).await?.and_then(|t| t.decided_by),
+                };
+                let task = cx
+                    .tx()
+                    .open_task(&id, round, &office.id, asked.as_deref())
+                    .await?;
+                let detail =
+                    json!({"round": round, "reviewer": task.reviewer, "office": office.id});
+                (task.reviewer, detail)
+            }
         };
-        let assignment = self.desk.assign(&task).await?;
-        let detail = json!({"round": round, "reviewer": assignment.reviewer});
         cx.tx()
             .record_effect(
                 &case.case_id,
@@ -45,9 +153,47 @@ impl Review {
                 &detail,
             )
             .await?;
-        cx.step_with(&mut case, step, detail, round, Some(assignment.reviewer))
+        cx.step_with(&mut case, step, detail, round, reviewer)
             .await?;
         Ok(())
+    }
+
+    /// A deadline of the clock: escalate a task, or close a case whose correction lapsed.
+    async fn deadline(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let mut case = cx.case().await?;
+        match event.data.get("deadline").and_then(Value::as_str) {
+            Some("escalate") => {
+                let round = event.data.get("round").and_then(Value::as_i64);
+                if case.state != State::UnderReview || round != Some(case.review_round) {
+                    return Ok(()); // decided meanwhile: a stale deadline
+                }
+                let id = case.case_id.as_str().to_owned();
+                if let Some(task) = cx.tx().escalate_task(&id, case.review_round).await? {
+                    let d = json!({"round": task.round, "office": task.office_id, "queue": task.queue,
+                                   "supervisor": task.reviewer, "working_days": self.rules.working_days});
+                    cx.audit(&case, "review_escalated", d).await?;
+                    tracing::warn!(
+                        round = task.round,
+                        "review clock ran out; escalated to the supervisor queue"
+                    );
+                }
+                Ok(())
+            }
+            Some("correction") => {
+                let waited = self.rules.clock.now_ms() - case.state_since;
+                if case.state != State::CorrectionRequested
+                    || waited < self.rules.resubmit_within.as_millis() as i64
+                {
+                    return Ok(()); // resubmitted meanwhile, or not due
+                }
+                let d = json!({"why": "未在规定期限内补正", "waited_s": waited / 1000});
+                cx.step(&mut case, Step::LapseCorrection, d).await?;
+                Ok(())
+            }
+            _ => Err(HandlerError::Permanent(
+                "review deadline must be `escalate` or `correction`".into(),
+            )),
+        }
     }
 
     async fn decided(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
@@ -81,6 +227,19 @@ impl Review {
                     return Err(HandlerError::Permanent(
                         "request_correction must name the items to fix".into(),
                     ));
+                }
+                if case.review_round >= self.rules.max_rounds {
+                    let why = format!(
+                        "round {} is the last of {}: approve or reject",
+                        case.review_round, self.rules.max_rounds
+                    );
+                    cx.audit(
+                        &case,
+                        "decision_refused",
+                        json!({"round": round, "reason": why}),
+                    )
+                    .await?;
+                    return Ok(());
                 }
                 (
                     Step::RequestCorrection,
@@ -120,6 +279,7 @@ impl Handler for Review {
             EventType::Entered(State::Accepted),
             EventType::CaseResubmitted,
             EventType::ReviewDecided,
+            EventType::ReviewDeadline,
         ]
         .iter()
         .map(|t| t.routing_key())
@@ -136,10 +296,71 @@ impl Handler for Review {
                 self.dispatch(cx, Step::Resubmit, round).await
             }
             Some(EventType::ReviewDecided) => self.decided(cx, event).await,
+            Some(EventType::ReviewDeadline) => self.deadline(cx, event).await,
             _ => Err(HandlerError::Permanent(format!(
                 "review does not handle {}",
                 event.event_type
             ))),
         }
     }
+
+    /// The clock: tasks held too long go back to their queue; tasks past the review clock and
+    /// corrections past their time are published as `review.deadline` events (ids derived from
+    /// the case and round, so a repeat on the next tick has no second effect).
+    async fn tick(&self, rt: &Runtime) -> Result<(), HandlerError> {
+        let now = self.rules.clock.now_ms();
+        if matches!(self.desk, Desk::Staffed) {
+            let released = rt
+                .store
+                .release_held_before(now - self.rules.hold.as_millis() as i64)
+                .await?;
+            if released > 0 {
+                tracing::info!(
+                    released,
+                    "review tasks held too long went back to their queue"
+                );
+            }
+            let today = beijing_date(now);
+            for (case, round, opened_at) in rt.store.tasks_on_the_clock().await? {
+                let days = self
+                    .rules
+                    .calendar
+                    .working_days_between(beijing_date(opened_at), today);
+                if days.is_ok_and(|d| d > self.rules.working_days) {
+                    let data = json!({"deadline": "escalate", "round": round});
+                    let id = EventId::derived(&[&case, "review", "escalate", &round.to_string()]);
+                    publish_deadline(rt, &case, id, data).await?;
+                }
+            }
+        }
+        let lapsed_before = now - self.rules.resubmit_within.as_millis() as i64;
+        for (case, since) in rt.store.cases_in_state("correction_requested").await? {
+            if since <= lapsed_before {
+                let id = EventId::derived(&[&case, "review", "correction", &since.to_string()]);
+                publish_deadline(rt, &case, id, json!({"deadline": "correction"})).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn publish_deadline(
+    rt: &Runtime,
+    case: &str,
+    id: EventId,
+    data: Value,
+) -> Result<(), HandlerError> {
+    let case = case
+        .parse()
+        .map_err(|e: String| HandlerError::Permanent(format!("stored case id: {e}")))?;
+    let event = ingress::event(
+        EventType::ReviewDeadline,
+        "/wangban/review/clock",
+        &case,
+        Some(id),
+        data,
+    );
+    rt.publish_ingress(&event)
+        .await
+        .map_err(HandlerError::Transient)
 }

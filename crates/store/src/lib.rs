@@ -11,15 +11,19 @@
 //!   with confirms ([`Store::begin_relay`]).
 //! - `effects`: one row per effect on the outside world — `(case, purpose)` happens once.
 //! - `dead_letters`: every refused message, with its reason, kept until an operator replays it.
+//! - `review_*`: the review desk — offices, reviewers, one task per review round of a case
+//!   (`desk.rs` gives the lock order).
 
 mod audit;
 mod callbacks;
+mod desk;
 mod operations;
 mod read;
 mod tx;
 
 pub use audit::{AuditProblem, AuditRecord, AuditReport, GENESIS, Snapshot};
 pub use callbacks::UnmatchedPayment;
+pub use desk::{DeskMember, Office, Reviewer, Task, office_for};
 pub use operations::{ReplayClaim, Retry, StateSample};
 pub use read::{CaseView, DeadLetter};
 pub use tx::{CaseRecord, CaseTx, NewCase};
@@ -111,11 +115,16 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0002_operations.sql"),
     ),
     (3, include_str!("../migrations/postgres/0003_callbacks.sql")),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_review_desk.sql"),
+    ),
 ];
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_operations.sql")),
     (3, include_str!("../migrations/sqlite/0003_callbacks.sql")),
+    (4, include_str!("../migrations/sqlite/0004_review_desk.sql")),
 ];
 
 /// Milliseconds since the Unix epoch: every timestamp in the store.

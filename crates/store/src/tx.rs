@@ -38,8 +38,8 @@ pub struct NewCase {
 
 /// An open transaction on the store. Dropped without [`CaseTx::commit`], it rolls back.
 pub struct CaseTx {
-    tx: Transaction<'static, Any>,
-    backend: Backend,
+    pub(crate) tx: Transaction<'static, Any>,
+    pub(crate) backend: Backend,
     fingerprint_key: String,
     /// Audit chain heads (sequence, hash) read or written in this transaction, by case: the
     /// next record needs no read. The `UPDATE` that moves a head still checks it.

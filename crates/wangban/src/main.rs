@@ -128,6 +128,11 @@ enum Command {
         /// e.g. http://127.0.0.1:8080/readyz
         url: String,
     },
+    /// A fresh reviewer token and the SHA-256 the reviewers file keeps of it: give the token to
+    /// the reviewer, put the digest in their `token_sha256`.
+    ReviewerToken,
+    /// Check a reviewers file (offices, districts, reviewers); exit 1 naming the first problem.
+    CheckReviewers { file: PathBuf },
     /// Write the RabbitMQ definitions (exchanges, quorum queues, bindings) as JSON.
     Topology {
         /// Output file (default: standard output).
@@ -544,6 +549,35 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::from(1)
         }),
+        Command::ReviewerToken => {
+            // 244 random bits from the operating system's generator (two v4 UUIDs).
+            let token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let digest = wangban_review::desk_file::token_digest(&token);
+            println!(
+                "token:        {token}
+token_sha256: {digest}"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckReviewers { file } => match wangban::settings::load_desk(&file) {
+            Ok(desk) => {
+                println!(
+                    "{}: {} offices, {} reviewers",
+                    file.display(),
+                    desk.offices.len(),
+                    desk.reviewers.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Topology { output } => {
             let s = Settings::from_env(DEFAULT_DATABASE)?;
             let topology = wangban::pipeline::offline_topology(&s);

@@ -97,7 +97,11 @@ pub fn handlers(settings: &Settings, parties: &Parties) -> Vec<Arc<dyn Handler>>
             refuse_unknown_fields: settings.refuse_unknown_fields,
         }),
         Arc::new(wangban_review::Review {
-            desk: parties.desk.clone(),
+            desk: match settings.desk {
+                Some(_) => wangban_review::Desk::Staffed,
+                None => wangban_review::Desk::Party(parties.desk.clone()),
+            },
+            rules: settings.review_rules(),
         }),
         Arc::new(wangban_notify::Notify::new(
             parties.sms.clone(),
@@ -155,6 +159,12 @@ impl Pipeline {
         )
         .await
         .context("connecting to the database")?;
+        if let Some(desk) = &settings.desk {
+            store
+                .load_desk(&desk.offices, &desk.reviewers)
+                .await
+                .context("loading the reviewers file into the store")?;
+        }
         // The handlers (and so the topology) need the parties, whose answers need the bus, which
         // needs the topology: the parties' ingress is bound to the bus once it exists.
         let late = Arc::new(LateIngress::default());

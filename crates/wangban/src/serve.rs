@@ -74,6 +74,7 @@ pub async fn run(
             .as_ref()
             .map(|t| Arc::from(t.expose())),
         callbacks: settings.parties.callback_keys(),
+        review_max_rounds: settings.review_max_rounds,
     };
     let listener = tokio::net::TcpListener::bind(&settings.http_addr)
         .await

@@ -62,6 +62,17 @@ pub struct Settings {
     pub sample_every: Duration,
     /// Working days a case may wait for its review decision.
     pub review_working_days: u32,
+    /// Our own review desk, from the reviewers file (`WANGBAN_REVIEWERS_FILE`); `None`: the
+    /// simulated desk decides.
+    pub desk: Option<wangban_review::desk_file::DeskFile>,
+    /// Review rounds a case may have (`WANGBAN_REVIEW_MAX_ROUNDS`).
+    pub review_max_rounds: i64,
+    /// Time to resubmit after a correction request (`WANGBAN_RESUBMIT_WITHIN_SECS`).
+    pub resubmit_within: Duration,
+    /// A review task held this long goes back to the queue (`WANGBAN_REVIEW_HOLD_SECS`).
+    pub review_hold: Duration,
+    /// The review clock (the system's; tests set it).
+    pub review_clock: wangban_review::Clock,
     /// Declare only the queues of the workers this process runs (`WANGBAN_DECLARE=own`), for
     /// broker users limited to their own queues; the definitions file declares the rest.
     pub declare_own: bool,
@@ -154,6 +165,18 @@ impl Settings {
                 .map(Secret::new),
             sample_every: Duration::from_secs(env_u64("WANGBAN_SAMPLE_SECS")?.unwrap_or(60).max(1)),
             review_working_days: env_u64("WANGBAN_REVIEW_WORKING_DAYS")?.unwrap_or(2) as u32,
+            desk: match std::env::var_os("WANGBAN_REVIEWERS_FILE").filter(|s| !s.is_empty()) {
+                Some(path) => Some(load_desk(Path::new(&path))?),
+                None => None,
+            },
+            review_max_rounds: env_u64("WANGBAN_REVIEW_MAX_ROUNDS")?.unwrap_or(3).max(1) as i64,
+            resubmit_within: Duration::from_secs(
+                env_u64("WANGBAN_RESUBMIT_WITHIN_SECS")?.unwrap_or(15 * 86_400),
+            ),
+            review_hold: Duration::from_secs(
+                env_u64("WANGBAN_REVIEW_HOLD_SECS")?.unwrap_or(4 * 3600),
+            ),
+            review_clock: wangban_review::Clock::default(),
             declare_own: match std::env::var("WANGBAN_DECLARE").as_deref() {
                 Ok("own") => true,
                 Ok("all") | Err(_) => false,
@@ -181,6 +204,18 @@ impl Settings {
 }
 
 impl Settings {
+    /// The review clock and the corrections loop's limits.
+    pub fn review_rules(&self) -> wangban_review::ReviewRules {
+        wangban_review::ReviewRules {
+            calendar: self.calendar.clone(),
+            working_days: self.review_working_days,
+            max_rounds: self.review_max_rounds,
+            resubmit_within: self.resubmit_within,
+            hold: self.review_hold,
+            clock: self.review_clock.clone(),
+        }
+    }
+
     /// The PEM of `WANGBAN_AMQP_CA_FILE`, read now, if one is set.
     pub fn amqp_ca_pem(&self) -> anyhow::Result<Option<String>> {
         self.amqp_ca_file
@@ -191,6 +226,14 @@ impl Settings {
             })
             .transpose()
     }
+}
+
+/// Reads and checks the reviewers file.
+pub fn load_desk(path: &Path) -> anyhow::Result<wangban_review::desk_file::DeskFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading reviewers file {}", path.display()))?;
+    wangban_review::desk_file::DeskFile::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn load_calendar(path: &Path) -> anyhow::Result<WorkingCalendar> {

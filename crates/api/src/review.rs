@@ -1,0 +1,433 @@
+//! The reviewer API (`/api/review/…`) and console (`/review`): the staffed review desk.
+//!
+//! Every call carries `Authorization: Bearer <token>`; the token's SHA-256 names one reviewer of
+//! the reviewers file, and a reviewer sees and decides only the cases of the offices they review
+//! (or, for escalated cases, supervise). A decision is taken in one transaction that locks the
+//! case, marks its task decided and queues the `review.decided` event: of two reviewers deciding
+//! one case at once, exactly one wins; the other gets 409 and nothing changes. The description
+//! of every endpoint is served at `/api/review/openapi.json`.
+
+use crate::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wangban_domain::events::{Envelope, EventType};
+use wangban_domain::id_number::mask;
+use wangban_domain::ids::{CaseId, EventId};
+use wangban_domain::lifecycle::State as CaseState;
+use wangban_domain::review::correction_item_zh;
+use wangban_store::{DeskMember, Task};
+
+fn answer(status: StatusCode, error: impl std::fmt::Display) -> Response {
+    (status, Json(json!({"error": error.to_string()}))).into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    answer(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+/// The reviewer the request's bearer token names, or the 401 to answer.
+async fn member(s: &AppState, headers: &HeaderMap) -> Result<DeskMember, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Err(answer(
+            StatusCode::UNAUTHORIZED,
+            "a reviewer token is required (Authorization: Bearer …)",
+        ));
+    };
+    let digest = wangban_review::desk_file::token_digest(token);
+    match s.runtime.store.desk_member(&digest).await {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(answer(StatusCode::UNAUTHORIZED, "unknown reviewer token")),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+macro_rules! signed_in {
+    ($s:expr, $headers:expr) => {
+        match member(&$s, &$headers).await {
+            Ok(m) => m,
+            Err(r) => return r,
+        }
+    };
+}
+
+macro_rules! case_id {
+    ($raw:expr) => {
+        match $raw.parse::<CaseId>() {
+            Ok(id) => id,
+            Err(_) => return answer(StatusCode::NOT_FOUND, "no such case"),
+        }
+    };
+}
+
+/// The reviewer signed in.
+pub async fn me(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let m = signed_in!(s, headers);
+    Json(json!(m)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Availability {
+    available: bool,
+}
+
+/// Takes new assignments, or stops taking them.
+pub async fn availability(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Availability>,
+) -> Response {
+    let m = signed_in!(s, headers);
+    match s.runtime.store.set_available(&m.id, body.available).await {
+        Ok(()) => Json(json!({"reviewer": m.id, "available": body.available})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// A task as a reviewer's list shows it: with the application id and the review clock's due date.
+async fn task_row(s: &AppState, t: &Task) -> Value {
+    let opened = wangban_domain::application::beijing_date(t.opened_at);
+    let due = s
+        .calendar
+        .add_working_days(opened, s.review_working_days)
+        .ok()
+        .map(|d| d.to_string());
+    let application_id = match s.runtime.store.case_view(&t.case_id).await {
+        Ok(Some(v)) => Some(v.case.application_id),
+        _ => None,
+    };
+    json!({"case_id": t.case_id, "application_id": application_id, "round": t.round, "office": t.office_id,
+           "queue": t.queue, "opened_at": t.opened_at, "assigned_at": t.assigned_at, "due": due})
+}
+
+/// The open tasks the reviewer holds.
+pub async fn tasks(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let m = signed_in!(s, headers);
+    let held = match s.runtime.store.tasks_held_by(&m.id).await {
+        Ok(t) => t,
+        Err(e) => return internal(e),
+    };
+    let mut rows = Vec::with_capacity(held.len());
+    for t in &held {
+        rows.push(task_row(&s, t).await);
+    }
+    Json(json!({"reviewer": m.id, "tasks": rows})).into_response()
+}
+
+/// Takes the oldest waiting task the reviewer may take: 200 with it, or 204 when none waits.
+pub async fn claim(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let m = signed_in!(s, headers);
+    match s.runtime.store.claim_next(&m).await {
+        Ok(Some(t)) => Json(task_row(&s, &t).await).into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) if e.is_transient() => answer(StatusCode::CONFLICT, e),
+        Err(e) => internal(e),
+    }
+}
+
+/// Puts a task the reviewer holds back in its queue.
+pub async fn release(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let m = signed_in!(s, headers);
+    match s.runtime.store.release_task(&m.id, &raw).await {
+        Ok(true) => Json(json!({"released": raw})).into_response(),
+        Ok(false) => answer(
+            StatusCode::CONFLICT,
+            "you hold no open review task of this case",
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Reveal {
+    reveal: Option<String>,
+}
+
+/// The latest task of a case and whether `m` may see it: 404 without a task, 403 outside the
+/// reviewer's offices.
+async fn task_for(s: &AppState, m: &DeskMember, case: &str) -> Result<Task, Response> {
+    let tasks = s.runtime.store.tasks_of(case).await.map_err(internal)?;
+    let Some(task) = tasks.last().cloned() else {
+        return Err(answer(
+            StatusCode::NOT_FOUND,
+            "no review task for this case",
+        ));
+    };
+    if !m.may_act_on(&task.office_id, &task.queue) {
+        return Err(answer(
+            StatusCode::FORBIDDEN,
+            "this case belongs to another office's queue",
+        ));
+    }
+    Ok(task)
+}
+
+/// A case for review: the application with the ID number masked (`?reveal=id_number` shows it
+/// and records who saw it), its review rounds and the corrections asked so far.
+pub async fn case(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    Query(q): Query<Reveal>,
+) -> Response {
+    let m = signed_in!(s, headers);
+    let id = case_id!(raw);
+    let task = match task_for(&s, &m, id.as_str()).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let reveal = q.reveal.as_deref() == Some("id_number");
+    if reveal && let Err(e) = record_reveal(&s, &m, &id).await {
+        return internal(e);
+    }
+    let view = match s.runtime.store.case_view(id.as_str()).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return answer(StatusCode::NOT_FOUND, "no such case"),
+        Err(e) => return internal(e),
+    };
+    let mut application: Value = serde_json::from_str(&view.case.application).unwrap_or_default();
+    if !reveal
+        && let Some(n) = application.pointer_mut("/applicant/id_number")
+        && let Some(raw) = n.as_str()
+    {
+        *n = json!(mask(raw));
+    }
+    let rounds = s
+        .runtime
+        .store
+        .tasks_of(id.as_str())
+        .await
+        .unwrap_or_default();
+    let corrections: Vec<Value> = view
+        .audit
+        .iter()
+        .filter_map(|a| serde_json::from_str::<Value>(&a.detail).ok())
+        .filter(|d| d["step"] == "request_correction" || d["step"] == "resubmit")
+        .map(|d| json!({"step": d["step"], "detail": d["detail"]}))
+        .collect();
+    Json(json!({
+        "case_id": id.as_str(), "application_id": view.case.application_id, "state": view.case.state,
+        "round": view.case.review_round, "task": task, "rounds": rounds, "corrections": corrections,
+        "max_rounds": s.review_max_rounds, "application": application,
+    }))
+    .into_response()
+}
+
+async fn record_reveal(
+    s: &AppState,
+    m: &DeskMember,
+    id: &CaseId,
+) -> Result<(), wangban_store::StoreError> {
+    let mut tx = s.runtime.store.begin().await?;
+    if tx.load_case(id).await?.is_some() {
+        tx.append_audit(id, "id_number_revealed", None, &json!({"reviewer": m.id}))
+            .await?;
+    }
+    tx.commit().await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    decision: String,
+    #[serde(default)]
+    items: Vec<String>,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    reason: String,
+}
+
+impl Decision {
+    /// The event data of a well-formed decision, or what is wrong with it.
+    fn data(&self) -> Result<Value, String> {
+        match self.decision.as_str() {
+            "approve" => Ok(json!({"decision": "approve"})),
+            "request_correction" => {
+                if self.items.is_empty() {
+                    return Err("request_correction needs `items`: what to fix".into());
+                }
+                if let Some(bad) = self.items.iter().find(|i| correction_item_zh(i).is_none()) {
+                    let known: Vec<&str> = wangban_domain::review::CORRECTION_ITEMS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect();
+                    return Err(format!(
+                        "unknown correction item `{}` (known: {})",
+                        bad.chars().take(40).collect::<String>(),
+                        known.join(", ")
+                    ));
+                }
+                if self.message.chars().count() > 200 {
+                    return Err("`message` is longer than 200 characters".into());
+                }
+                Ok(
+                    json!({"decision": "request_correction", "items": self.items, "message": self.message}),
+                )
+            }
+            "reject" => {
+                if self.reason.trim().is_empty() {
+                    return Err("reject needs a `reason`".into());
+                }
+                if self.reason.chars().count() > 200 {
+                    return Err("`reason` is longer than 200 characters".into());
+                }
+                Ok(json!({"decision": "reject", "reason": self.reason}))
+            }
+            other => Err(format!(
+                "`decision` must be approve, request_correction or reject, not `{}`",
+                other.chars().take(32).collect::<String>()
+            )),
+        }
+    }
+}
+
+/// Decides the case's current review round.
+pub async fn decide(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Result<Json<Decision>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let m = signed_in!(s, headers);
+    let id = case_id!(raw);
+    let Json(decision) = match body {
+        Ok(b) => b,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let mut data = match decision.data() {
+        Ok(d) => d,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, e),
+    };
+    match decide_in_tx(&s, &m, &id, &mut data).await {
+        Ok(round) => Json(
+            json!({"case_id": id.as_str(), "round": round, "decision": data["decision"],
+                                 "reviewer": m.id}),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn decide_in_tx(
+    s: &AppState,
+    m: &DeskMember,
+    id: &CaseId,
+    data: &mut Value,
+) -> Result<i64, Response> {
+    let mut tx = s.runtime.store.begin().await.map_err(internal)?;
+    let Some(case) = tx.load_case(id).await.map_err(internal)? else {
+        return Err(answer(StatusCode::NOT_FOUND, "no such case"));
+    };
+    let round = case.review_round;
+    let Some(task) = tx.task(id.as_str(), round).await.map_err(internal)? else {
+        return Err(answer(
+            StatusCode::NOT_FOUND,
+            "no review task for this case",
+        ));
+    };
+    if !m.may_act_on(&task.office_id, &task.queue) {
+        return Err(answer(
+            StatusCode::FORBIDDEN,
+            "this case belongs to another office's queue",
+        ));
+    }
+    if let Some(d) = &task.decision {
+        return Err(answer(
+            StatusCode::CONFLICT,
+            format!("round {round} was already decided ({d}); the case has moved on"),
+        ));
+    }
+    if case.state != CaseState::UnderReview {
+        return Err(answer(
+            StatusCode::CONFLICT,
+            format!("the case is {}, not under review", case.state),
+        ));
+    }
+    let supervises = m.supervises.contains(&task.office_id);
+    if task.reviewer.as_deref() != Some(m.id.as_str()) && !supervises {
+        return Err(answer(
+            StatusCode::CONFLICT,
+            "another reviewer holds this task (claim it when it is released)",
+        ));
+    }
+    if data["decision"] == "request_correction" && round >= s.review_max_rounds {
+        return Err(answer(
+            StatusCode::CONFLICT,
+            format!(
+                "round {round} is the last of {}: approve or reject",
+                s.review_max_rounds
+            ),
+        ));
+    }
+    let decision = data["decision"].as_str().unwrap_or_default().to_owned();
+    if !tx
+        .decide_task(id.as_str(), round, &m.id, &decision)
+        .await
+        .map_err(internal)?
+    {
+        return Err(answer(
+            StatusCode::CONFLICT,
+            format!("round {round} was decided meanwhile"),
+        ));
+    }
+    data["round"] = json!(round);
+    data["reviewer"] = json!(m.id);
+    let event = Envelope::new(
+        EventId::derived(&[id.as_str(), "review", &round.to_string()]),
+        EventType::ReviewDecided,
+        "/wangban/review-desk",
+        chrono::Utc::now(),
+        id.clone(),
+        None,
+        data.clone(),
+    );
+    tx.enqueue(&event).await.map_err(internal)?;
+    tx.commit().await.map_err(|e| {
+        let status = match e.is_transient() {
+            true => StatusCode::SERVICE_UNAVAILABLE,
+            false => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        answer(status, format!("the decision was not recorded: {e}"))
+    })?;
+    Ok(round)
+}
+
+/// Open tasks per office and queue (operators; also shown to reviewers of the office).
+pub async fn queues(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let m = signed_in!(s, headers);
+    match s.runtime.store.desk_queues().await {
+        Ok(rows) => {
+            let rows: Vec<Value> = rows
+                .into_iter()
+                .filter(|(office, queue, _, _)| m.may_act_on(office, queue))
+                .map(|(office, queue, open, waiting)| {
+                    json!({"office": office, "queue": queue, "open": open, "waiting": waiting})
+                })
+                .collect();
+            Json(json!({"queues": rows})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// The OpenAPI description of the reviewer API.
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("review_openapi.json"),
+    )
+        .into_response()
+}

@@ -1,0 +1,808 @@
+//! The staffed review desk (issue #3) on real RabbitMQ and PostgreSQL: `wangban serve` with a
+//! reviewers file, driven through the reviewer API as reviewers would.
+
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+use tokio::sync::watch;
+use wangban::demo::{self, Rng, Scenario};
+use wangban::pipeline::{Pipeline, WORKERS};
+use wangban_review::desk_file::{DeskFile, token_digest};
+use wangban_tests::{RealServices, eventually, free_port, http};
+
+const OPERATOR: &str = "operator-token-for-desk-tests";
+const BEIJING: &str = "110105";
+const SHANGHAI: &str = "310104";
+
+fn token(reviewer: &str) -> String {
+    format!("token-of-{reviewer}")
+}
+
+/// Beijing's office with three reviewers and a supervisor; Shanghai's with one reviewer.
+fn desk() -> DeskFile {
+    let reviewer = |id: &str, offices: &[&str], supervises: &[&str]| {
+        json!({"id": id, "name": id, "token_sha256": token_digest(&token(id)),
+               "offices": offices, "supervises": supervises})
+    };
+    DeskFile::parse(
+        &json!({
+            "offices": [{"id": "beijing", "name": "北京市公安局出入境管理总队", "districts": ["1101"]},
+                        {"id": "shanghai", "name": "上海市公安局出入境管理局", "districts": ["3101"]}],
+            "reviewers": [reviewer("bj-1", &["beijing"], &[]), reviewer("bj-2", &["beijing"], &[]),
+                          reviewer("bj-3", &["beijing"], &[]), reviewer("bj-sup", &[], &["beijing"]),
+                          reviewer("sh-1", &["shanghai"], &[])]
+        })
+        .to_string(),
+    )
+    .expect("the test's reviewers file is valid")
+}
+
+struct Desk {
+    env: RealServices,
+    client: Pipeline,
+    base: String,
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    rng: Rng,
+    run: String,
+}
+
+impl Desk {
+    async fn start(test: &str, tweak: impl FnOnce(&mut wangban::settings::Settings)) -> Desk {
+        let mut env = RealServices::new(test).await;
+        let port = free_port();
+        env.settings.http_addr = format!("127.0.0.1:{port}");
+        env.settings.operator_token = Some(wangban::settings::Secret::new(OPERATOR));
+        env.settings.desk = Some(desk());
+        env.settings.fees.payment_window = Duration::from_secs(600);
+        env.settings.fees.reminder_after = Duration::from_secs(600);
+        tweak(&mut env.settings);
+        let (stop, rx) = watch::channel(false);
+        let settings = env.settings.clone();
+        let server = tokio::spawn(async move {
+            if let Err(e) = wangban::serve::run(&settings, &WORKERS, rx).await {
+                panic!("wangban serve failed: {e:#}");
+            }
+        });
+        let base = format!("http://127.0.0.1:{port}");
+        eventually(Duration::from_secs(30), "/readyz to say ready", || async {
+            http("GET", &format!("{base}/readyz"), None, None).await.0 == 200
+        })
+        .await;
+        let client = Pipeline::connect(&env.settings).await.unwrap();
+        let run = format!("DSK{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        Desk {
+            env,
+            client,
+            base,
+            stop,
+            server,
+            rng: Rng::new(3),
+            run,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        self.env.cleanup(&self.client).await;
+    }
+
+    /// Submits a passport-by-courier application of `hukou`; returns (case id, application).
+    async fn submit(&mut self, n: usize, hukou: &str) -> (String, Value) {
+        let mut app = demo::application(&self.run, n, Scenario::PassportCourier, &mut self.rng);
+        app["applicant"]["hukou_region"] = json!(hukou);
+        let case = self.client.submit(&app, false).await.unwrap().to_string();
+        (case, app)
+    }
+
+    async fn state(&self, case: &str) -> String {
+        let view = self.client.runtime.store.case_view(case).await.unwrap();
+        view.map(|v| v.case.state.to_string()).unwrap_or_default()
+    }
+
+    async fn wait_state(&self, cases: &[&str], state: &str) {
+        eventually(
+            Duration::from_secs(90),
+            &format!("{} case(s) to be {state}", cases.len()),
+            || async {
+                for c in cases {
+                    if self.state(c).await != state {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+    }
+
+    /// A reviewer API call: (status, JSON body or Null).
+    async fn call(
+        &self,
+        reviewer: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let body = body.map(|b| b.to_string());
+        let (status, text) = http(
+            method,
+            &format!("{}{path}", self.base),
+            Some(&token(reviewer)),
+            body.as_deref(),
+        )
+        .await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn decide(&self, reviewer: &str, case: &str, decision: Value) -> (u16, Value) {
+        self.call(
+            reviewer,
+            "POST",
+            &format!("/api/review/cases/{case}/decision"),
+            Some(decision),
+        )
+        .await
+    }
+
+    /// The case ids of the open tasks `reviewer` holds.
+    async fn held(&self, reviewer: &str) -> Vec<String> {
+        let (status, body) = self.call(reviewer, "GET", "/api/review/tasks", None).await;
+        assert_eq!(status, 200, "{body}");
+        body["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["case_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn task(&self, case: &str) -> wangban_store::Task {
+        let tasks = self.client.runtime.store.tasks_of(case).await.unwrap();
+        tasks.last().cloned().expect("a review task")
+    }
+
+    /// Moves the opening of `case`'s open task to `at` (a Beijing time, RFC 3339).
+    async fn opened_at(&self, case: &str, at: &str) {
+        use sqlx::Connection;
+        let ms = chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .timestamp_millis();
+        let mut conn = sqlx::AnyConnection::connect(&self.env.settings.database_url)
+            .await
+            .unwrap();
+        let done = sqlx::query(
+            "UPDATE review_tasks SET opened_at = $1 WHERE case_id = $2 AND decided_at IS NULL",
+        )
+        .bind(ms)
+        .bind(case)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        let _ = conn.close().await;
+    }
+
+    async fn audit_kinds(&self, case: &str) -> Vec<String> {
+        let view = self
+            .client
+            .runtime
+            .store
+            .case_view(case)
+            .await
+            .unwrap()
+            .unwrap();
+        view.audit
+            .iter()
+            .map(|a| {
+                let d: Value = serde_json::from_str(&a.detail).unwrap_or_default();
+                match d["step"].as_str() {
+                    Some(step) => format!("{}:{step}", a.kind),
+                    None => a.kind.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+const APPROVE: fn() -> Value = || json!({"decision": "approve"});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_cases_are_shared_fairly_among_three_reviewers_and_decided() {
+    let mut d = Desk::start("desk_fair", |_| {}).await;
+    let mut cases = Vec::new();
+    for n in 0..300 {
+        cases.push(d.submit(n, BEIJING).await.0);
+    }
+    let all: Vec<&str> = cases.iter().map(String::as_str).collect();
+    d.wait_state(&all, "under_review").await;
+
+    let mut seen = HashSet::new();
+    let mut per_reviewer = BTreeMap::new();
+    for r in ["bj-1", "bj-2", "bj-3"] {
+        let held = d.held(r).await;
+        for c in &held {
+            assert!(seen.insert(c.clone()), "{c} is held by two reviewers");
+        }
+        per_reviewer.insert(r, held);
+    }
+    let counts: Vec<usize> = per_reviewer.values().map(Vec::len).collect();
+    assert_eq!(counts, [100, 100, 100], "least-open-tasks assignment");
+    assert_eq!(seen.len(), 300);
+    assert!(
+        d.held("bj-sup").await.is_empty(),
+        "supervisors take no first-line work"
+    );
+    assert!(d.held("sh-1").await.is_empty());
+
+    // Each reviewer decides their own; all 300 go on to delivery.
+    for (r, held) in &per_reviewer {
+        for c in held {
+            let (status, body) = d.decide(r, c, APPROVE()).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    d.wait_state(&all, "delivered").await;
+    for c in &cases[..5] {
+        let task = d.task(c).await;
+        assert_eq!(task.decision.as_deref(), Some("approve"));
+        assert_eq!(task.decided_by, task.reviewer);
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resubmission_returns_to_the_reviewer_who_asked_and_the_rounds_are_limited() {
+    let mut d = Desk::start("desk_rounds", |_| {}).await;
+    // One case each, then the case that will be corrected: all three tie, so it goes to bj-1.
+    let mut first = Vec::new();
+    for n in 0..3 {
+        first.push(d.submit(n, BEIJING).await.0);
+    }
+    let firsts: Vec<&str> = first.iter().map(String::as_str).collect();
+    d.wait_state(&firsts, "under_review").await;
+    let (case, mut app) = d.submit(3, BEIJING).await;
+    d.wait_state(&[&case], "under_review").await;
+    let asker = d.task(&case).await.reviewer.expect("assigned");
+
+    let ask = json!({"decision": "request_correction", "items": ["photo", "signature"], "message": "照片背景不是白色"});
+    let (status, body) = d.decide(&asker, &case, ask.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    d.wait_state(&[&case], "correction_requested").await;
+    // The others finish their work: the asker now has more open tasks than anyone.
+    for r in ["bj-1", "bj-2", "bj-3"].into_iter().filter(|r| *r != asker) {
+        for c in d.held(r).await {
+            assert_eq!(d.decide(r, &c, APPROVE()).await.0, 200);
+        }
+    }
+    let resubmit = |app: &mut Value| {
+        app["submitted_at"] = json!(
+            chrono::Utc::now()
+                .with_timezone(&wangban_domain::application::beijing())
+                .to_rfc3339()
+        );
+        app.clone()
+    };
+    d.client.submit(&resubmit(&mut app), true).await.unwrap();
+    d.wait_state(&[&case], "under_review").await;
+    let round2 = d.task(&case).await;
+    assert_eq!(round2.round, 2);
+    assert_eq!(
+        round2.reviewer.as_deref(),
+        Some(asker.as_str()),
+        "back to whoever asked"
+    );
+
+    // The asker goes away: round 3 goes to someone else.
+    let (status, _) = d
+        .call(
+            &asker,
+            "POST",
+            "/api/review/me/availability",
+            Some(json!({"available": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(d.decide(&asker, &case, ask.clone()).await.0, 200);
+    d.wait_state(&[&case], "correction_requested").await;
+    d.client.submit(&resubmit(&mut app), true).await.unwrap();
+    d.wait_state(&[&case], "under_review").await;
+    let round3 = d.task(&case).await;
+    assert_eq!(round3.round, 3);
+    let other = round3.reviewer.clone().expect("assigned");
+    assert_ne!(other, asker);
+
+    // Round 3 is the last: no correction, approve or reject.
+    let (status, body) = d.decide(&other, &case, ask).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("last of 3"),
+        "{body}"
+    );
+    assert_eq!(d.decide(&other, &case, APPROVE()).await.0, 200);
+    d.wait_state(&[&case], "delivered").await;
+
+    // The timeline shows every round; each correction request reached the applicant by SMS.
+    let (status, view) = d
+        .call(&other, "GET", &format!("/api/review/cases/{case}"), None)
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["rounds"].as_array().unwrap().len(), 3, "{view}");
+    assert_eq!(
+        view["corrections"].as_array().unwrap().len(),
+        4,
+        "two asked, two answered: {view}"
+    );
+    assert_eq!(
+        view["corrections"][0]["detail"]["items"],
+        json!(["photo", "signature"])
+    );
+    let masked = view["application"]["applicant"]["id_number"]
+        .as_str()
+        .unwrap();
+    assert!(
+        masked.contains("********"),
+        "the ID number is masked: {masked}"
+    );
+    let rounds = d.client.runtime.store.tasks_of(&case).await.unwrap();
+    let decisions: Vec<_> = rounds
+        .iter()
+        .map(|t| {
+            (
+                t.round,
+                t.decided_by.clone().unwrap(),
+                t.decision.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            (1, asker.clone(), "request_correction".into()),
+            (2, asker.clone(), "request_correction".into()),
+            (3, other.clone(), "approve".into()),
+        ]
+    );
+    let store = &d.client.runtime.store;
+    assert_eq!(
+        store
+            .effect_counts("sms:correction_requested")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .effect_counts("sms:correction_requested:2")
+            .await
+            .unwrap(),
+        1
+    );
+    let kinds = d.audit_kinds(&case).await;
+    let steps: Vec<&String> = kinds
+        .iter()
+        .filter(|k| k.starts_with("transition:"))
+        .collect();
+    assert_eq!(
+        steps.iter().filter(|k| k.ends_with(":resubmit")).count(),
+        2,
+        "{kinds:?}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_reviewers_deciding_one_case_at_once_exactly_one_wins() {
+    let mut d = Desk::start("desk_race", |_| {}).await;
+    let mut cases = Vec::new();
+    for n in 0..12 {
+        cases.push(d.submit(n, BEIJING).await.0);
+    }
+    let all: Vec<&str> = cases.iter().map(String::as_str).collect();
+    d.wait_state(&all, "under_review").await;
+    let mut approved = 0;
+    for case in &cases {
+        // The reviewer holding it approves while the office's supervisor rejects.
+        let holder = d.task(case).await.reviewer.unwrap();
+        let reject = json!({"decision": "reject", "reason": "证件照片与身份证照片不符"});
+        let (a, b) = tokio::join!(
+            d.decide(&holder, case, APPROVE()),
+            d.decide("bj-sup", case, reject)
+        );
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "{case}: {a:?} {b:?}");
+        let loser = if a.0 == 409 { &a.1 } else { &b.1 };
+        assert!(
+            loser["error"].as_str().unwrap().contains("decided"),
+            "{loser}"
+        );
+        approved += usize::from(a.0 == 200);
+    }
+    for (i, case) in cases.iter().enumerate() {
+        eventually(
+            Duration::from_secs(60),
+            "the winner's decision to be applied",
+            || async { !matches!(d.state(case).await.as_str(), "under_review") },
+        )
+        .await;
+        let kinds = d.audit_kinds(case).await;
+        let decisions: Vec<&String> = kinds
+            .iter()
+            .filter(|k| k.ends_with(":approve") || k.ends_with(":reject_review"))
+            .collect();
+        assert_eq!(decisions.len(), 1, "case {i}: {kinds:?}");
+        let task = d.task(case).await;
+        let expected = if decisions[0].ends_with(":approve") {
+            "approve"
+        } else {
+            "reject"
+        };
+        assert_eq!(task.decision.as_deref(), Some(expected));
+    }
+    eprintln!(
+        "[desk] race: the holder won {approved} of {} races",
+        cases.len()
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reviewer_of_another_office_is_refused_and_nothing_changes() {
+    let mut d = Desk::start("desk_authz", |_| {}).await;
+    let (case, _) = d.submit(0, BEIJING).await;
+    let (sh_case, _) = d.submit(1, SHANGHAI).await;
+    d.wait_state(&[&case, &sh_case], "under_review").await;
+    assert_eq!(d.task(&sh_case).await.reviewer.as_deref(), Some("sh-1"));
+    let before_task = d.task(&case).await;
+    let before_audit = d.audit_kinds(&case).await;
+
+    let (status, body) = d
+        .call("sh-1", "GET", &format!("/api/review/cases/{case}"), None)
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.get("application").is_none());
+    for decision in [APPROVE(), json!({"decision": "reject", "reason": "x"})] {
+        let (status, body) = d.decide("sh-1", &case, decision).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    assert_eq!(
+        d.call(
+            "sh-1",
+            "POST",
+            &format!("/api/review/cases/{case}/release"),
+            None
+        )
+        .await
+        .0,
+        409
+    );
+    // Without a token, or with an unknown one: 401.
+    let url = format!("{}/api/review/tasks", d.base);
+    assert_eq!(http("GET", &url, None, None).await.0, 401);
+    assert_eq!(http("GET", &url, Some("not-a-reviewer"), None).await.0, 401);
+    // A malformed decision is a 400 naming what is wrong.
+    let holder = before_task.reviewer.clone().unwrap();
+    let (status, body) = d
+        .decide(
+            &holder,
+            &case,
+            json!({"decision": "request_correction", "items": ["tattoo"]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown correction item `tattoo`"),
+        "{body}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = d.task(&case).await;
+    assert_eq!(after.reviewer, before_task.reviewer);
+    assert_eq!(after.decided_at, None);
+    assert_eq!(d.state(&case).await, "under_review");
+    assert_eq!(
+        d.audit_kinds(&case).await,
+        before_audit,
+        "nothing was recorded"
+    );
+    d.stop().await;
+}
+
+/// National Day 2026: 1–7 October are holidays, Saturday 10 October a make-up working day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_review_clock_escalates_across_a_holiday_and_a_make_up_working_day() {
+    let clock = wangban_review::Clock::fixed(0);
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .timestamp_millis()
+    };
+    let shared = clock.clone();
+    let mut d = Desk::start("desk_clock", move |s| {
+        s.review_clock = shared;
+        s.review_working_days = 2;
+    })
+    .await;
+    clock.set(at("2026-10-07T12:00:00+08:00"));
+    let mut cases = Vec::new();
+    for n in 0..3 {
+        cases.push(d.submit(n, BEIJING).await.0);
+    }
+    let all: Vec<&str> = cases.iter().map(String::as_str).collect();
+    d.wait_state(&all, "under_review").await;
+    let (monday, wednesday, after) = (&cases[0], &cases[1], &cases[2]);
+    d.opened_at(monday, "2026-09-28T10:00:00+08:00").await;
+    d.opened_at(wednesday, "2026-09-30T10:00:00+08:00").await;
+    d.opened_at(after, "2026-10-08T10:00:00+08:00").await;
+
+    let escalated = || async {
+        let mut out = Vec::new();
+        for c in &cases {
+            if d.task(c).await.queue == "supervisor" {
+                out.push(c.clone());
+            }
+        }
+        out
+    };
+    // On the last holiday: Monday's case has had 2 working days (29, 30 September), no more.
+    tokio::time::sleep(Duration::from_secs(2)).await; // ten ticks of the clock
+    assert!(escalated().await.is_empty());
+    // Friday 9 October: Monday's case has had 4; Wednesday's 2 (8, 9 October).
+    clock.set(at("2026-10-09T12:00:00+08:00"));
+    eventually(
+        Duration::from_secs(30),
+        "Monday's case to escalate",
+        || async { escalated().await == [monday.clone()] },
+    )
+    .await;
+    // Saturday 10 October is a make-up working day: Wednesday's case has had 3.
+    clock.set(at("2026-10-10T12:00:00+08:00"));
+    eventually(
+        Duration::from_secs(30),
+        "Wednesday's case to escalate",
+        || async { escalated().await == [monday.clone(), wednesday.clone()] },
+    )
+    .await;
+    // Sunday 11 October is not: the case opened on the 8th has had 2 (9, 10 October).
+    clock.set(at("2026-10-11T12:00:00+08:00"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(escalated().await.len(), 2);
+    clock.set(at("2026-10-12T12:00:00+08:00"));
+    eventually(
+        Duration::from_secs(30),
+        "the third case to escalate",
+        || async { escalated().await.len() == 3 },
+    )
+    .await;
+
+    // Escalated: in the supervisor's hands, on the record, counted as breaches.
+    for c in &cases {
+        let task = d.task(c).await;
+        assert_eq!(task.reviewer.as_deref(), Some("bj-sup"));
+        assert!(
+            d.audit_kinds(c)
+                .await
+                .contains(&"review_escalated".to_string())
+        );
+    }
+    let (status, sla) = http(
+        "GET",
+        &format!("{}/api/ops/sla", d.base),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sla: Value = serde_json::from_str(&sla).unwrap();
+    assert_eq!(
+        sla["review_escalated"].as_array().unwrap().len(),
+        3,
+        "{sla}"
+    );
+    let (_, metrics) = http("GET", &format!("{}/metrics", d.base), None, None).await;
+    assert!(
+        metrics.contains("\nwangban_review_escalations 3\n"),
+        "{metrics}"
+    );
+    // The office's reviewers no longer decide it; the supervisor does.
+    let first = d.task(monday).await;
+    let (status, _) = d.decide("bj-1", monday, APPROVE()).await;
+    assert_eq!(status, 403);
+    assert_eq!(first.queue, "supervisor");
+    assert_eq!(d.decide("bj-sup", monday, APPROVE()).await.0, 200);
+    d.wait_state(&[monday], "delivered").await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_tasks_return_to_the_queue_and_an_unanswered_correction_lapses() {
+    let mut d = Desk::start("desk_hold", |s| {
+        s.review_hold = Duration::from_secs(2);
+        s.resubmit_within = Duration::from_secs(3);
+    })
+    .await;
+    for r in ["bj-2", "bj-3"] {
+        let (status, _) = d
+            .call(
+                r,
+                "POST",
+                "/api/review/me/availability",
+                Some(json!({"available": false})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (case, _) = d.submit(0, BEIJING).await;
+    d.wait_state(&[&case], "under_review").await;
+    assert_eq!(
+        d.held("bj-1").await,
+        std::slice::from_ref(&case),
+        "the only available reviewer has it"
+    );
+    // Held too long without a decision: back in the queue, where bj-2 claims it.
+    eventually(
+        Duration::from_secs(30),
+        "the task to return to the queue",
+        || async { d.task(&case).await.reviewer.is_none() },
+    )
+    .await;
+    let (status, claimed) = d
+        .call("bj-2", "POST", "/api/review/tasks/claim", None)
+        .await;
+    assert_eq!(status, 200, "{claimed}");
+    assert_eq!(claimed["case_id"], case.as_str());
+    assert_eq!(
+        d.call("bj-3", "POST", "/api/review/tasks/claim", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        d.decide("bj-1", &case, APPROVE()).await.0,
+        409,
+        "bj-1 no longer holds it"
+    );
+    // bj-2 lets it go; bj-3 takes it and asks for a correction that never comes.
+    let (status, _) = d
+        .call(
+            "bj-2",
+            "POST",
+            &format!("/api/review/cases/{case}/release"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        d.call("bj-3", "POST", "/api/review/tasks/claim", None)
+            .await
+            .1["case_id"],
+        case.as_str()
+    );
+    let ask = json!({"decision": "request_correction", "items": ["id_card_back"], "message": ""});
+    assert_eq!(d.decide("bj-3", &case, ask).await.0, 200);
+    d.wait_state(&[&case], "correction_lapsed").await;
+    let store = &d.client.runtime.store;
+    assert_eq!(
+        store.effect_counts("sms:correction_lapsed").await.unwrap(),
+        1
+    );
+    // A resubmission after the case closed is refused and recorded.
+    let (status, body) = d.decide("bj-3", &case, APPROVE()).await;
+    assert_eq!(status, 409, "{body}");
+    d.stop().await;
+}
+
+/// The reviewer console in headless Chromium (Debian's `chromium`, driven by playwright-core from
+/// `tests/browser`). The screenshot lands in `target/screenshots/` (and in `docs/` with
+/// `WANGBAN_UPDATE_SCREENSHOTS=1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reviewer_decides_in_the_console_in_chromium() {
+    let root = wangban_tests::workspace_root();
+    let browser_dir = root.join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "tests/browser/node_modules is missing: run `bash scripts/test.sh` (it runs `npm ci` there)"
+    );
+    let mut d = Desk::start("desk_console", |_| {}).await;
+    for r in ["bj-2", "bj-3"] {
+        let (status, _) = d
+            .call(
+                r,
+                "POST",
+                "/api/review/me/availability",
+                Some(json!({"available": false})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let mut apps = Vec::new();
+    for n in 0..3 {
+        let (case, app) = d.submit(n, BEIJING).await;
+        d.wait_state(&[&case], "under_review").await; // in this order in bj-1's queue
+        apps.push((case, app));
+    }
+    let shots = if std::env::var_os("WANGBAN_UPDATE_SCREENSHOTS").is_some() {
+        root.join("docs")
+    } else {
+        let dir = root.join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let out = std::process::Command::new("node")
+        .current_dir(&browser_dir)
+        .args(["review.mjs", &d.base, &token("bj-1"), &token("bj-sup")])
+        .arg(&shots)
+        .output()
+        .expect("node runs (install Debian's nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_else(|_| {
+            panic!(
+                "browser script output: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        seen.get("error").is_none(),
+        "the browser run failed: {seen}"
+    );
+    assert_eq!(seen["signin_visible"], true);
+    assert!(
+        seen["wrong_token_refused"]
+            .as_str()
+            .unwrap()
+            .contains("unknown reviewer token")
+    );
+    assert!(seen["who"].as_str().unwrap().contains("beijing"), "{seen}");
+    assert_eq!(seen["task_rows"], 3);
+    let cases: Vec<&str> = seen["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = apps.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(cases, expected, "oldest first");
+    let id_number = apps[0].1["applicant"]["id_number"].as_str().unwrap();
+    assert_eq!(seen["id_shown"], wangban_domain::id_number::mask(id_number));
+    assert!(
+        !seen["page_text"].as_str().unwrap().contains(id_number),
+        "the ID number in the clear"
+    );
+    assert!(
+        seen["correction"]
+            .as_str()
+            .unwrap()
+            .contains("request_correction"),
+        "{seen}"
+    );
+    assert!(
+        seen["approval"].as_str().unwrap().contains("approve"),
+        "{seen}"
+    );
+    assert_eq!(seen["supervisor_status"], 200);
+    assert!(
+        seen["late_click"].as_str().unwrap().starts_with("409"),
+        "{seen}"
+    );
+
+    d.wait_state(&[&apps[0].0], "correction_requested").await;
+    d.wait_state(&[&apps[1].0], "delivered").await;
+    d.wait_state(&[&apps[2].0], "review_rejected").await;
+    assert_eq!(d.task(&apps[0].0).await.decided_by.as_deref(), Some("bj-1"));
+    assert_eq!(
+        d.task(&apps[2].0).await.decided_by.as_deref(),
+        Some("bj-sup")
+    );
+    let png = std::fs::read(shots.join("review-console.png")).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "not a real screenshot"
+    );
+    d.stop().await;
+}
