@@ -238,3 +238,43 @@ pub async fn quiesce(pipeline: &wangban::pipeline::Pipeline) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// Where a browser test writes its screenshots: `docs/` with `WANGBAN_UPDATE_SCREENSHOTS=1`
+/// (to refresh the documentation's), else `target/screenshots/`.
+pub fn screenshot_dir() -> PathBuf {
+    if std::env::var_os("WANGBAN_UPDATE_SCREENSHOTS").is_some() {
+        return workspace_root().join("docs");
+    }
+    let dir = workspace_root().join("target/screenshots");
+    std::fs::create_dir_all(&dir).expect("create target/screenshots");
+    dir
+}
+
+/// Runs `tests/browser/<script>` with `args` in Debian's headless Chromium and returns the one
+/// JSON line it prints of what it saw; panics with its output when it failed.
+pub fn browser_run(script: &str, args: &[&str]) -> serde_json::Value {
+    let dir = workspace_root().join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "tests/browser/node_modules is missing: run `bash scripts/test.sh` (it runs `npm ci` there)"
+    );
+    let out = std::process::Command::new("node")
+        .current_dir(&dir)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("node runs (install Debian's nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|_| {
+            panic!(
+                "{script} printed: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        seen.get("error").is_none(),
+        "the browser run failed: {seen}"
+    );
+    seen
+}

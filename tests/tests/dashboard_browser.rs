@@ -3,23 +3,17 @@
 //! found by ID number with its timeline — on real RabbitMQ and PostgreSQL. Screenshots land in
 //! `target/screenshots/` (and in `docs/` with `WANGBAN_UPDATE_SCREENSHOTS=1`).
 
-use serde_json::{Value, json};
-use std::process::Command;
+use serde_json::json;
 use std::time::Duration;
 use tokio::sync::watch;
 use wangban::demo::{Rng, Scenario, application};
 use wangban::pipeline::{Pipeline, WORKERS};
-use wangban_tests::{RealServices, eventually, free_port, http, workspace_root};
+use wangban_tests::{RealServices, browser_run, eventually, free_port, http, screenshot_dir};
 
 const TOKEN: &str = "dashboard-test-token";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_uses_the_dashboard_in_chromium() {
-    let browser_dir = workspace_root().join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "tests/browser/node_modules is missing: run `bash scripts/test.sh` (it runs `npm ci` there)"
-    );
     let mut env = RealServices::new("dashboard").await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -74,31 +68,11 @@ async fn an_operator_uses_the_dashboard_in_chromium() {
     .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
 
-    let shots = if std::env::var_os("WANGBAN_UPDATE_SCREENSHOTS").is_some() {
-        workspace_root().join("docs")
-    } else {
-        let dir = workspace_root().join("target/screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    };
+    let shots = screenshot_dir();
     let id_number = looked_up["applicant"]["id_number"].as_str().unwrap();
-    let out = Command::new("node")
-        .current_dir(&browser_dir)
-        .args(["dashboard.mjs", &base, TOKEN, id_number])
-        .arg(&shots)
-        .output()
-        .expect("node runs (install Debian's nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_else(|_| {
-            panic!(
-                "browser script output: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    assert!(
-        seen.get("error").is_none(),
-        "the browser run failed: {seen}"
+    let seen = browser_run(
+        "dashboard.mjs",
+        &[&base, TOKEN, id_number, shots.to_str().unwrap()],
     );
     assert_eq!(seen["signin_visible"], true);
     assert_eq!(seen["wrong_token_refused"], true);

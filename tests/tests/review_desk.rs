@@ -96,6 +96,26 @@ impl Desk {
         (case, app)
     }
 
+    /// Submits `n` Beijing applications numbered from `from` and waits until all are in review.
+    async fn submit_for_review(&mut self, from: usize, n: usize) -> Vec<String> {
+        let mut cases = Vec::new();
+        for i in from..from + n {
+            cases.push(self.submit(i, BEIJING).await.0);
+        }
+        let all: Vec<&str> = cases.iter().map(String::as_str).collect();
+        self.wait_state(&all, "under_review").await;
+        cases
+    }
+
+    /// Tells the desk whether `reviewer` takes new cases.
+    async fn set_available(&self, reviewer: &str, available: bool) {
+        let body = json!({"available": available});
+        let (status, answer) = self
+            .call(reviewer, "POST", "/api/review/me/availability", Some(body))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
     async fn state(&self, case: &str) -> String {
         let view = self.client.runtime.store.case_view(case).await.unwrap();
         view.map(|v| v.case.state.to_string()).unwrap_or_default()
@@ -211,12 +231,8 @@ const APPROVE: fn() -> Value = || json!({"decision": "approve"});
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_cases_are_shared_fairly_among_three_reviewers_and_decided() {
     let mut d = Desk::start("desk_fair", |_| {}).await;
-    let mut cases = Vec::new();
-    for n in 0..300 {
-        cases.push(d.submit(n, BEIJING).await.0);
-    }
+    let cases = d.submit_for_review(0, 300).await;
     let all: Vec<&str> = cases.iter().map(String::as_str).collect();
-    d.wait_state(&all, "under_review").await;
 
     let mut seen = HashSet::new();
     let mut per_reviewer = BTreeMap::new();
@@ -256,12 +272,7 @@ async fn three_hundred_cases_are_shared_fairly_among_three_reviewers_and_decided
 async fn a_resubmission_returns_to_the_reviewer_who_asked_and_the_rounds_are_limited() {
     let mut d = Desk::start("desk_rounds", |_| {}).await;
     // One case each, then the case that will be corrected: all three tie, so it goes to bj-1.
-    let mut first = Vec::new();
-    for n in 0..3 {
-        first.push(d.submit(n, BEIJING).await.0);
-    }
-    let firsts: Vec<&str> = first.iter().map(String::as_str).collect();
-    d.wait_state(&firsts, "under_review").await;
+    d.submit_for_review(0, 3).await;
     let (case, mut app) = d.submit(3, BEIJING).await;
     d.wait_state(&[&case], "under_review").await;
     let asker = d.task(&case).await.reviewer.expect("assigned");
@@ -295,15 +306,7 @@ async fn a_resubmission_returns_to_the_reviewer_who_asked_and_the_rounds_are_lim
     );
 
     // The asker goes away: round 3 goes to someone else.
-    let (status, _) = d
-        .call(
-            &asker,
-            "POST",
-            "/api/review/me/availability",
-            Some(json!({"available": false})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    d.set_available(&asker, false).await;
     assert_eq!(d.decide(&asker, &case, ask.clone()).await.0, 200);
     d.wait_state(&[&case], "correction_requested").await;
     d.client.submit(&resubmit(&mut app), true).await.unwrap();
@@ -395,12 +398,7 @@ async fn a_resubmission_returns_to_the_reviewer_who_asked_and_the_rounds_are_lim
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_reviewers_deciding_one_case_at_once_exactly_one_wins() {
     let mut d = Desk::start("desk_race", |_| {}).await;
-    let mut cases = Vec::new();
-    for n in 0..12 {
-        cases.push(d.submit(n, BEIJING).await.0);
-    }
-    let all: Vec<&str> = cases.iter().map(String::as_str).collect();
-    d.wait_state(&all, "under_review").await;
+    let cases = d.submit_for_review(0, 12).await;
     let mut approved = 0;
     for case in &cases {
         // The reviewer holding it approves while the office's supervisor rejects.
@@ -478,6 +476,32 @@ async fn a_reviewer_of_another_office_is_refused_and_nothing_changes() {
         .0,
         409
     );
+    // The OpenAPI description names every reviewer endpoint the router serves.
+    let (status, spec) = http(
+        "GET",
+        &format!("{}/api/review/openapi.json", d.base),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let spec: Value = serde_json::from_str(&spec).unwrap();
+    let paths: Vec<&String> = spec["paths"].as_object().unwrap().keys().collect();
+    let routes =
+        std::fs::read_to_string(wangban_tests::workspace_root().join("crates/api/src/lib.rs"))
+            .unwrap();
+    let served: Vec<&str> = routes
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(".route(\"")?.split('"').next())
+        .filter(|p| p.starts_with("/api/review/") && !p.ends_with("openapi.json"))
+        .collect();
+    assert_eq!(served.len(), 8, "{served:?}");
+    for p in served {
+        assert!(
+            paths.iter().any(|d| *d == p),
+            "{p} is not in the OpenAPI description"
+        );
+    }
     // Without a token, or with an unknown one: 401.
     let url = format!("{}/api/review/tasks", d.base);
     assert_eq!(http("GET", &url, None, None).await.0, 401);
@@ -529,12 +553,7 @@ async fn the_review_clock_escalates_across_a_holiday_and_a_make_up_working_day()
     })
     .await;
     clock.set(at("2026-10-07T12:00:00+08:00"));
-    let mut cases = Vec::new();
-    for n in 0..3 {
-        cases.push(d.submit(n, BEIJING).await.0);
-    }
-    let all: Vec<&str> = cases.iter().map(String::as_str).collect();
-    d.wait_state(&all, "under_review").await;
+    let cases = d.submit_for_review(0, 3).await;
     let (monday, wednesday, after) = (&cases[0], &cases[1], &cases[2]);
     d.opened_at(monday, "2026-09-28T10:00:00+08:00").await;
     d.opened_at(wednesday, "2026-09-30T10:00:00+08:00").await;
@@ -627,15 +646,7 @@ async fn held_tasks_return_to_the_queue_and_an_unanswered_correction_lapses() {
     })
     .await;
     for r in ["bj-2", "bj-3"] {
-        let (status, _) = d
-            .call(
-                r,
-                "POST",
-                "/api/review/me/availability",
-                Some(json!({"available": false})),
-            )
-            .await;
-        assert_eq!(status, 200);
+        d.set_available(r, false).await;
     }
     let (case, _) = d.submit(0, BEIJING).await;
     d.wait_state(&[&case], "under_review").await;
@@ -702,23 +713,9 @@ async fn held_tasks_return_to_the_queue_and_an_unanswered_correction_lapses() {
 /// `WANGBAN_UPDATE_SCREENSHOTS=1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reviewer_decides_in_the_console_in_chromium() {
-    let root = wangban_tests::workspace_root();
-    let browser_dir = root.join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "tests/browser/node_modules is missing: run `bash scripts/test.sh` (it runs `npm ci` there)"
-    );
     let mut d = Desk::start("desk_console", |_| {}).await;
     for r in ["bj-2", "bj-3"] {
-        let (status, _) = d
-            .call(
-                r,
-                "POST",
-                "/api/review/me/availability",
-                Some(json!({"available": false})),
-            )
-            .await;
-        assert_eq!(status, 200);
+        d.set_available(r, false).await;
     }
     let mut apps = Vec::new();
     for n in 0..3 {
@@ -726,30 +723,15 @@ async fn a_reviewer_decides_in_the_console_in_chromium() {
         d.wait_state(&[&case], "under_review").await; // in this order in bj-1's queue
         apps.push((case, app));
     }
-    let shots = if std::env::var_os("WANGBAN_UPDATE_SCREENSHOTS").is_some() {
-        root.join("docs")
-    } else {
-        let dir = root.join("target/screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    };
-    let out = std::process::Command::new("node")
-        .current_dir(&browser_dir)
-        .args(["review.mjs", &d.base, &token("bj-1"), &token("bj-sup")])
-        .arg(&shots)
-        .output()
-        .expect("node runs (install Debian's nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_else(|_| {
-            panic!(
-                "browser script output: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    assert!(
-        seen.get("error").is_none(),
-        "the browser run failed: {seen}"
+    let shots = wangban_tests::screenshot_dir();
+    let seen = wangban_tests::browser_run(
+        "review.mjs",
+        &[
+            &d.base,
+            &token("bj-1"),
+            &token("bj-sup"),
+            shots.to_str().unwrap(),
+        ],
     );
     assert_eq!(seen["signin_visible"], true);
     assert!(

@@ -173,6 +173,115 @@ async fn conformance(url: &str) {
     store.close().await;
 }
 
+/// The review desk's tables behave alike on both backends: fair assignment, the preferred
+/// reviewer, claims, releases, one decision per round, escalation and reloading the file.
+async fn desk_conformance(url: &str) {
+    use wangban_store::{Office, Reviewer};
+    let store = Store::connect(url, "test-key").await.unwrap();
+    let reviewer = |id: &str, offices: &[&str], supervises: &[&str]| Reviewer {
+        id: id.into(),
+        name: id.into(),
+        token_sha256: format!("{:0>64}", id.len()) + id,
+        offices: offices.iter().map(|s| s.to_string()).collect(),
+        supervises: supervises.iter().map(|s| s.to_string()).collect(),
+    };
+    let offices = [Office {
+        id: "bj".into(),
+        name: "北京".into(),
+        districts: vec!["1101".into()],
+    }];
+    let all = [
+        reviewer("r1", &["bj"], &[]),
+        reviewer("r2", &["bj"], &[]),
+        reviewer("sup", &[], &["bj"]),
+    ];
+    store.load_desk(&offices, &all).await.unwrap();
+    let open = |case: &'static str, round: i64, preferred: Option<&'static str>| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let t = tx.open_task(case, round, "bj", preferred).await.unwrap();
+            tx.commit().await.unwrap();
+            t
+        }
+    };
+    let owners: Vec<_> = [
+        open("c1", 1, None).await,
+        open("c2", 1, None).await,
+        open("c3", 1, None).await,
+        open("c1", 1, None).await, // again: the same task
+    ]
+    .into_iter()
+    .map(|t| t.reviewer.unwrap())
+    .collect();
+    assert_eq!(owners, ["r1", "r2", "r1", "r1"]);
+    // r1 holds two, r2 one: the preferred reviewer still gets it.
+    assert_eq!(
+        open("c4", 2, Some("r1")).await.reviewer.as_deref(),
+        Some("r1")
+    );
+    store.set_available("r1", false).await.unwrap();
+    assert_eq!(
+        open("c5", 2, Some("r1")).await.reviewer.as_deref(),
+        Some("r2")
+    );
+    store.set_available("r2", false).await.unwrap();
+    assert_eq!(
+        open("c6", 1, None).await.reviewer,
+        None,
+        "nobody available: it waits"
+    );
+
+    let member = |token: String| {
+        let store = store.clone();
+        async move { store.desk_member(&token).await.unwrap().unwrap() }
+    };
+    let r2 = member(all[1].token_sha256.clone()).await;
+    assert_eq!(
+        (r2.offices.clone(), r2.available),
+        (vec!["bj".to_string()], false)
+    );
+    assert_eq!(store.claim_next(&r2).await.unwrap().unwrap().case_id, "c6");
+    assert!(store.claim_next(&r2).await.unwrap().is_none());
+    assert!(store.release_task("r2", "c6").await.unwrap());
+    assert!(
+        !store.release_task("r2", "c6").await.unwrap(),
+        "not held any more"
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.decide_task("c2", 1, "r2", "approve").await.unwrap());
+    assert!(!tx.decide_task("c2", 1, "sup", "reject").await.unwrap());
+    let escalated = tx.escalate_task("c3", 1).await.unwrap().unwrap();
+    assert_eq!(
+        (escalated.queue.as_str(), escalated.reviewer.as_deref()),
+        ("supervisor", Some("sup"))
+    );
+    assert!(tx.escalate_task("c3", 1).await.unwrap().is_none(), "once");
+    tx.commit().await.unwrap();
+    assert_eq!(store.escalated_tasks().await.unwrap().len(), 1);
+
+    // r1 leaves the file: cannot sign in, their open tasks wait in the queue again.
+    store.load_desk(&offices, &all[1..]).await.unwrap();
+    assert!(
+        store
+            .desk_member(&all[0].token_sha256)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.tasks_held_by("r1").await.unwrap().is_empty());
+    let waiting: Vec<_> = store
+        .desk_queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, q, _, _)| q == "office")
+        .collect();
+    assert_eq!(waiting, [("bj".to_string(), "office".to_string(), 4, 3)]);
+    store.close().await;
+}
+
 /// Tampering with history is detected and the first broken record named.
 async fn tamper_and_verify(url: &str) {
     tamper(
@@ -210,6 +319,7 @@ async fn sqlite_backend() {
     let url = format!("sqlite://{}", path.display());
     conformance(&url).await;
     tamper_and_verify(&url).await;
+    desk_conformance(&url).await;
     let _ = std::fs::remove_file(path);
 }
 
@@ -219,6 +329,7 @@ async fn postgres_backend() {
     let url = env.settings.database_url.clone();
     conformance(&url).await;
     tamper_and_verify(&url).await;
+    desk_conformance(&url).await;
     let pipeline = wangban::pipeline::Pipeline::connect(&env.settings)
         .await
         .unwrap();

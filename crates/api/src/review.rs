@@ -159,19 +159,19 @@ pub struct Reveal {
 /// reviewer's offices.
 async fn task_for(s: &AppState, m: &DeskMember, case: &str) -> Result<Task, Response> {
     let tasks = s.runtime.store.tasks_of(case).await.map_err(internal)?;
-    let Some(task) = tasks.last().cloned() else {
-        return Err(answer(
-            StatusCode::NOT_FOUND,
-            "no review task for this case",
-        ));
-    };
-    if !m.may_act_on(&task.office_id, &task.queue) {
-        return Err(answer(
+    visible(m, tasks.last().cloned()).map_err(|(s, e)| answer(s, e))
+}
+
+/// `task` if `m` may see it: 404 without one, 403 when it is in a queue not theirs.
+fn visible(m: &DeskMember, task: Option<Task>) -> Result<Task, (StatusCode, &'static str)> {
+    match task {
+        None => Err((StatusCode::NOT_FOUND, "no review task for this case")),
+        Some(t) if !m.may_act_on(&t.office_id, &t.queue) => Err((
             StatusCode::FORBIDDEN,
             "this case belongs to another office's queue",
-        ));
+        )),
+        Some(t) => Ok(t),
     }
-    Ok(task)
 }
 
 /// A case for review: the application with the ID number masked (`?reveal=id_number` shows it
@@ -332,18 +332,8 @@ async fn decide_in_tx(
         return Err(answer(StatusCode::NOT_FOUND, "no such case"));
     };
     let round = case.review_round;
-    let Some(task) = tx.task(id.as_str(), round).await.map_err(internal)? else {
-        return Err(answer(
-            StatusCode::NOT_FOUND,
-            "no review task for this case",
-        ));
-    };
-    if !m.may_act_on(&task.office_id, &task.queue) {
-        return Err(answer(
-            StatusCode::FORBIDDEN,
-            "this case belongs to another office's queue",
-        ));
-    }
+    let task = tx.task(id.as_str(), round).await.map_err(internal)?;
+    let task = visible(m, task).map_err(|(s, e)| answer(s, e))?;
     if let Some(d) = &task.decision {
         return Err(answer(
             StatusCode::CONFLICT,

@@ -515,6 +515,35 @@ mod tests {
     }
 
     #[test]
+    fn a_correction_sms_names_the_items_in_the_applicants_words() {
+        let case: wangban_domain::ids::CaseId = "case_0123456789abcdef01234567".parse().unwrap();
+        let event = Envelope::new(
+            wangban_domain::ids::EventId::derived(&["t"]),
+            EventType::Entered(State::CorrectionRequested),
+            "/test",
+            Default::default(),
+            case,
+            None,
+            json!({"detail": {"items": ["photo", "id_card_back"], "message": "背景请用白色"}}),
+        );
+        let items = correction_items(&event);
+        assert_eq!(items, "证件照片、身份证国徽面照片");
+        let params = BTreeMap::from([
+            ("items".to_string(), items),
+            ("message".to_string(), "背景请用白色".to_string()),
+        ]);
+        let text = render(
+            Purpose::CorrectionRequested,
+            Some(DocumentKind::Passport),
+            &params,
+        );
+        assert!(
+            text.contains("需补正：证件照片、身份证国徽面照片。背景请用白色"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn fees_follow_the_document_kind() {
         let f = FeeConfig::default();
         assert_eq!(f.fee(Some(DocumentKind::Passport)), 120);

@@ -211,23 +211,6 @@ impl Store {
         Ok(())
     }
 
-    /// The offices as loaded.
-    pub async fn offices(&self) -> Result<Vec<Office>, StoreError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT office_id, name, districts FROM review_offices ORDER BY office_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, name, districts)| Office {
-                id,
-                name,
-                districts: districts.split(',').map(str::to_owned).collect(),
-            })
-            .collect())
-    }
-
     /// The open tasks `reviewer` holds, oldest first.
     pub async fn tasks_held_by(&self, reviewer: &str) -> Result<Vec<Task>, StoreError> {
         let rows = sqlx::query(concat!(
@@ -375,14 +358,12 @@ impl CaseTx {
         )
         .fetch_all(&mut *self.tx)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, name, districts)| Office {
-                id,
-                name,
-                districts: districts.split(',').map(str::to_owned).collect(),
-            })
-            .collect())
+        let office = |(id, name, districts): (String, String, String)| Office {
+            districts: districts.split(',').map(str::to_owned).collect(),
+            id,
+            name,
+        };
+        Ok(rows.into_iter().map(office).collect())
     }
 
     /// The task of `round` of `case_id`, if it was opened (locked on PostgreSQL).

@@ -124,7 +124,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_operations.sql")),
     (3, include_str!("../migrations/sqlite/0003_callbacks.sql")),
-    (4, include_str!("../migrations/sqlite/0004_review_desk.sql")),
+    // portable SQL: one file serves both backends
+    (
+        4,
+        include_str!("../migrations/postgres/0004_review_desk.sql"),
+    ),
 ];
 
 /// Milliseconds since the Unix epoch: every timestamp in the store.
