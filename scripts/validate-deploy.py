@@ -61,6 +61,25 @@ for a in auths.values():
     for ref in a["spec"]["secretTargetRef"]:
         if ref["key"] not in secret_keys:
             fail(f"TriggerAuthentication {a['metadata']['name']}: secret key {ref['key']} missing")
+# The staffed review desk: the review worker (it dispatches) and the HTTP deployment (it serves the
+# reviewer API) read the same reviewers file from the ConfigMap, and the file itself is valid JSON
+# with offices and reviewers.
+reviewers = by_kind.get("ConfigMap", {}).get("wangban-reviewers")
+if not reviewers:
+    fail("no ConfigMap wangban-reviewers")
+desk = json.loads(reviewers["data"]["reviewers.json"])
+if not desk.get("offices") or not desk.get("reviewers"):
+    fail("wangban-reviewers: reviewers.json needs offices and reviewers")
+for name in ["wangban-review", "wangban-ops"]:
+    spec = by_kind["Deployment"][name]["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    path = env.get("WANGBAN_REVIEWERS_FILE")
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v.get("configMap", {}).get("name") for v in spec.get("volumes", [])}
+    if not path or not any(volumes.get(v) == "wangban-reviewers" and path == f"{p}/reviewers.json"
+                           for v, p in mounts.items()):
+        fail(f"{name}: WANGBAN_REVIEWERS_FILE must name reviewers.json of the mounted wangban-reviewers ConfigMap")
 users = {u["name"] for u in definitions.get("users", [])}
 for w in WORKERS:
     if f"wangban-{w}" not in users:
