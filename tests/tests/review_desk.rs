@@ -246,6 +246,31 @@ async fn three_hundred_cases_are_shared_fairly_among_three_reviewers_and_decided
     let counts: Vec<usize> = per_reviewer.values().map(Vec::len).collect();
     assert_eq!(counts, [100, 100, 100], "least-open-tasks assignment");
     assert_eq!(seen.len(), 300);
+    // Operators see the same from the operations API.
+    let (status, desk) = http(
+        "GET",
+        &format!("{}/api/ops/review-desk", d.base),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{desk}");
+    let desk: Value = serde_json::from_str(&desk).unwrap();
+    assert_eq!(
+        desk["queues"],
+        json!([{"office": "beijing", "queue": "office", "open": 300, "waiting": 0}])
+    );
+    let load: Vec<i64> = desk["reviewers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["open"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        load,
+        [100, 100, 100, 0, 0],
+        "bj-1, bj-2, bj-3, bj-sup, sh-1"
+    );
     assert!(
         d.held("bj-sup").await.is_empty(),
         "supervisors take no first-line work"

@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ops/cases/{id}/payment", get(ops::payment))
         .route("/api/ops/refunds", get(ops::refunds))
         .route("/api/ops/delivery-problems", get(ops::delivery_problems))
+        .route("/api/ops/review-desk", get(ops::review_desk))
         .route("/callbacks/{party}", post(callbacks::receive))
         .route(
             "/review",

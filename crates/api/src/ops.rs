@@ -401,3 +401,27 @@ pub async fn delivery_problems(State(s): State<AppState>, headers: HeaderMap) ->
         .collect();
     Json(json!({"open": open})).into_response()
 }
+
+/// The review desk's queues: open tasks per office and queue, how many wait for a reviewer, and
+/// each reviewer's load (empty without a reviewers file).
+pub async fn review_desk(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    authorized!(s, headers);
+    let store = &s.runtime.store;
+    let (queues, load) = match tokio::try_join!(store.desk_queues(), store.reviewer_load()) {
+        Ok(both) => both,
+        Err(e) => return internal(e),
+    };
+    let queues: Vec<Value> = queues
+        .into_iter()
+        .map(|(office, queue, open, waiting)| {
+            json!({"office": office, "queue": queue, "open": open, "waiting": waiting})
+        })
+        .collect();
+    let reviewers: Vec<Value> = load
+        .into_iter()
+        .map(|(reviewer, available, open)| {
+            json!({"reviewer": reviewer, "available": available, "open": open})
+        })
+        .collect();
+    Json(json!({"queues": queues, "reviewers": reviewers})).into_response()
+}

@@ -247,6 +247,18 @@ impl Store {
         .await?)
     }
 
+    /// Every active reviewer with whether they take new cases and how many open tasks they hold.
+    pub async fn reviewer_load(&self) -> Result<Vec<(String, bool, i64)>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT r.reviewer_id, r.available, \
+             (SELECT COUNT(*) FROM review_tasks t WHERE t.reviewer = r.reviewer_id AND t.decided_at IS NULL) \
+             FROM reviewers r WHERE r.active = 1 ORDER BY r.reviewer_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(r, a, n)| (r, a == 1, n)).collect())
+    }
+
     /// Gives `member` the oldest waiting task they may take (their offices' queues and the
     /// supervisor queues of offices they supervise), or `None` when there is none.
     pub async fn claim_next(&self, member: &DeskMember) -> Result<Option<Task>, StoreError> {
