@@ -18,23 +18,31 @@ fn token(reviewer: &str) -> String {
     format!("token-of-{reviewer}")
 }
 
-/// Beijing's office with three reviewers and a supervisor; Shanghai's with one reviewer.
-fn desk() -> DeskFile {
+/// A reviewers file: Beijing's office with `beijing` reviewers and a supervisor (bj-sup),
+/// Shanghai's with one reviewer (sh-1).
+fn desk_text(beijing: &[&str]) -> String {
     let reviewer = |id: &str, offices: &[&str], supervises: &[&str]| {
         json!({"id": id, "name": id, "token_sha256": token_digest(&token(id)),
                "offices": offices, "supervises": supervises})
     };
-    DeskFile::parse(
-        &json!({
-            "offices": [{"id": "beijing", "name": "北京市公安局出入境管理总队", "districts": ["1101"]},
-                        {"id": "shanghai", "name": "上海市公安局出入境管理局", "districts": ["3101"]}],
-            "reviewers": [reviewer("bj-1", &["beijing"], &[]), reviewer("bj-2", &["beijing"], &[]),
-                          reviewer("bj-3", &["beijing"], &[]), reviewer("bj-sup", &[], &["beijing"]),
-                          reviewer("sh-1", &["shanghai"], &[])]
-        })
-        .to_string(),
-    )
-    .expect("the test's reviewers file is valid")
+    let mut reviewers: Vec<Value> = beijing
+        .iter()
+        .map(|id| reviewer(id, &["beijing"], &[]))
+        .collect();
+    reviewers.push(reviewer("bj-sup", &[], &["beijing"]));
+    reviewers.push(reviewer("sh-1", &["shanghai"], &[]));
+    json!({
+        "offices": [{"id": "beijing", "name": "北京市公安局出入境管理总队", "districts": ["1101"]},
+                    {"id": "shanghai", "name": "上海市公安局出入境管理局", "districts": ["3101"]}],
+        "reviewers": reviewers
+    })
+    .to_string()
+}
+
+/// The desk most tests use: bj-1, bj-2 and bj-3 review for Beijing.
+fn desk() -> DeskFile {
+    DeskFile::parse(&desk_text(&["bj-1", "bj-2", "bj-3"]))
+        .expect("the test's reviewers file is valid")
 }
 
 struct Desk {
@@ -812,4 +820,59 @@ async fn a_reviewer_decides_in_the_console_in_chromium() {
         "not a real screenshot"
     );
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_reviewers_file_is_reloaded_and_a_broken_one_refused() {
+    let dir = std::env::temp_dir().join(format!("wangban-desk-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("reviewers.json");
+    std::fs::write(&file, desk_text(&["bj-1", "bj-2", "bj-3"])).unwrap();
+    let path = file.clone();
+    let mut d = Desk::start("desk_reload", move |s| {
+        s.desk = Some(wangban::settings::load_desk(&path).unwrap());
+        s.reviewers_file = Some(path);
+    })
+    .await;
+    let (case, _) = d.submit(0, BEIJING).await;
+    d.wait_state(&[&case], "under_review").await;
+    assert_eq!(d.task(&case).await.reviewer.as_deref(), Some("bj-1"));
+    let me = |r: &'static str| {
+        let d = &d;
+        async move { d.call(r, "GET", "/api/review/me", None).await.0 }
+    };
+    assert_eq!(me("bj-4").await, 401);
+
+    // bj-4 joins, bj-1 leaves: the desk follows within a tick; bj-1's task goes back to the queue.
+    std::fs::write(&file, desk_text(&["bj-2", "bj-3", "bj-4"])).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the changed file to be loaded",
+        || async { me("bj-4").await == 200 && me("bj-1").await == 401 },
+    )
+    .await;
+    assert_eq!(d.task(&case).await.reviewer, None);
+    let (status, claimed) = d
+        .call("bj-4", "POST", "/api/review/tasks/claim", None)
+        .await;
+    assert_eq!(
+        (status, claimed["case_id"].as_str()),
+        (200, Some(case.as_str()))
+    );
+
+    // A broken edit is refused: the desk keeps what it had.
+    std::fs::write(&file, "{\"offices\": [").unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await; // ten ticks
+    assert_eq!(me("bj-4").await, 200);
+    assert_eq!(me("bj-1").await, 401);
+    // Mended, it is loaded again.
+    std::fs::write(&file, desk_text(&["bj-1", "bj-4"])).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the mended file to be loaded",
+        || async { me("bj-1").await == 200 && me("bj-2").await == 401 },
+    )
+    .await;
+    d.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

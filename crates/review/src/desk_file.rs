@@ -13,7 +13,9 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use wangban_store::{Office, Reviewer};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use wangban_store::{Office, Reviewer, Store, StoreError};
 
 /// The parsed, checked reviewers file.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -89,6 +91,57 @@ impl DeskFile {
             }
         }
         Ok(())
+    }
+}
+
+/// A reviewers file watched for changes: read on every tick of the review worker and loaded into
+/// the store when its content differs from what was loaded last. A file that no longer parses is
+/// reported once and the desk keeps what it had.
+pub struct Watched {
+    path: PathBuf,
+    /// Digest of the content last seen (loaded, or refused).
+    last: Mutex<Option<[u8; 32]>>,
+}
+
+impl Watched {
+    /// Watches `path`, whose current content counts as loaded (the process loaded it at start).
+    pub fn new(path: PathBuf) -> Watched {
+        let last = std::fs::read(&path).ok().map(|b| Sha256::digest(&b).into());
+        Watched {
+            path,
+            last: Mutex::new(last),
+        }
+    }
+
+    /// Reloads the file into `store` if its content changed; returns whether it did.
+    pub async fn reload_if_changed(&self, store: &Store) -> Result<bool, StoreError> {
+        let Ok(bytes) = std::fs::read(&self.path) else {
+            return Ok(false); // a ConfigMap being swapped, say: try again on the next tick
+        };
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        if *self.last.lock().expect("watch lock") == Some(digest) {
+            return Ok(false);
+        }
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|e| format!("reviewers file: {e}"))
+            .and_then(DeskFile::parse);
+        let loaded = match parsed {
+            Ok(desk) => {
+                store.load_desk(&desk.offices, &desk.reviewers).await?;
+                tracing::info!(
+                    offices = desk.offices.len(),
+                    reviewers = desk.reviewers.len(),
+                    "reviewers file changed; reloaded"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "reviewers file changed but is not valid; the desk keeps what it had");
+                false
+            }
+        };
+        *self.last.lock().expect("watch lock") = Some(digest);
+        Ok(loaded)
     }
 }
 

@@ -95,6 +95,8 @@ impl Default for ReviewRules {
 pub struct Review {
     pub desk: Desk,
     pub rules: ReviewRules,
+    /// The reviewers file of a staffed desk, reloaded into the store when it changes.
+    pub reviewers_file: Option<desk_file::Watched>,
 }
 
 impl Review {
@@ -309,6 +311,9 @@ impl Handler for Review {
     /// the case and round, so a repeat on the next tick has no second effect).
     async fn tick(&self, rt: &Runtime) -> Result<(), HandlerError> {
         let now = self.rules.clock.now_ms();
+        if let Some(file) = &self.reviewers_file {
+            file.reload_if_changed(&rt.store).await?;
+        }
         if matches!(self.desk, Desk::Staffed) {
             let released = rt
                 .store

@@ -102,6 +102,10 @@ pub fn handlers(settings: &Settings, parties: &Parties) -> Vec<Arc<dyn Handler>>
                 None => wangban_review::Desk::Party(parties.desk.clone()),
             },
             rules: settings.review_rules(),
+            reviewers_file: settings
+                .reviewers_file
+                .clone()
+                .map(wangban_review::desk_file::Watched::new),
         }),
         Arc::new(wangban_notify::Notify::new(
             parties.sms.clone(),

@@ -65,6 +65,8 @@ pub struct Settings {
     /// Our own review desk, from the reviewers file (`WANGBAN_REVIEWERS_FILE`); `None`: the
     /// simulated desk decides.
     pub desk: Option<wangban_review::desk_file::DeskFile>,
+    /// Where `desk` was read from; the review worker reloads it when it changes.
+    pub reviewers_file: Option<std::path::PathBuf>,
     /// Review rounds a case may have (`WANGBAN_REVIEW_MAX_ROUNDS`).
     pub review_max_rounds: i64,
     /// Time to resubmit after a correction request (`WANGBAN_RESUBMIT_WITHIN_SECS`).
@@ -123,6 +125,9 @@ impl Settings {
         if let Some(s) = env_u64("WANGBAN_PAYMENT_REMINDER_SECS")? {
             fees.reminder_after = Duration::from_secs(s);
         }
+        let reviewers_file: Option<std::path::PathBuf> = std::env::var_os("WANGBAN_REVIEWERS_FILE")
+            .filter(|s| !s.is_empty())
+            .map(Into::into);
         let mut runtime = RuntimeConfig::default();
         if let Some(ms) = env_u64("WANGBAN_TICK_MS")? {
             runtime.tick = Duration::from_millis(ms.max(10));
@@ -165,10 +170,11 @@ impl Settings {
                 .map(Secret::new),
             sample_every: Duration::from_secs(env_u64("WANGBAN_SAMPLE_SECS")?.unwrap_or(60).max(1)),
             review_working_days: env_u64("WANGBAN_REVIEW_WORKING_DAYS")?.unwrap_or(2) as u32,
-            desk: match std::env::var_os("WANGBAN_REVIEWERS_FILE").filter(|s| !s.is_empty()) {
-                Some(path) => Some(load_desk(Path::new(&path))?),
+            desk: match &reviewers_file {
+                Some(path) => Some(load_desk(path)?),
                 None => None,
             },
+            reviewers_file,
             review_max_rounds: env_u64("WANGBAN_REVIEW_MAX_ROUNDS")?.unwrap_or(3).max(1) as i64,
             resubmit_within: Duration::from_secs(
                 env_u64("WANGBAN_RESUBMIT_WITHIN_SECS")?.unwrap_or(15 * 86_400),
