@@ -123,8 +123,8 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_operations.sql")),
-    (3, include_str!("../migrations/sqlite/0003_callbacks.sql")),
-    // portable SQL: one file serves both backends
+    // portable SQL from here on: one file serves both backends
+    (3, include_str!("../migrations/postgres/0003_callbacks.sql")),
     (
         4,
         include_str!("../migrations/postgres/0004_review_desk.sql"),
