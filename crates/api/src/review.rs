@@ -93,18 +93,14 @@ pub async fn availability(
 }
 
 /// A task as a reviewer's list shows it: with the application id and the review clock's due date.
-async fn task_row(s: &AppState, t: &Task) -> Value {
+fn task_row(s: &AppState, t: &Task) -> Value {
     let opened = wangban_domain::application::beijing_date(t.opened_at);
     let due = s
         .calendar
         .add_working_days(opened, s.review_working_days)
         .ok()
         .map(|d| d.to_string());
-    let application_id = match s.runtime.store.case_view(&t.case_id).await {
-        Ok(Some(v)) => Some(v.case.application_id),
-        _ => None,
-    };
-    json!({"case_id": t.case_id, "application_id": application_id, "round": t.round, "office": t.office_id,
+    json!({"case_id": t.case_id, "application_id": t.application_id, "round": t.round, "office": t.office_id,
            "queue": t.queue, "opened_at": t.opened_at, "assigned_at": t.assigned_at, "due": due})
 }
 
@@ -115,10 +111,7 @@ pub async fn tasks(State(s): State<AppState>, headers: HeaderMap) -> Response {
         Ok(t) => t,
         Err(e) => return internal(e),
     };
-    let mut rows = Vec::with_capacity(held.len());
-    for t in &held {
-        rows.push(task_row(&s, t).await);
-    }
+    let rows: Vec<Value> = held.iter().map(|t| task_row(&s, t)).collect();
     Json(json!({"reviewer": m.id, "tasks": rows})).into_response()
 }
 
@@ -126,7 +119,7 @@ pub async fn tasks(State(s): State<AppState>, headers: HeaderMap) -> Response {
 pub async fn claim(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let m = signed_in!(s, headers);
     match s.runtime.store.claim_next(&m).await {
-        Ok(Some(t)) => Json(task_row(&s, &t).await).into_response(),
+        Ok(Some(t)) => Json(task_row(&s, &t)).into_response(),
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
         Err(e) if e.is_transient() => answer(StatusCode::CONFLICT, e),
         Err(e) => internal(e),
@@ -155,13 +148,6 @@ pub struct Reveal {
     reveal: Option<String>,
 }
 
-/// The latest task of a case and whether `m` may see it: 404 without a task, 403 outside the
-/// reviewer's offices.
-async fn task_for(s: &AppState, m: &DeskMember, case: &str) -> Result<Task, Response> {
-    let tasks = s.runtime.store.tasks_of(case).await.map_err(internal)?;
-    visible(m, tasks.last().cloned()).map_err(|(s, e)| answer(s, e))
-}
-
 /// `task` if `m` may see it: 404 without one, 403 when it is in a queue not theirs.
 fn visible(m: &DeskMember, task: Option<Task>) -> Result<Task, (StatusCode, &'static str)> {
     match task {
@@ -184,9 +170,14 @@ pub async fn case(
 ) -> Response {
     let m = signed_in!(s, headers);
     let id = case_id!(raw);
-    let task = match task_for(&s, &m, id.as_str()).await {
+    // Every round, once: the latest is the one the reviewer may or may not see.
+    let rounds = match s.runtime.store.tasks_of(id.as_str()).await {
+        Ok(r) => r,
+        Err(e) => return internal(e),
+    };
+    let task = match visible(&m, rounds.last().cloned()) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, e)) => return answer(status, e),
     };
     let reveal = q.reveal.as_deref() == Some("id_number");
     if reveal && let Err(e) = record_reveal(&s, &m, &id).await {
@@ -204,12 +195,6 @@ pub async fn case(
     {
         *n = json!(mask(raw));
     }
-    let rounds = s
-        .runtime
-        .store
-        .tasks_of(id.as_str())
-        .await
-        .unwrap_or_default();
     let corrections: Vec<Value> = view
         .audit
         .iter()

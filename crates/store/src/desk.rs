@@ -54,6 +54,8 @@ impl DeskMember {
 #[derive(Clone, Debug, Serialize)]
 pub struct Task {
     pub case_id: String,
+    /// The portal's application id of the case (read with the task, for reviewers' lists).
+    pub application_id: Option<String>,
     pub round: i64,
     pub office_id: String,
     /// `office`, or `supervisor` once the review clock ran out.
@@ -69,13 +71,15 @@ pub struct Task {
 
 macro_rules! task_columns {
     () => {
-        "case_id, round, office_id, queue, reviewer, assigned_at, opened_at, escalated_at, decided_at, decided_by, decision"
+        "case_id, (SELECT c.application_id FROM cases c WHERE c.case_id = review_tasks.case_id) AS application_id, \
+         round, office_id, queue, reviewer, assigned_at, opened_at, escalated_at, decided_at, decided_by, decision"
     };
 }
 
 fn task_from_row(row: &sqlx::any::AnyRow) -> Result<Task, StoreError> {
     Ok(Task {
         case_id: row.try_get("case_id")?,
+        application_id: row.try_get("application_id")?,
         round: row.try_get("round")?,
         office_id: row.try_get("office_id")?,
         queue: row.try_get("queue")?,
