@@ -133,9 +133,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
     s.runtime.metrics.render(&mut out);
     use std::fmt::Write;
     if let Ok(n) = s.runtime.store.outbox_backlog().await {
-        let _ = writeln!(
-            out,
-            "# HELP wangban_outbox_backlog Committed events not yet published.\n# TYPE wangban_outbox_backlog gauge\nwangban_outbox_backlog {n}"
+        gauge(
+            &mut out,
+            "wangban_outbox_backlog",
+            "Committed events not yet published.",
+            n,
         );
     }
     if let Ok(counts) = s.runtime.store.count_by_state().await {
@@ -153,33 +155,37 @@ async fn metrics(State(s): State<AppState>) -> Response {
             out,
             "# HELP wangban_sla_breaches Cases past a promise now: review clock, payment window, 3-working-day production.\n# TYPE wangban_sla_breaches gauge"
         );
-        let _ = writeln!(
-            out,
-            "wangban_sla_breaches{{sla=\"review_clock\"}} {}",
-            b.review_clock.len()
+        let breaches = [
+            ("review_clock", &b.review_clock),
+            ("payment_window", &b.payment_window),
+            ("production", &b.production),
+        ];
+        for (sla, cases) in breaches {
+            let _ = writeln!(out, "wangban_sla_breaches{{sla=\"{sla}\"}} {}", cases.len());
+        }
+        gauge(
+            &mut out,
+            "wangban_production_completed_late",
+            "Production orders completed after the 3-working-day promise.",
+            b.production_completed_late.len(),
         );
-        let _ = writeln!(
-            out,
-            "wangban_sla_breaches{{sla=\"payment_window\"}} {}",
-            b.payment_window.len()
-        );
-        let _ = writeln!(
-            out,
-            "wangban_sla_breaches{{sla=\"production\"}} {}",
-            b.production.len()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP wangban_production_completed_late Production orders completed after the 3-working-day promise.\n# TYPE wangban_production_completed_late gauge\nwangban_production_completed_late {}",
-            b.production_completed_late.len()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP wangban_review_escalations Review tasks escalated to a supervisor queue when the review clock ran out.\n# TYPE wangban_review_escalations gauge\nwangban_review_escalations {}",
-            b.review_escalated.len()
+        gauge(
+            &mut out,
+            "wangban_review_escalations",
+            "Review tasks escalated to a supervisor queue when the review clock ran out.",
+            b.review_escalated.len(),
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Writes an unlabelled gauge with its HELP and TYPE lines.
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
 }
 
 /// Checks the bearer token of an operations call: `Some(refusal)` when it may not proceed.

@@ -293,6 +293,12 @@ fn str_field(v: &Value, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The id a party's success answer must carry; without it the call failed transiently (retried).
+fn required(v: &Value, name: &str, party: &str) -> Result<String, ProviderError> {
+    str_field(v, name)
+        .ok_or_else(|| ProviderError::Transient(format!("{party} answer has no {name}")))
+}
+
 /// The SMS gateway, in the shape of the common Chinese SMS APIs: sign name, template code,
 /// template parameters as a JSON string, our out-id; the answer's `Code` is `OK` or a reason.
 ///
@@ -358,8 +364,7 @@ impl SmsGateway for HttpSms {
                 }
             })
             .await?;
-        let provider_id = str_field(&answer, "BizId")
-            .ok_or_else(|| ProviderError::Transient("SMS answer has no BizId".into()))?;
+        let provider_id = required(&answer, "BizId", "SMS")?;
         Ok(SmsReceipt { provider_id })
     }
 }
@@ -390,8 +395,7 @@ impl PaymentGateway for HttpPayment {
             .party
             .call("/v1/orders", &r.idempotency_key, &body, Answer::Done)
             .await?;
-        let gateway_order_id = str_field(&v, "order_id")
-            .ok_or_else(|| ProviderError::Transient("payment answer has no order_id".into()))?;
+        let gateway_order_id = required(&v, "order_id", "payment")?;
         Ok(PaymentOrder { gateway_order_id })
     }
 }
@@ -428,9 +432,7 @@ impl ProductionCentre for HttpProduction {
                 Answer::Done,
             )
             .await?;
-        let centre_order_id = str_field(&v, "centre_order_id").ok_or_else(|| {
-            ProviderError::Transient("production answer has no centre_order_id".into())
-        })?;
+        let centre_order_id = required(&v, "centre_order_id", "production")?;
         Ok(ProductionAck { centre_order_id })
     }
 }
@@ -472,8 +474,7 @@ impl Courier for HttpCourier {
                 }
             })
             .await?;
-        let waybill = str_field(&v, "waybill_no")
-            .ok_or_else(|| ProviderError::Transient("courier answer has no waybill_no".into()))?;
+        let waybill = required(&v, "waybill_no", "courier")?;
         Ok(Booking { waybill })
     }
 }
