@@ -110,6 +110,17 @@ where
     }
 }
 
+/// Waits until the store holds exactly `n` effects of `purpose`. An effect follows the event that
+/// asked for it (an SMS follows the state change it announces), so a test that has seen the state
+/// waits for the effect too instead of counting at once.
+pub async fn wait_effects(store: &wangban_store::Store, purpose: &str, n: i64) {
+    let what = format!("{n} `{purpose}` effect(s)");
+    eventually(Duration::from_secs(60), &what, || async {
+        store.effect_counts(purpose).await.is_ok_and(|seen| seen == n)
+    })
+    .await;
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -131,6 +131,8 @@ async fn three_processes_of_every_worker_share_one_truth() {
 
     // Effects once: one invalidation per accepted case, one fee SMS per approval, one shipment
     // per delivered case (the primary keys make more impossible; the counts show none is missing).
+    // Counted once the pipeline is quiet: an SMS follows the state change it announces.
+    wangban_tests::quiesce(&client).await;
     let counts = store.count_by_state().await.unwrap();
     let n = |s: &str| counts.get(s).copied().unwrap_or(0);
     let accepted = n("delivered") + n("collected") + n("review_rejected") + n("payment_expired");
@@ -155,7 +157,6 @@ async fn three_processes_of_every_worker_share_one_truth() {
         n("payment_expired")
     );
 
-    wangban_tests::quiesce(&client).await;
     let verified =
         wangban::verify::check(store, &client.topology.workers, std::time::Duration::ZERO)
             .await

@@ -401,20 +401,8 @@ async fn a_resubmission_returns_to_the_reviewer_who_asked_and_the_rounds_are_lim
         ]
     );
     let store = &d.client.runtime.store;
-    assert_eq!(
-        store
-            .effect_counts("sms:correction_requested")
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .effect_counts("sms:correction_requested:2")
-            .await
-            .unwrap(),
-        1
-    );
+    wangban_tests::wait_effects(store, "sms:correction_requested", 1).await;
+    wangban_tests::wait_effects(store, "sms:correction_requested:2", 1).await;
     let kinds = d.audit_kinds(&case).await;
     let steps: Vec<&String> = kinds
         .iter()
@@ -730,11 +718,8 @@ async fn held_tasks_return_to_the_queue_and_an_unanswered_correction_lapses() {
     let ask = json!({"decision": "request_correction", "items": ["id_card_back"], "message": ""});
     assert_eq!(d.decide("bj-3", &case, ask).await.0, 200);
     d.wait_state(&[&case], "correction_lapsed").await;
-    let store = &d.client.runtime.store;
-    assert_eq!(
-        store.effect_counts("sms:correction_lapsed").await.unwrap(),
-        1
-    );
+    // The lapse SMS follows the state change: wait for notify to have handled it.
+    wangban_tests::wait_effects(&d.client.runtime.store, "sms:correction_lapsed", 1).await;
     // A resubmission after the case closed is refused and recorded.
     let (status, body) = d.decide("bj-3", &case, APPROVE()).await;
     assert_eq!(status, 409, "{body}");
