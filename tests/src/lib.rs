@@ -116,7 +116,10 @@ where
 pub async fn wait_effects(store: &wangban_store::Store, purpose: &str, n: i64) {
     let what = format!("{n} `{purpose}` effect(s)");
     eventually(Duration::from_secs(60), &what, || async {
-        store.effect_counts(purpose).await.is_ok_and(|seen| seen == n)
+        store
+            .effect_counts(purpose)
+            .await
+            .is_ok_and(|seen| seen == n)
     })
     .await;
 }

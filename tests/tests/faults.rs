@@ -20,6 +20,7 @@ enum Fault {
     ProviderOutage,
     DuplicatesAndReplays,
     Backlog,
+    SlowParty,
 }
 
 struct Row {
@@ -101,6 +102,9 @@ async fn scenario(name: &'static str, fault: Fault, cases: usize) -> Row {
     )];
     if fault == Fault::DuplicatesAndReplays {
         extra.push(("WANGBAN_SIM_DUPLICATES", "1".into()));
+    }
+    if fault == Fault::SlowParty {
+        extra.push(("WANGBAN_SIM_SLOW", "sms,payment:2000:30".into()));
     }
     let extra_ref: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let workers = Arc::new(Mutex::new(if fault == Fault::Backlog {
@@ -217,6 +221,10 @@ async fn scenario(name: &'static str, fault: Fault, cases: usize) -> Row {
                         "every party answer sent twice, the copy late (out of order); {replayed} published events republished"
                     )
                 }
+                Fault::SlowParty => {
+                    "SMS and payment gateways answer after 2 s, 30 % of calls time out (throughout)"
+                        .to_string()
+                }
                 Fault::Backlog => {
                     let refs: Vec<(&str, &str)> = extra
                         .iter()
@@ -295,7 +303,7 @@ async fn replay_published(database_url: &str, bus: &dyn wangban_bus::Bus, n: i64
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fault_injection_suite() {
     let only = std::env::var("WANGBAN_FAULTS").ok();
-    let plan: [(&str, Fault, usize); 6] = [
+    let plan: [(&str, Fault, usize); 7] = [
         ("worker SIGKILL", Fault::KillWorkers, 400),
         ("RabbitMQ restart", Fault::RestartBroker, 400),
         ("PostgreSQL restart", Fault::RestartDatabase, 400),
@@ -305,6 +313,7 @@ async fn fault_injection_suite() {
             Fault::DuplicatesAndReplays,
             400,
         ),
+        ("slow, flaky parties", Fault::SlowParty, 400),
         ("deep backlog", Fault::Backlog, 10_000),
     ];
     let mut rows = Vec::new();

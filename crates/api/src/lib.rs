@@ -78,6 +78,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ops/refunds", get(ops::refunds))
         .route("/api/ops/delivery-problems", get(ops::delivery_problems))
         .route("/api/ops/review-desk", get(ops::review_desk))
+        .route("/api/ops/effects", get(ops::effects))
+        .route(
+            "/api/ops/effects/{case_id}/{purpose}/retry",
+            post(ops::retry_effect),
+        )
         .route("/callbacks/{party}", post(callbacks::receive))
         .route(
             "/review",
@@ -139,6 +144,29 @@ async fn metrics(State(s): State<AppState>) -> Response {
             "Committed events not yet published.",
             n,
         );
+    }
+    if let Ok(effects) = s.runtime.store.effect_counts_by_party().await {
+        let _ = writeln!(
+            out,
+            "# HELP wangban_effect_commands Effects not carried out, by party and state: pending (being tried) and dead (given up, for an operator).\n# TYPE wangban_effect_commands gauge"
+        );
+        for (party, state, n) in &effects.by_party {
+            let _ = writeln!(
+                out,
+                "wangban_effect_commands{{party=\"{party}\",state=\"{state}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_effect_oldest_pending_seconds Age of the oldest effect not yet carried out, by party.\n# TYPE wangban_effect_oldest_pending_seconds gauge"
+        );
+        for (party, ms) in &effects.oldest_pending_ms {
+            let _ = writeln!(
+                out,
+                "wangban_effect_oldest_pending_seconds{{party=\"{party}\"}} {}",
+                *ms as f64 / 1000.0
+            );
+        }
     }
     if let Ok(counts) = s.runtime.store.count_by_state().await {
         let _ = writeln!(

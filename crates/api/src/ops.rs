@@ -228,6 +228,13 @@ pub async fn case(
         }));
     }
     timeline.sort_by_key(|e| e["at"].as_i64().unwrap_or(0));
+    let effects: Vec<Value> = store
+        .effect_commands_of(&case_id)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(effect_json)
+        .collect();
     let chain = store.verify_case(&case_id).await;
     let (chain_ok, chain_problem) = match &chain {
         Ok(None) => (true, Value::Null),
@@ -245,8 +252,76 @@ pub async fn case(
         "chain_ok": chain_ok,
         "chain_problem": chain_problem,
         "timeline": timeline,
+        "effects": effects,
     }))
     .into_response()
+}
+
+/// An effect command as operators see it: its key, party, state, attempts and last error (the
+/// command itself stays in the store: an SMS's rendered text is the applicant's business).
+fn effect_json(c: &wangban_store::EffectCommand) -> Value {
+    json!({"case_id": c.case_id, "purpose": c.purpose, "party": c.party, "state": c.state,
+           "attempts": c.attempts, "last_error": c.last_error, "next_attempt_at": c.not_before,
+           "requested_at": c.created_at, "updated_at": c.updated_at})
+}
+
+#[derive(Deserialize)]
+pub struct EffectFilter {
+    state: Option<String>,
+}
+
+/// Effects not carried out: `?state=dead` (the default: given up, waiting for an operator) or
+/// `?state=pending` (still being tried), oldest change first; with counts per party and state.
+pub async fn effects(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<EffectFilter>,
+) -> Response {
+    authorized!(s, headers);
+    let state = q.state.unwrap_or_else(|| "dead".into());
+    if !["dead", "pending"].contains(&state.as_str()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "state must be `dead` or `pending`"})),
+        )
+            .into_response();
+    }
+    let store = &s.runtime.store;
+    let (list, counts) = match (
+        store.effect_commands_in(&state, 500).await,
+        store.effect_counts_by_party().await,
+    ) {
+        (Ok(l), Ok(c)) => (l, c),
+        (Err(e), _) | (_, Err(e)) => return internal(e),
+    };
+    let counts: Vec<Value> = counts
+        .by_party
+        .iter()
+        .map(|(p, st, n)| json!({"party": p, "state": st, "count": n}))
+        .collect();
+    Json(json!({"effects": list.iter().map(effect_json).collect::<Vec<_>>(), "counts": counts}))
+        .into_response()
+}
+
+/// Retries a dead effect: pending again, from its first attempt; its executor carries it out
+/// under the same idempotency key.
+pub async fn retry_effect(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((case_id, purpose)): Path<(String, String)>,
+) -> Response {
+    authorized!(s, headers);
+    match s.runtime.store.revive_effect(&case_id, &purpose).await {
+        Ok(true) => {
+            Json(json!({"retried": {"case_id": case_id, "purpose": purpose}})).into_response()
+        }
+        Ok(false) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no dead effect with that case and purpose"})),
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 /// Cases past a promise, by promise.

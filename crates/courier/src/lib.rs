@@ -5,67 +5,60 @@
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use wangban_domain::application::Delivery;
+use wangban_domain::effects::{Effect, EffectReport, Party};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::lifecycle::{State, Step};
-use wangban_providers::{Courier, PickupHall, PickupNotice, ShipmentRequest};
 use wangban_runtime::{Cx, Handler, HandlerError};
 
-/// The courier dispatch worker.
-pub struct Dispatch {
-    pub courier: Arc<dyn Courier>,
-    pub hall: Arc<dyn PickupHall>,
-}
+/// The courier dispatch worker. It asks for the booking or the pickup notice; the courier's and
+/// the hall's executors carry them out after the commit, and their answers move the case.
+pub struct Dispatch;
 
 impl Dispatch {
+    /// A produced document: book the courier or tell the hall, as the application chose.
     async fn produced(&self, cx: &mut Cx<'_>) -> Result<(), HandlerError> {
         let mut case = cx.case().await?;
         let app = Cx::application(&case)?;
-        let step = match app.delivery {
-            Delivery::Courier { .. } => Step::Ship,
-            Delivery::Pickup => Step::AnnouncePickup,
+        let (step, effect) = match app.delivery {
+            Delivery::Courier { .. } => (Step::Ship, Effect::Shipment),
+            Delivery::Pickup => (Step::AnnouncePickup, Effect::PickupNotice),
         };
         if case.state != State::Produced {
             cx.step(&mut case, step, json!({})).await?;
             return Ok(());
         }
-        match &app.delivery {
-            Delivery::Courier {
-                recipient,
-                phone,
-                address,
-            } => {
-                let shipment = ShipmentRequest {
-                    idempotency_key: format!("{}:shipment", case.case_id),
-                    case_id: case.case_id.clone(),
-                    recipient: recipient.clone(),
-                    phone: phone.clone(),
-                    address: format!(
-                        "{}{}{}{}",
-                        address.province, address.city, address.district, address.street
-                    ),
-                    postcode: address.postcode.clone(),
-                };
-                let booking = self.courier.book(&shipment).await?;
-                let d = json!({"waybill": booking.waybill, "postage": "到付"});
-                cx.tx().record_effect(&case.case_id, "shipment", &d).await?;
-                cx.step(&mut case, Step::Ship, d).await?;
+        cx.request(&case, &effect).await?;
+        Ok(())
+    }
+
+    /// The courier booked the shipment (a waybill), or the hall took the document (which hall).
+    async fn dispatched(&self, cx: &mut Cx<'_>, report: &EffectReport) -> Result<(), HandlerError> {
+        let (step, purpose, d) = match report.command {
+            Effect::Shipment => {
+                let waybill = report.text("waybill").map_err(HandlerError::Permanent)?;
+                (
+                    Step::Ship,
+                    "shipment",
+                    json!({"waybill": waybill, "postage": "到付"}),
+                )
             }
-            Delivery::Pickup => {
-                let notice = PickupNotice {
-                    idempotency_key: format!("{}:pickup", case.case_id),
-                    case_id: case.case_id.clone(),
-                    hukou_region: app.applicant.hukou_region.clone(),
-                };
-                let slot = self.hall.announce(&notice).await?;
-                let d = json!({"hall": slot.hall});
-                cx.tx()
-                    .record_effect(&case.case_id, "pickup_notice", &d)
-                    .await?;
-                cx.step(&mut case, Step::AnnouncePickup, d).await?;
+            Effect::PickupNotice => {
+                let hall = report.text("hall").map_err(HandlerError::Permanent)?;
+                (Step::AnnouncePickup, "pickup_notice", json!({"hall": hall}))
             }
+            _ => {
+                return Err(HandlerError::Permanent(format!(
+                    "courier asked for no effect {}",
+                    report.purpose
+                )));
+            }
+        };
+        let mut case = cx.case().await?;
+        if case.state == State::Produced {
+            cx.tx().record_effect(&case.case_id, purpose, &d).await?;
         }
+        cx.step(&mut case, step, d).await?;
         Ok(())
     }
 
@@ -122,6 +115,8 @@ impl Handler for Dispatch {
             EventType::Entered(State::Produced),
             EventType::CourierReported,
             EventType::PickupReported,
+            EventType::EffectDone(Party::Courier),
+            EventType::EffectDone(Party::Hall),
         ]
         .iter()
         .map(|t| t.routing_key())
@@ -133,6 +128,9 @@ impl Handler for Dispatch {
             Some(EventType::Entered(State::Produced)) => self.produced(cx).await,
             Some(EventType::CourierReported) => self.courier_reported(cx, event).await,
             Some(EventType::PickupReported) => self.pickup_reported(cx, event).await,
+            Some(EventType::EffectDone(Party::Courier | Party::Hall)) => {
+                self.dispatched(cx, &Cx::report(event)?).await
+            }
             _ => Err(HandlerError::Permanent(format!(
                 "courier does not handle {}",
                 event.event_type

@@ -7,6 +7,7 @@
 //! its `wangban.` prefix and `.v1` suffix (`case.accepted`). None of these attributes, nor the
 //! routing key, ever holds personal data; only the `data` of the two submission events does.
 
+use crate::effects::Party;
 use crate::ids::{CaseId, EventId};
 use crate::lifecycle::State;
 use chrono::{DateTime, Utc};
@@ -52,6 +53,9 @@ pub enum EventType {
     SmsFailed,
     /// The SMS gateway's delivery receipt (data: `purpose`, `provider_id`, `delivered`, `error`).
     SmsReported,
+    /// A party carried out (or refused) an effect a worker asked for; for the worker that asked
+    /// (data: an [`crate::effects::EffectReport`]).
+    EffectDone(Party),
 }
 
 impl EventType {
@@ -73,6 +77,7 @@ impl EventType {
             EventType::SmsFailed,
             EventType::SmsReported,
         ];
+        all.extend(Party::ALL.iter().map(|p| EventType::EffectDone(*p)));
         all.extend(
             State::ALL
                 .iter()
@@ -100,6 +105,7 @@ impl EventType {
             EventType::SmsSent => "sms.sent".into(),
             EventType::SmsFailed => "sms.failed".into(),
             EventType::SmsReported => "sms.reported".into(),
+            EventType::EffectDone(p) => format!("effect.{}.done", p.as_str()),
         }
     }
 
@@ -327,7 +333,7 @@ mod tests {
     #[test]
     fn every_type_round_trips_through_its_name() {
         let all = EventType::all();
-        assert_eq!(all.len(), 14 + 16);
+        assert_eq!(all.len(), 14 + 6 + 16);
         for t in all {
             assert_eq!(EventType::parse(&t.type_name()), Some(t));
             assert!(!t.routing_key().contains('#') && !t.routing_key().contains('*'));

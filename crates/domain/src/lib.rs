@@ -7,6 +7,7 @@
 //! - [`pilot`]: the pilot cities, configuration with start dates.
 //! - [`lifecycle`]: the case state machine; every transition not in the diagram is refused.
 //! - [`calendar`]: the working-day calendar (statutory holidays and make-up working days).
+//! - [`effects`]: effects on the outside world as commands for parties, and their reports.
 //! - [`events`]: the versioned CloudEvents envelope and the event types on the bus.
 //! - [`ids`]: identifier newtypes.
 //!
@@ -14,6 +15,7 @@
 
 pub mod application;
 pub mod calendar;
+pub mod effects;
 pub mod eligibility;
 pub mod events;
 pub mod id_number;

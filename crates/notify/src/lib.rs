@@ -9,16 +9,15 @@ pub mod templates;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 use templates::{Purpose, render};
 use wangban_domain::application::DocumentKind;
+use wangban_domain::effects::{Effect, EffectReport, Party};
 use wangban_domain::eligibility::ReasonCode;
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::EventId;
 use wangban_domain::lifecycle::{State, Step};
-use wangban_providers::{PaymentGateway, PaymentRequest, ProviderError, SmsGateway, SmsMessage};
-use wangban_runtime::{Cx, Handler, HandlerError, Runtime, ingress};
+use wangban_runtime::{Cx, Handler, HandlerError, Runtime, StepOutcome, ingress};
 use wangban_store::CaseRecord;
 
 /// Fees and the payment window (domain.md §6).
@@ -56,10 +55,9 @@ impl FeeConfig {
     }
 }
 
-/// The fee notification worker.
+/// The fee notification worker. It decides; the SMS gateway's and the payment gateway's executors
+/// carry out what it asks for after its transaction commits.
 pub struct Notify {
-    sms: Arc<dyn SmsGateway>,
-    payment: Arc<dyn PaymentGateway>,
     fees: FeeConfig,
     /// When this process last published each due deadline: a deadline still waiting in the queue
     /// is not published again on every tick (a backlog would fill the queue with copies).
@@ -71,15 +69,9 @@ pub struct Notify {
 const REPUBLISH_AFTER: Duration = Duration::from_secs(60);
 
 impl Notify {
-    /// The worker over its SMS and payment gateways.
-    pub fn new(
-        sms: Arc<dyn SmsGateway>,
-        payment: Arc<dyn PaymentGateway>,
-        fees: FeeConfig,
-    ) -> Notify {
+    /// The worker with its fees and payment window.
+    pub fn new(fees: FeeConfig) -> Notify {
         Notify {
-            sms,
-            payment,
             fees,
             clock: Default::default(),
         }
@@ -131,6 +123,26 @@ fn correction_items(event: &Envelope) -> String {
         .unwrap_or_default()
 }
 
+/// The command for the SMS of `purpose` (the `occurrence`-th of its purpose, from 2 on).
+fn sms_effect(
+    case: &CaseRecord,
+    purpose: Purpose,
+    params: BTreeMap<String, String>,
+    occurrence: Option<i64>,
+) -> Effect {
+    let name = match occurrence {
+        Some(n) if n > 1 => format!("{}:{n}", purpose.as_str()),
+        _ => purpose.as_str().to_owned(),
+    };
+    Effect::Sms {
+        name,
+        purpose: purpose.as_str().into(),
+        template: templates::template_name(purpose, kind_of(case)),
+        text: render(purpose, kind_of(case), &params),
+        params,
+    }
+}
+
 fn kind_of(case: &CaseRecord) -> Option<DocumentKind> {
     match case.document_kind.as_deref() {
         Some("passport") => Some(DocumentKind::Passport),
@@ -141,8 +153,8 @@ fn kind_of(case: &CaseRecord) -> Option<DocumentKind> {
 }
 
 impl Notify {
-    /// Sends the SMS of `purpose` once. A permanent refusal (an invalid number) is recorded, not
-    /// retried; a transient one retries the whole delivery.
+    /// Asks for the SMS of `purpose`, once. The gateway's executor sends it after the commit and
+    /// records the answer: `sms_sent`, or `sms_failed` when the gateway refuses the number.
     async fn sms(
         &self,
         cx: &mut Cx<'_>,
@@ -163,38 +175,8 @@ impl Notify {
         params: BTreeMap<String, String>,
         occurrence: Option<i64>,
     ) -> Result<(), HandlerError> {
-        let name = match occurrence {
-            Some(n) if n > 1 => format!("{}:{n}", purpose.as_str()),
-            _ => purpose.as_str().to_owned(),
-        };
-        let effect = format!("sms:{name}");
-        if cx.tx().effect(&case.case_id, &effect).await?.is_some() {
-            return Ok(());
-        }
-        let app = Cx::application(case)?;
-        let message = SmsMessage {
-            idempotency_key: format!("{}:{name}", case.case_id),
-            phone: app.applicant.phone.clone(),
-            purpose: purpose.as_str().into(),
-            template: templates::template_name(purpose, kind_of(case)),
-            text: render(purpose, kind_of(case), &params),
-            params,
-        };
-        match self.sms.send(&message).await {
-            Ok(receipt) => {
-                let d = json!({"purpose": purpose.as_str(), "provider_id": receipt.provider_id});
-                cx.tx().record_effect(&case.case_id, &effect, &d).await?;
-                cx.audit(case, "sms_sent", d.clone()).await?;
-                cx.emit(EventType::SmsSent, d);
-            }
-            Err(ProviderError::Permanent(reason)) => {
-                let d = json!({"purpose": purpose.as_str(), "failed": reason});
-                cx.tx().record_effect(&case.case_id, &effect, &d).await?;
-                cx.audit(case, "sms_failed", d.clone()).await?;
-                cx.emit(EventType::SmsFailed, d);
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let effect = sms_effect(case, purpose, params, occurrence);
+        cx.request(case, &effect).await?;
         Ok(())
     }
 
@@ -220,28 +202,49 @@ impl Notify {
         Ok(())
     }
 
+    /// An approved case: ask the gateway for a payment order of the fee.
     async fn approved(&self, cx: &mut Cx<'_>) -> Result<(), HandlerError> {
         let mut case = cx.case().await?;
         if case.state != State::Approved {
             cx.step(&mut case, Step::RequestFee, json!({})).await?;
             return Ok(());
         }
-        let amount = self.fees.fee(kind_of(&case));
-        let request = PaymentRequest {
-            idempotency_key: format!("{}:fee", case.case_id),
-            case_id: case.case_id.clone(),
-            application_id: case.application_id.clone(),
-            amount_cny: amount,
-        };
-        let order = self.payment.create_order(&request).await?;
-        let d = json!({"amount_cny": amount, "gateway_order_id": order.gateway_order_id});
-        cx.tx()
-            .record_effect(&case.case_id, "payment_order", &d)
+        let amount_cny = self.fees.fee(kind_of(&case));
+        cx.request(&case, &Effect::PaymentOrder { amount_cny })
             .await?;
-        cx.step(&mut case, Step::RequestFee, d).await?;
+        Ok(())
+    }
+
+    /// The gateway made the order: the case awaits payment, and the fee SMS goes out.
+    async fn payment_ordered(
+        &self,
+        cx: &mut Cx<'_>,
+        report: &EffectReport,
+    ) -> Result<(), HandlerError> {
+        let Effect::PaymentOrder { amount_cny } = report.command else {
+            return Err(HandlerError::Permanent(format!(
+                "notify asked for no effect {}",
+                report.purpose
+            )));
+        };
+        let gateway_order_id = report
+            .text("gateway_order_id")
+            .map_err(HandlerError::Permanent)?;
+        let mut case = cx.case().await?;
+        let d = json!({"amount_cny": amount_cny, "gateway_order_id": gateway_order_id});
+        if case.state == State::Approved {
+            cx.tx()
+                .record_effect(&case.case_id, "payment_order", &d)
+                .await?;
+        }
+        if cx.step(&mut case, Step::RequestFee, d).await?
+            != StepOutcome::Applied(State::AwaitingPayment)
+        {
+            return Ok(());
+        }
         let days = (self.fees.payment_window.as_secs() / 86_400).max(1);
         let params = BTreeMap::from([
-            ("amount".into(), amount.to_string()),
+            ("amount".into(), amount_cny.to_string()),
             ("days".into(), days.to_string()),
         ]);
         self.sms(cx, &case, Purpose::FeeDue, params).await
@@ -422,6 +425,7 @@ impl Handler for Notify {
                 EventType::PaymentReported,
                 EventType::PaymentDeadline,
                 EventType::SmsReported,
+                EventType::EffectDone(Party::Payment),
             ]
             .iter()
             .map(|t| t.routing_key()),
@@ -435,6 +439,10 @@ impl Handler for Notify {
             Some(EventType::PaymentReported) => self.payment_reported(cx, event).await,
             Some(EventType::PaymentDeadline) => self.deadline(cx, event).await,
             Some(EventType::SmsReported) => self.receipt(cx, event).await,
+            Some(EventType::EffectDone(Party::Payment)) => {
+                let report = Cx::report(event)?;
+                self.payment_ordered(cx, &report).await
+            }
             Some(kind) if ANNOUNCED.contains(&kind) => self.announce(cx, event, kind).await,
             _ => Err(HandlerError::Permanent(format!(
                 "notify does not handle {}",
@@ -481,25 +489,10 @@ impl Handler for Notify {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wangban_providers::simulated::Simulation;
-
-    struct Nowhere;
-    #[async_trait]
-    impl wangban_providers::Ingress for Nowhere {
-        async fn report(
-            &self,
-            _: EventType,
-            _: &wangban_domain::ids::CaseId,
-            _: Value,
-        ) -> Result<(), String> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn a_due_deadline_is_published_once_per_period() {
-        let sim = Simulation::new(Arc::new(Nowhere), Duration::ZERO);
-        let n = Notify::new(sim.sms(), sim.payment(), FeeConfig::default());
+        let n = Notify::new(FeeConfig::default());
         assert!(n.due_to_publish("case_a:expiry"));
         assert!(
             n.due_to_publish("case_a:expiry"),

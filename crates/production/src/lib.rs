@@ -1,20 +1,19 @@
 //! Card production: when the fee is paid, the order goes to the card-production centre, which has
-//! 3 working days (policy, process 4) on the working-day calendar. The due date is recorded with
-//! the order; completion records whether the promise was kept.
+//! 3 working days (policy, process 4) on the working-day calendar. The worker asks for the order;
+//! the centre's executor places it after the commit, and once the centre has accepted it the case
+//! is in production, with the due date recorded; completion records whether the promise was kept.
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use wangban_domain::application::beijing;
 use wangban_domain::calendar::WorkingCalendar;
+use wangban_domain::effects::{Effect, EffectReport, Party};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::lifecycle::{State, Step};
-use wangban_providers::{ProductionCentre, ProductionOrder};
 use wangban_runtime::{Cx, Handler, HandlerError};
 
 /// The card-production worker.
 pub struct Production {
-    pub centre: Arc<dyn ProductionCentre>,
     pub calendar: WorkingCalendar,
     /// Working days the centre has (3).
     pub promise_working_days: u32,
@@ -25,19 +24,25 @@ fn today() -> chrono::NaiveDate {
 }
 
 impl Production {
+    /// A paid case: ask the centre for a production order.
     async fn paid(&self, cx: &mut Cx<'_>) -> Result<(), HandlerError> {
         let mut case = cx.case().await?;
         if case.state != State::Paid {
             cx.step(&mut case, Step::OrderProduction, json!({})).await?;
             return Ok(());
         }
-        let order = ProductionOrder {
-            idempotency_key: format!("{}:production", case.case_id),
-            case_id: case.case_id.clone(),
-            application_id: case.application_id.clone(),
-            document_kind: case.document_kind.clone().unwrap_or_default(),
-        };
-        let ack = self.centre.place_order(&order).await?;
+        let document_kind = case.document_kind.clone().unwrap_or_default();
+        cx.request(&case, &Effect::ProductionOrder { document_kind })
+            .await?;
+        Ok(())
+    }
+
+    /// The centre accepted the order: the case is in production, due in 3 working days.
+    async fn ordered(&self, cx: &mut Cx<'_>, report: &EffectReport) -> Result<(), HandlerError> {
+        let centre_order_id = report
+            .text("centre_order_id")
+            .map_err(HandlerError::Permanent)?;
+        let mut case = cx.case().await?;
         // A year missing from the calendar must be seen, not guessed: the order still goes out,
         // and the missing due date is in the audit record and the log.
         let due = match self
@@ -50,10 +55,12 @@ impl Production {
                 json!({"error": e.to_string()})
             }
         };
-        let d = json!({"centre_order_id": ack.centre_order_id, "due": due});
-        cx.tx()
-            .record_effect(&case.case_id, "production_order", &d)
-            .await?;
+        let d = json!({"centre_order_id": centre_order_id, "due": due});
+        if case.state == State::Paid {
+            cx.tx()
+                .record_effect(&case.case_id, "production_order", &d)
+                .await?;
+        }
         cx.step(&mut case, Step::OrderProduction, d).await?;
         Ok(())
     }
@@ -102,6 +109,7 @@ impl Handler for Production {
         vec![
             EventType::Entered(State::Paid).routing_key(),
             EventType::ProductionReported.routing_key(),
+            EventType::EffectDone(Party::Production).routing_key(),
         ]
     }
 
@@ -109,6 +117,9 @@ impl Handler for Production {
         match event.kind() {
             Some(EventType::Entered(State::Paid)) => self.paid(cx).await,
             Some(EventType::ProductionReported) => self.reported(cx, event).await,
+            Some(EventType::EffectDone(Party::Production)) => {
+                self.ordered(cx, &Cx::report(event)?).await
+            }
             _ => Err(HandlerError::Permanent(format!(
                 "production does not handle {}",
                 event.event_type

@@ -15,9 +15,9 @@
 //! worker's process, so it accepts a job only once its answer is on the bus: a call waits
 //! `delay`, publishes the answer (confirmed), and only then returns. If the answer cannot be
 //! published the call fails transiently and the answer stays pending under the idempotency key,
-//! published again by the retried call. An answer can so reach its consumer before the caller's
-//! transaction commits; the consumer then waits for the case (a row lock on PostgreSQL, a retry
-//! of the early step on SQLite), as it would for a fast real party.
+//! published again by the retried call. An answer so reaches its consumer before the executor
+//! that made the call has recorded it; the consumer retries the early step until the record is
+//! there, as it would for a fast real party.
 
 use crate::*;
 use serde_json::json;
@@ -55,6 +55,39 @@ pub struct SimFaults {
     /// Every answer (callback) is sent twice, the second late, so answers arrive duplicated and
     /// out of order; couriers also report a stale `in_transit` after `delivered`.
     pub duplicate_answers: bool,
+    /// Slow, unreliable parties: each call to one of `parties` takes `latency`, and
+    /// `timeout_percent` of them then fail transiently, as a call that timed out (the party may
+    /// or may not have acted: the idempotency key settles it on the retry).
+    pub slow: Option<SlowParties>,
+}
+
+/// See [`SimFaults::slow`].
+#[derive(Clone, Debug)]
+pub struct SlowParties {
+    pub parties: Vec<String>,
+    pub latency: Duration,
+    pub timeout_percent: u64,
+}
+
+impl SlowParties {
+    /// `PARTY[,PARTY…]:LATENCY_MS:TIMEOUT_PERCENT`, e.g. `sms,payment:2000:30`.
+    pub fn parse(text: &str) -> Result<SlowParties, String> {
+        let mut parts = text.split(':');
+        let (Some(parties), Some(ms), Some(pct), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("expected PARTY[,PARTY…]:LATENCY_MS:TIMEOUT_PERCENT".into());
+        };
+        let ms: u64 = ms.parse().map_err(|_| "latency must be milliseconds")?;
+        let pct: u64 = pct
+            .parse()
+            .map_err(|_| "timeout share must be a percentage")?;
+        Ok(SlowParties {
+            parties: parties.split(',').map(|p| p.trim().to_owned()).collect(),
+            latency: Duration::from_millis(ms),
+            timeout_percent: pct.min(100),
+        })
+    }
 }
 
 /// What a party said to one idempotency key.
@@ -123,8 +156,20 @@ impl Simulation {
         self
     }
 
-    /// A transient error when `party` is listed in the outage file.
-    fn up(&self, party: &str) -> Result<(), ProviderError> {
+    /// A transient error when `party` is listed in the outage file; for a slow party, its
+    /// latency and, for a share of calls, a timeout.
+    async fn up(&self, party: &str) -> Result<(), ProviderError> {
+        if let Some(slow) = &self.faults.slow
+            && slow.parties.iter().any(|p| p == party)
+        {
+            tokio::time::sleep(slow.latency).await;
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            if (n * 37) % 100 < slow.timeout_percent {
+                return Err(ProviderError::Transient(format!(
+                    "simulated timeout of {party}"
+                )));
+            }
+        }
         let Some(path) = &self.faults.outage_file else {
             return Ok(());
         };
@@ -144,6 +189,8 @@ impl Simulation {
         key: &str,
         make: impl FnOnce(u64) -> (String, Option<Report>),
     ) -> Result<String, ProviderError> {
+        // Every call takes the party's time, whether it answers now or later.
+        tokio::time::sleep(self.delay).await;
         let (reply, pending) = {
             let mut ledger = self.ledger.lock().expect("ledger lock");
             match ledger.get(key) {
@@ -172,9 +219,8 @@ impl Simulation {
         Ok(reply)
     }
 
-    /// Publishes the pending answer to `key` after `delay`, then marks it sent.
+    /// Publishes the pending answer to `key`, then marks it sent.
     async fn publish(&self, key: &str, r: Report) -> Result<(), ProviderError> {
-        tokio::time::sleep(self.delay).await;
         self.ingress
             .report(r.kind, &r.case, r.data.clone())
             .await
@@ -263,7 +309,7 @@ struct SimDesk(Simulation);
 #[async_trait]
 impl SmsGateway for SimSms {
     async fn send(&self, m: &SmsMessage) -> Result<SmsReceipt, ProviderError> {
-        self.0.up("sms")?;
+        self.0.up("sms").await?;
         // No mobile number block starts with 100: the gateway refuses such a number for good.
         if m.phone.starts_with("100") {
             return Err(ProviderError::Permanent("invalid mobile number".into()));
@@ -280,7 +326,7 @@ impl SmsGateway for SimSms {
 #[async_trait]
 impl PaymentGateway for SimPayment {
     async fn create_order(&self, r: &PaymentRequest) -> Result<PaymentOrder, ProviderError> {
-        self.0.up("payment")?;
+        self.0.up("payment").await?;
         let key = format!("payment:{}", r.idempotency_key);
         let id = self
             .0
@@ -303,7 +349,7 @@ impl PaymentGateway for SimPayment {
 #[async_trait]
 impl ProductionCentre for SimProduction {
     async fn place_order(&self, o: &ProductionOrder) -> Result<ProductionAck, ProviderError> {
-        self.0.up("production")?;
+        self.0.up("production").await?;
         let key = format!("production:{}", o.idempotency_key);
         let id = self
             .0
@@ -332,7 +378,7 @@ impl ProductionCentre for SimProduction {
 #[async_trait]
 impl Courier for SimCourier {
     async fn book(&self, s: &ShipmentRequest) -> Result<Booking, ProviderError> {
-        self.0.up("courier")?;
+        self.0.up("courier").await?;
         let key = format!("shipment:{}", s.idempotency_key);
         let waybill = self
             .0
@@ -352,7 +398,7 @@ impl Courier for SimCourier {
 #[async_trait]
 impl PickupHall for SimHall {
     async fn announce(&self, n: &PickupNotice) -> Result<PickupSlot, ProviderError> {
-        self.0.up("hall")?;
+        self.0.up("hall").await?;
         let hall = format!("户籍地（{}）公安机关出入境接待大厅", &n.hukou_region);
         let key = format!("pickup:{}", n.idempotency_key);
         let collected = json!({"status": "collected"});
@@ -365,7 +411,7 @@ impl PickupHall for SimHall {
 #[async_trait]
 impl ReviewDesk for SimDesk {
     async fn assign(&self, t: &ReviewTask) -> Result<Assignment, ProviderError> {
-        self.0.up("review")?;
+        self.0.up("review").await?;
         let reviewer = t.preferred_reviewer.clone().unwrap_or_else(|| {
             format!(
                 "sim-reviewer-{}",

@@ -6,7 +6,7 @@
 //!
 //! The desk is either our own ([`Desk::Staffed`]: offices and reviewers from the reviewers file,
 //! tasks in the store, decisions through the reviewer API of `wangban serve`) or a party behind
-//! [`ReviewDesk`] (the simulated one of the demo). The dispatcher's clock, on the working-day
+//! a party (the simulated one of the demo, reached by its executor). The dispatcher's clock, on the working-day
 //! calendar, escalates a staffed task not decided in time to its office's supervisor queue,
 //! returns tasks held too long to the queue, and closes cases whose correction was not answered
 //! in time (`correction_lapsed`).
@@ -20,19 +20,20 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use wangban_domain::application::beijing_date;
 use wangban_domain::calendar::WorkingCalendar;
+use wangban_domain::effects::{Effect, Party};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::EventId;
 use wangban_domain::lifecycle::{State, Step};
-use wangban_providers::{ReviewDesk, ReviewTask};
 use wangban_runtime::{Cx, Handler, HandlerError, Runtime, ingress};
 
 /// Who reviews.
-#[derive(Clone)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Desk {
     /// Our reviewers (the reviewers file, the reviewer API).
     Staffed,
-    /// A desk outside wangban, answering by `review.decided` events.
-    Party(Arc<dyn ReviewDesk>),
+    /// A desk outside wangban (its executor assigns the rounds), answering by `review.decided`
+    /// events.
+    Party,
 }
 
 /// The review clock and the limits of the corrections loop.
@@ -100,7 +101,8 @@ pub struct Review {
 }
 
 impl Review {
-    /// Hands round `round` of the case to the desk and moves the case to `under_review`.
+    /// Hands round `round` of the case to the desk and moves the case to `under_review`; a desk
+    /// outside wangban is asked for the round and the case moves when it has assigned it.
     async fn dispatch(&self, cx: &mut Cx<'_>, step: Step, round: i64) -> Result<(), HandlerError> {
         let mut case = cx.case().await?;
         let expected = step.edge().0[0];
@@ -109,55 +111,80 @@ impl Review {
             cx.step(&mut case, step, json!({"round": round})).await?;
             return Ok(());
         }
+        if self.desk == Desk::Party {
+            let effect = Effect::ReviewAssignment {
+                round,
+                preferred_reviewer: case.reviewer.clone(),
+            };
+            cx.request(&case, &effect).await?;
+            return Ok(());
+        }
         let app = Cx::application(&case)?;
         let hukou = app.applicant.hukou_region.clone();
-        let (reviewer, detail) = match &self.desk {
-            Desk::Party(desk) => {
-                let task = ReviewTask {
-                    idempotency_key: format!("{}:review:{round}", case.case_id),
-                    case_id: case.case_id.clone(),
-                    application_id: case.application_id.clone(),
-                    hukou_region: hukou,
-                    round,
-                    preferred_reviewer: case.reviewer.clone(),
-                };
-                let assignment = desk.assign(&task).await?;
-                let detail = json!({"round": round, "reviewer": assignment.reviewer});
-                (Some(assignment.reviewer), detail)
-            }
-            Desk::Staffed => {
-                let offices = cx.tx().desk_offices().await?;
-                let Some(office) = wangban_store::office_for(&offices, &hukou) else {
-                    return Err(HandlerError::Permanent(format!(
-                        "no review office serves hukou district {}xx (add it to the reviewers file, then replay)",
-                        hukou.get(..4).unwrap_or("")
-                    )));
-                };
-                let id = case.case_id.as_str().to_owned();
-                // A resubmission goes back to whoever asked for the correction, if available.
-                let asked = match round {
-                    1 => None,
-                    r => cx.tx().task(&id, r - 1).await?.and_then(|t| t.decided_by),
-                };
-                let task = cx
-                    .tx()
-                    .open_task(&id, round, &office.id, asked.as_deref())
-                    .await?;
-                let detail =
-                    json!({"round": round, "reviewer": task.reviewer, "office": office.id});
-                (task.reviewer, detail)
-            }
+        let offices = cx.tx().desk_offices().await?;
+        let Some(office) = wangban_store::office_for(&offices, &hukou) else {
+            return Err(HandlerError::Permanent(format!(
+                "no review office serves hukou district {}xx (add it to the reviewers file, then replay)",
+                hukou.get(..4).unwrap_or("")
+            )));
         };
-        cx.tx()
-            .record_effect(
-                &case.case_id,
-                &format!("review_assignment:{round}"),
-                &detail,
-            )
+        let id = case.case_id.as_str().to_owned();
+        // A resubmission goes back to whoever asked for the correction, if available.
+        let asked = match round {
+            1 => None,
+            r => cx.tx().task(&id, r - 1).await?.and_then(|t| t.decided_by),
+        };
+        let task = cx
+            .tx()
+            .open_task(&id, round, &office.id, asked.as_deref())
             .await?;
-        cx.step_with(&mut case, step, detail, round, reviewer)
-            .await?;
+        let detail = json!({"round": round, "reviewer": task.reviewer, "office": office.id});
+        self.assigned(cx, &mut case, step, round, task.reviewer, detail)
+            .await
+    }
+
+    /// The round is assigned: recorded, and the case is under review.
+    async fn assigned(
+        &self,
+        cx: &mut Cx<'_>,
+        case: &mut wangban_store::CaseRecord,
+        step: Step,
+        round: i64,
+        reviewer: Option<String>,
+        detail: Value,
+    ) -> Result<(), HandlerError> {
+        if case.state == step.edge().0[0] {
+            cx.tx()
+                .record_effect(
+                    &case.case_id,
+                    &format!("review_assignment:{round}"),
+                    &detail,
+                )
+                .await?;
+        }
+        cx.step_with(case, step, detail, round, reviewer).await?;
         Ok(())
+    }
+
+    /// A desk outside wangban assigned a round.
+    async fn desk_assigned(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let report = Cx::report(event)?;
+        let Effect::ReviewAssignment { round, .. } = report.command else {
+            return Err(HandlerError::Permanent(format!(
+                "review asked for no effect {}",
+                report.purpose
+            )));
+        };
+        let reviewer = report.text("reviewer").map_err(HandlerError::Permanent)?;
+        let mut case = cx.case().await?;
+        let step = if round == 1 {
+            Step::StartReview
+        } else {
+            Step::Resubmit
+        };
+        let detail = json!({"round": round, "reviewer": reviewer});
+        self.assigned(cx, &mut case, step, round, Some(reviewer), detail)
+            .await
     }
 
     /// A deadline of the clock: escalate a task, or close a case whose correction lapsed.
@@ -206,7 +233,7 @@ impl Review {
         if case.state == State::Accepted
             || (round.is_some_and(|r| r > case.review_round) && !case.state.is_terminal())
         {
-            return Err(HandlerError::Transient(
+            return Err(HandlerError::Early(
                 "decision arrived before its review round started".into(),
             ));
         }
@@ -282,6 +309,7 @@ impl Handler for Review {
             EventType::CaseResubmitted,
             EventType::ReviewDecided,
             EventType::ReviewDeadline,
+            EventType::EffectDone(Party::Desk),
         ]
         .iter()
         .map(|t| t.routing_key())
@@ -299,6 +327,7 @@ impl Handler for Review {
             }
             Some(EventType::ReviewDecided) => self.decided(cx, event).await,
             Some(EventType::ReviewDeadline) => self.deadline(cx, event).await,
+            Some(EventType::EffectDone(Party::Desk)) => self.desk_assigned(cx, event).await,
             _ => Err(HandlerError::Permanent(format!(
                 "review does not handle {}",
                 event.event_type

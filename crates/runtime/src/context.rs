@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 use wangban_domain::application::Application;
+use wangban_domain::effects::{Effect, EffectReport, Party};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::EventId;
 use wangban_domain::lifecycle::{State, Step};
@@ -18,12 +19,22 @@ pub enum HandlerError {
     /// Dead-letter with this reason (malformed content, a contract violation). Never personal data.
     #[error("{0}")]
     Permanent(String),
+    /// The event arrived before the one it follows (a party's answer before the record of its
+    /// request): tried again a few times, then put back at the tail of its queue, behind what
+    /// it follows, until it is [`crate::RuntimeConfig::early_wait`] old.
+    #[error("{0}")]
+    Early(String),
 }
 
 impl HandlerError {
     /// Whether the runtime should retry.
     pub fn is_transient(&self) -> bool {
-        matches!(self, HandlerError::Transient(_))
+        matches!(self, HandlerError::Transient(_) | HandlerError::Early(_))
+    }
+
+    /// Whether the event came early.
+    pub fn is_early(&self) -> bool {
+        matches!(self, HandlerError::Early(_))
     }
 }
 
@@ -61,6 +72,7 @@ pub struct Cx<'a> {
     worker: &'static str,
     cause: &'a Envelope,
     outgoing: Vec<Envelope>,
+    requested: Vec<Party>,
 }
 
 fn fresh_event_id() -> EventId {
@@ -74,11 +86,48 @@ impl<'a> Cx<'a> {
             worker,
             cause,
             outgoing: Vec::new(),
+            requested: Vec::new(),
         }
     }
 
-    pub(crate) fn into_outgoing(self) -> Vec<Envelope> {
-        self.outgoing
+    /// The events to queue and the parties whose executors have new commands.
+    pub(crate) fn into_parts(self) -> (Vec<Envelope>, Vec<Party>) {
+        (self.outgoing, self.requested)
+    }
+
+    /// Asks a party for `effect` on `case`: committed with this decision, carried out after the
+    /// commit by the party's executor, whose answer comes back as an `effect.<party>.done` event
+    /// (or, for an SMS, is recorded on the case). Once per `(case, purpose)`: false, and nothing
+    /// changes, when it was requested before.
+    pub async fn request(
+        &mut self,
+        case: &CaseRecord,
+        effect: &Effect,
+    ) -> Result<bool, HandlerError> {
+        let command = serde_json::to_string(effect)
+            .map_err(|e| HandlerError::Permanent(format!("effect command: {e}")))?;
+        let party = effect.party();
+        let fresh = self
+            .tx
+            .request_effect(
+                &case.case_id,
+                &effect.purpose(),
+                party.as_str(),
+                &command,
+                self.cause.id.as_str(),
+                self.cause.correlationid.as_str(),
+            )
+            .await?;
+        if fresh && !self.requested.contains(&party) {
+            self.requested.push(party);
+        }
+        Ok(fresh)
+    }
+
+    /// The party's answer an `effect.<party>.done` event carries; one that does not decode is a
+    /// permanent error naming the field.
+    pub fn report(event: &Envelope) -> Result<EffectReport, HandlerError> {
+        EffectReport::from_data(&event.data).map_err(HandlerError::Permanent)
     }
 
     /// The transaction, for loading cases and recording effects.
@@ -162,7 +211,7 @@ impl<'a> Cx<'a> {
                 );
                 Ok(StepOutcome::Applied(to))
             }
-            Err(refusal) if refusal.may_succeed_later() => Err(HandlerError::Transient(format!(
+            Err(refusal) if refusal.may_succeed_later() => Err(HandlerError::Early(format!(
                 "{refusal}: the case has not got there yet"
             ))),
             Err(refusal) => {

@@ -8,20 +8,23 @@
 //! (for operators and replay) and in the worker's dead-letter queue — and then acked. If even the
 //! dead letter cannot be recorded, the delivery is requeued: nothing is ever dropped.
 //!
-//! The relay ([`relay`]) publishes committed outbox rows with publisher confirms.
+//! The relay ([`relay`]) publishes committed outbox rows with publisher confirms, and the parties'
+//! executors ([`effects`]) carry out the effects handlers requested, after the commit.
 
 mod context;
+pub mod effects;
 pub mod ingress;
 pub mod metrics;
 pub mod relay;
 
 pub use context::{Cx, HandlerError, StepOutcome};
+pub use effects::Executor;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument, info_span};
 use wangban_bus::{Bus, DeadLetterNote, Delivery, WorkerQueue};
 use wangban_domain::events::Envelope;
@@ -50,6 +53,9 @@ pub fn worker_queue(h: &dyn Handler) -> WorkerQueue {
     }
 }
 
+/// Quick tries of an event that arrived early before it is put back behind what it follows.
+const EARLY_TRIES: usize = 3;
+
 /// Tunables of the consumer loop.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
@@ -57,9 +63,9 @@ pub struct RuntimeConfig {
     pub max_message_bytes: usize,
     /// Unacknowledged deliveries per worker consumer.
     pub prefetch: u16,
-    /// Deliveries one worker handles at once, each in its own transaction. Several commits in
-    /// flight let PostgreSQL flush them together (group commit); events of one case that meet
-    /// are serialised by the case's version check (the loser retries).
+    /// Attempts one worker runs at once, each in its own transaction (deliveries waiting to be
+    /// retried hold none). Several commits in flight let PostgreSQL flush them together (group
+    /// commit); events of one case that meet take turns on the case's row lock.
     pub concurrency: usize,
     /// First retry delay of a transient failure.
     pub retry_min: Duration,
@@ -69,6 +75,21 @@ pub struct RuntimeConfig {
     pub retry_times: usize,
     /// Period of handlers' timers.
     pub tick: Duration,
+    /// Calls one party's executor makes at once (per process).
+    pub effect_concurrency: usize,
+    /// Attempts at an effect before it is left `dead` for an operator.
+    pub effect_attempts: i64,
+    /// How long a claimed effect is not claimed again: the longest a call may take before
+    /// another executor (or this one, after a crash) tries the same key again.
+    pub effect_lease: Duration,
+    /// First delay before an effect is tried again after a transient failure.
+    pub effect_retry_min: Duration,
+    /// Longest delay between attempts at an effect.
+    pub effect_retry_max: Duration,
+    /// How old an event that arrived early (before the record it follows) may grow while it is
+    /// put back behind what it follows, before it is dead-lettered: longer than an effect's
+    /// lease, so an answer whose request's executor crashed waits for the retried request.
+    pub early_wait: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -81,6 +102,12 @@ impl Default for RuntimeConfig {
             retry_max: Duration::from_secs(2),
             retry_times: 12,
             tick: Duration::from_secs(5),
+            effect_concurrency: 64,
+            effect_attempts: 30,
+            effect_lease: Duration::from_secs(30),
+            effect_retry_min: Duration::from_millis(200),
+            effect_retry_max: Duration::from_secs(30),
+            early_wait: Duration::from_secs(120),
         }
     }
 }
@@ -95,6 +122,8 @@ pub struct Runtime {
     /// Set once the bus topology has been declared (readiness).
     pub declared: Arc<std::sync::atomic::AtomicBool>,
     relay_wakeup: Arc<Notify>,
+    /// One per party ([`wangban_domain::effects::Party::ALL`] order): wakes its executor.
+    effect_wakeups: Arc<[Notify; 6]>,
 }
 
 /// How a delivery ended, for tests that step a worker one delivery at a time.
@@ -104,6 +133,8 @@ pub enum Outcome {
     Duplicate,
     DeadLettered(String),
     Requeued(String),
+    /// Early: put back at the tail of its queue, behind what it follows.
+    Deferred,
 }
 
 impl Runtime {
@@ -116,6 +147,7 @@ impl Runtime {
             metrics: Default::default(),
             declared: Default::default(),
             relay_wakeup: Arc::new(Notify::new()),
+            effect_wakeups: Arc::new(std::array::from_fn(|_| Notify::new())),
         }
     }
 
@@ -147,13 +179,13 @@ impl Runtime {
             };
             tracing::info!(worker, "consuming");
             pause = self.config.retry_min;
-            let concurrency = self.config.concurrency.max(1);
+            // At most `concurrency` attempts run at once (each holds a transaction); a delivery
+            // waiting to be retried holds no slot, so events that arrived early (an answer
+            // before its request's record) cannot starve the one they wait for. The prefetch
+            // bounds the deliveries in hand.
+            let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
             let mut in_flight = tokio::task::JoinSet::new();
             loop {
-                if in_flight.len() >= concurrency {
-                    in_flight.join_next().await;
-                    continue;
-                }
                 let next = tokio::select! {
                     n = sub.next() => n,
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
@@ -161,9 +193,12 @@ impl Runtime {
                 };
                 match next {
                     Some(Ok(delivery)) => {
-                        let (runtime, handler) = (self.clone(), handler.clone());
+                        let (runtime, handler, slots) =
+                            (self.clone(), handler.clone(), slots.clone());
                         in_flight.spawn(async move {
-                            runtime.process(handler.as_ref(), delivery).await
+                            runtime
+                                .process_with(handler.as_ref(), delivery, Some(&slots))
+                                .await
                         });
                     }
                     Some(Err(e)) => {
@@ -176,8 +211,15 @@ impl Runtime {
                     }
                 }
             }
-            // In-flight work finishes (and is acked or given back) before we go on.
-            while in_flight.join_next().await.is_some() {}
+            if *shutdown.borrow() {
+                // In-flight work finishes (and is acked or given back) before we stop.
+                while in_flight.join_next().await.is_some() {}
+            } else {
+                // The subscription is gone and its unacked deliveries with it (the broker
+                // redelivers them; inboxes absorb a second handling): let the work in flight
+                // finish on its own and subscribe again at once.
+                tokio::spawn(async move { while in_flight.join_next().await.is_some() {} });
+            }
         }
         tracing::info!(worker, "stopped");
     }
@@ -200,25 +242,41 @@ impl Runtime {
 
     /// Handles one delivery to the end: acked, dead-lettered or requeued.
     pub async fn process(&self, handler: &dyn Handler, delivery: Delivery) -> Outcome {
+        self.process_with(handler, delivery, None).await
+    }
+
+    /// [`Runtime::process`], each attempt taking one of `slots` while it runs.
+    async fn process_with(
+        &self,
+        handler: &dyn Handler,
+        delivery: Delivery,
+        slots: Option<&Semaphore>,
+    ) -> Outcome {
         let started = std::time::Instant::now();
         let worker = handler.worker();
         let event_type = match Envelope::decode(&delivery.payload, self.config.max_message_bytes) {
             Ok(e) => e.event_type,
             Err(_) => "undecodable".to_owned(),
         };
-        let outcome = self.process_inner(handler, delivery).await;
+        let outcome = self.process_inner(handler, delivery, slots).await;
         let label = match &outcome {
             Outcome::Handled => "handled",
             Outcome::Duplicate => "duplicate",
             Outcome::DeadLettered(_) => "dead_lettered",
             Outcome::Requeued(_) => "requeued",
+            Outcome::Deferred => "deferred",
         };
         self.metrics
             .consumed(worker, &event_type, label, started.elapsed());
         outcome
     }
 
-    async fn process_inner(&self, handler: &dyn Handler, delivery: Delivery) -> Outcome {
+    async fn process_inner(
+        &self,
+        handler: &dyn Handler,
+        delivery: Delivery,
+        slots: Option<&Semaphore>,
+    ) -> Outcome {
         let worker = handler.worker();
         let envelope = match Envelope::decode(&delivery.payload, self.config.max_message_bytes) {
             Ok(e) => e,
@@ -237,24 +295,51 @@ impl Runtime {
             correlation_id = %envelope.correlationid,
         );
         async {
-            let attempt = || async { self.attempt(handler, &envelope).await };
+            let attempt = || async {
+                let _slot = match slots {
+                    Some(s) => Some(s.acquire().await.map_err(|_| {
+                        HandlerError::Transient("the worker is stopping".into())
+                    })?),
+                    None => None,
+                };
+                self.attempt(handler, &envelope).await
+            };
             let mut attempts = 0_i64;
+            let mut note = |e: &HandlerError, after: Duration| {
+                attempts += 1;
+                tracing::info!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying");
+                self.metrics.retried(worker, &envelope.event_type);
+                // Kept for the case's timeline; best effort, off the handling path.
+                let (store, env, error) = (self.store.clone(), envelope.clone(), e.to_string());
+                tokio::spawn(async move {
+                    let _ = store
+                        .record_retry(env.subject.as_str(), worker, env.id.as_str(), &env.event_type, attempts, &error)
+                        .await;
+                });
+            };
+            // An early event gets a few quick tries only: what it follows is usually a moment
+            // behind it, but may be queued behind it (then holding the delivery would keep it
+            // out of reach of the prefetch) or wait for a crashed executor's lease.
+            let mut early_tries = 0;
             let result = attempt
                 .retry(self.backoff())
-                .when(HandlerError::is_transient)
-                .notify(|e, after| {
-                    attempts += 1;
-                    tracing::info!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying");
-                    self.metrics.retried(worker, &envelope.event_type);
-                    // Kept for the case's timeline; best effort, off the handling path.
-                    let (store, env, error) = (self.store.clone(), envelope.clone(), e.to_string());
-                    tokio::spawn(async move {
-                        let _ = store
-                            .record_retry(env.subject.as_str(), worker, env.id.as_str(), &env.event_type, attempts, &error)
-                            .await;
-                    });
+                .when(|e: &HandlerError| {
+                    if e.is_early() {
+                        early_tries += 1;
+                        return early_tries <= EARLY_TRIES;
+                    }
+                    e.is_transient()
                 })
+                .notify(&mut note)
                 .await;
+            if let Err(e) = &result
+                && e.is_early()
+            {
+                let age = chrono::Utc::now() - envelope.time;
+                if age.to_std().unwrap_or_default() < self.config.early_wait {
+                    return self.defer(worker, delivery, &e.to_string()).await;
+                }
+            }
             match result {
                 Ok(true) => {
                     self.relay_wakeup.notify_one();
@@ -286,13 +371,35 @@ impl Runtime {
         }
         let mut cx = Cx::new(&mut tx, worker, envelope);
         handler.handle(&mut cx, envelope).await?;
-        let outgoing = cx.into_outgoing();
+        let (outgoing, requested) = cx.into_parts();
         for event in &outgoing {
             tx.enqueue(event).await?;
         }
         tx.commit().await?;
+        for party in requested {
+            self.wake_executor(party);
+        }
         tracing::info!(emitted = outgoing.len(), "handled");
         Ok(true)
+    }
+
+    /// Puts an early event back at the tail of its worker's queue (confirmed), then acks this
+    /// delivery: what it follows, queued behind it, is handled first. After a short pause, so a
+    /// queue of nothing but early events does not spin. If the copy cannot be published, the
+    /// delivery is given back instead.
+    async fn defer(&self, worker: &str, delivery: Delivery, why: &str) -> Outcome {
+        tokio::time::sleep(self.config.retry_max.min(Duration::from_millis(250))).await;
+        match self.bus.send_to_queue(worker, &delivery.payload).await {
+            Ok(()) => {
+                tracing::info!(reason = why, "early; put back behind what it follows");
+                self.settle(delivery, Outcome::Deferred).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot defer an early event; giving it back");
+                let _ = delivery.requeue().await;
+                Outcome::Requeued(why.to_owned())
+            }
+        }
     }
 
     async fn settle(&self, delivery: Delivery, outcome: Outcome) -> Outcome {

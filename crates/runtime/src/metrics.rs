@@ -25,6 +25,38 @@ struct Inner {
     retried: BTreeMap<(String, String), u64>,
     callbacks: BTreeMap<(String, &'static str), u64>,
     latency: BTreeMap<String, Histogram>,
+    effects: BTreeMap<(String, &'static str), u64>,
+    effect_latency: BTreeMap<String, Histogram>,
+}
+
+impl Histogram {
+    fn observe(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, label: &str, value: &str) {
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{label}=\"{value}\",le=\"{bound}\"}} {}",
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {}",
+            self.count
+        );
+        let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {}", self.count);
+    }
 }
 
 /// The process's metrics.
@@ -40,15 +72,18 @@ impl Metrics {
         *m.consumed
             .entry((worker.into(), event_type.into(), outcome))
             .or_default() += 1;
-        let h = m.latency.entry(worker.into()).or_default();
-        let secs = took.as_secs_f64();
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
+        m.latency.entry(worker.into()).or_default().observe(took);
+    }
+
+    /// An attempt of `party` at an effect ended with `outcome` (`done`, `refused`, `retried`,
+    /// `dead`) after a call of `took`.
+    pub fn effect(&self, party: &str, outcome: &'static str, took: Duration) {
+        let mut m = self.inner.lock().expect("metrics lock");
+        *m.effects.entry((party.into(), outcome)).or_default() += 1;
+        m.effect_latency
+            .entry(party.into())
+            .or_default()
+            .observe(took);
     }
 
     /// `n` events of `event_type` published by `path` (`relay` or `ingress`).
@@ -175,28 +210,26 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE wangban_handle_seconds histogram");
         for (w, h) in &m.latency {
-            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "wangban_handle_seconds_bucket{{worker=\"{w}\",le=\"{bound}\"}} {}",
-                    h.counts[i]
-                );
-            }
+            h.render(out, "wangban_handle_seconds", "worker", w);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_effects_total Attempts at effects by the parties' executors, by outcome (done, refused, retried, dead)."
+        );
+        let _ = writeln!(out, "# TYPE wangban_effects_total counter");
+        for ((p, o), n) in &m.effects {
             let _ = writeln!(
                 out,
-                "wangban_handle_seconds_bucket{{worker=\"{w}\",le=\"+Inf\"}} {}",
-                h.count
+                "wangban_effects_total{{party=\"{p}\",outcome=\"{o}\"}} {n}"
             );
-            let _ = writeln!(
-                out,
-                "wangban_handle_seconds_sum{{worker=\"{w}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "wangban_handle_seconds_count{{worker=\"{w}\"}} {}",
-                h.count
-            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_effect_call_seconds Time of one call to a party, outside any transaction."
+        );
+        let _ = writeln!(out, "# TYPE wangban_effect_call_seconds histogram");
+        for (p, h) in &m.effect_latency {
+            h.render(out, "wangban_effect_call_seconds", "party", p);
         }
     }
 }
@@ -222,6 +255,7 @@ mod tests {
         );
         m.published("relay", "case.accepted", 2);
         m.retried("notify", "wangban.payment.reported.v1");
+        m.effect("sms", "done", Duration::from_millis(300));
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.contains("wangban_messages_consumed_total{worker=\"intake\",event_type=\"wangban.application.submitted.v1\",outcome=\"handled\"} 1"));
@@ -232,6 +266,9 @@ mod tests {
         assert!(out.contains("wangban_handle_seconds_bucket{worker=\"intake\",le=\"0.005\"} 1"));
         assert!(out.contains("wangban_handle_seconds_bucket{worker=\"intake\",le=\"0.05\"} 2"));
         assert!(out.contains("wangban_handle_seconds_count{worker=\"intake\"} 2"));
+        assert!(out.contains("wangban_effects_total{party=\"sms\",outcome=\"done\"} 1"));
+        assert!(out.contains("wangban_effect_call_seconds_bucket{party=\"sms\",le=\"0.25\"} 0"));
+        assert!(out.contains("wangban_effect_call_seconds_bucket{party=\"sms\",le=\"0.5\"} 1"));
         assert_eq!(m.consumed_total("intake", "handled"), 1);
     }
 }

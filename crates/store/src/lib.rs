@@ -10,6 +10,8 @@
 //!   the incoming event commit in one transaction ([`CaseTx`]); the relay publishes the outbox
 //!   with confirms ([`Store::begin_relay`]).
 //! - `effects`: one row per effect on the outside world — `(case, purpose)` happens once.
+//! - `effect_commands`: the effects workers asked for, until the parties' executors have carried
+//!   them out (`effects.rs`).
 //! - `dead_letters`: every refused message, with its reason, kept until an operator replays it.
 //! - `review_*`: the review desk — offices, reviewers, one task per review round of a case
 //!   (`desk.rs` gives the lock order).
@@ -17,6 +19,7 @@
 mod audit;
 mod callbacks;
 mod desk;
+mod effects;
 mod operations;
 mod read;
 mod tx;
@@ -24,6 +27,7 @@ mod tx;
 pub use audit::{AuditProblem, AuditRecord, AuditReport, GENESIS, Snapshot};
 pub use callbacks::UnmatchedPayment;
 pub use desk::{DeskMember, Office, Reviewer, Task, office_for};
+pub use effects::{EffectCommand, EffectCounts};
 pub use operations::{ReplayClaim, Retry, StateSample};
 pub use read::{CaseView, DeadLetter};
 pub use tx::{CaseRecord, CaseTx, NewCase};
@@ -119,6 +123,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/postgres/0004_review_desk.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_effect_commands.sql"),
+    ),
 ];
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -128,6 +136,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (
         4,
         include_str!("../migrations/postgres/0004_review_desk.sql"),
+    ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_effect_commands.sql"),
     ),
 ];
 

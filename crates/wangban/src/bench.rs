@@ -41,6 +41,8 @@ pub struct Options {
     pub replicas: usize,
     /// Offered load in cases/s; `None` submits everything at once.
     pub rate: Option<f64>,
+    /// How long each simulated party takes to answer a call.
+    pub provider_latency: Duration,
     pub baseline: bool,
     /// The `wangban` binary the worker processes run.
     pub binary: std::path::PathBuf,
@@ -61,6 +63,7 @@ pub struct Report {
     pub cases: usize,
     pub replicas: usize,
     pub offered_rate: Option<f64>,
+    pub provider_latency_ms: u64,
     pub finished: usize,
     pub by_state: BTreeMap<String, usize>,
     pub cases_per_s: f64,
@@ -110,6 +113,7 @@ impl Report {
             "finished": self.finished,
             "replicas": self.replicas,
             "offered_cases_per_s": self.offered_rate,
+            "provider_latency_ms": self.provider_latency_ms,
             "mode": self.mode,
             "cpu_s": {"broker": round(self.cpu.broker, 1), "database": round(self.cpu.database, 1),
                       "workers": round(self.cpu.workers, 1), "wall": round(self.cpu.wall, 1)},
@@ -125,13 +129,14 @@ impl Report {
             s.push('\n');
         };
         line(format!(
-            "wangban bench ({}, {} cases, {} process(es) per worker{})",
+            "wangban bench ({}, {} cases, {} process(es) per worker{}, parties answer after {} ms)",
             self.mode,
             self.cases,
             self.replicas,
             self.offered_rate
                 .map(|r| format!(", offered {r:.0} cases/s"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            self.provider_latency_ms
         ));
         line(format!(
             "  finished          {} of {}  {:?}",
@@ -203,7 +208,7 @@ pub async fn run(base: &Settings, opts: &Options) -> anyhow::Result<Report> {
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut settings = base.clone();
     settings.queue_prefix = format!("bench-{tag}.");
-    settings.sim_delay = Duration::ZERO;
+    settings.sim_delay = opts.provider_latency;
     // The simulated parties forget idempotency keys after a minute, as real ones do after a
     // day: otherwise their memory, not ours, would grow with N.
     settings.sim_ledger_retention = Some(Duration::from_secs(60));
@@ -242,6 +247,7 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
         cases: opts.cases,
         replicas: if opts.embedded { 1 } else { opts.replicas },
         offered_rate: opts.rate,
+        provider_latency_ms: opts.provider_latency.as_millis() as u64,
         ..Default::default()
     };
 

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod check;
 pub mod demo;
+pub mod executors;
 pub mod parties;
 pub mod pipeline;
 pub mod processes;

@@ -87,6 +87,10 @@ enum Command {
         /// Offered load in cases/s (default: everything submitted at once).
         #[arg(long)]
         rate: Option<f64>,
+        /// Milliseconds each simulated party (SMS, payment, centre, courier, hall, desk) takes
+        /// to answer a call, as real gateways take hundreds.
+        #[arg(long, default_value_t = 0)]
+        provider_latency_ms: u64,
         /// Skip the raw-broker baseline.
         #[arg(long)]
         no_baseline: bool,
@@ -346,6 +350,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             embedded,
             replicas,
             rate,
+            provider_latency_ms,
             no_baseline,
         } => {
             init_logs("error");
@@ -355,6 +360,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 embedded,
                 replicas: replicas.max(1),
                 rate: rate.filter(|r| *r > 0.0),
+                provider_latency: std::time::Duration::from_millis(provider_latency_ms),
                 baseline: !no_baseline,
                 binary: std::env::current_exe()?,
             };
@@ -525,12 +531,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&v)?);
             } else {
                 println!(
-                    "checked {} cases, {} audit records, {} effects, {} events; outbox backlog {}; unreplayed dead letters {}",
+                    "checked {} cases, {} audit records, {} effects, {} events; outbox backlog {}; effects pending {}, dead {}; unreplayed dead letters {}",
                     v.cases,
                     v.audit_records,
                     v.effects,
                     v.events_accounted,
                     v.outbox_backlog,
+                    v.effects_pending,
+                    v.effects_dead,
                     v.unreplayed_dead_letters
                 );
                 match v.violations.first() {

@@ -2,6 +2,7 @@
 //! the outbox relay and the timers. Any subset of workers can run in a process; every worker's
 //! queue is declared whatever runs here, so events for a worker running elsewhere wait for it.
 
+use crate::executors;
 use crate::parties::Parties;
 use crate::settings::Settings;
 use anyhow::Context;
@@ -29,6 +30,8 @@ pub struct Pipeline {
     pub simulation: Simulation,
     pub topology: Topology,
     handlers: Vec<Arc<dyn Handler>>,
+    parties: Arc<Parties>,
+    staffed_desk: bool,
 }
 
 /// Running workers; stop them gracefully with [`Running::stop`] or kill them with [`Running::abort`].
@@ -76,9 +79,8 @@ pub fn topology(handlers: &[Arc<dyn Handler>], prefix: &str, delivery_limit: u32
 /// The topology of the five workers, built without connecting anything (for `wangban topology`
 /// and the invariant checker).
 pub fn offline_topology(settings: &Settings) -> Topology {
-    let sim = Simulation::new(Arc::new(LateIngress::default()), settings.sim_delay);
     topology(
-        &handlers(settings, &Parties::simulated(&sim)),
+        &handlers(settings),
         &settings.queue_prefix,
         settings.delivery_limit,
     )
@@ -89,8 +91,8 @@ pub fn worker_queues(settings: &Settings) -> Vec<wangban_bus::WorkerQueue> {
     offline_topology(settings).workers
 }
 
-/// The five handlers over `parties`.
-pub fn handlers(settings: &Settings, parties: &Parties) -> Vec<Arc<dyn Handler>> {
+/// The five handlers: decisions only; the parties' executors act on them.
+pub fn handlers(settings: &Settings) -> Vec<Arc<dyn Handler>> {
     vec![
         Arc::new(wangban_intake::Intake {
             rules: settings.rules.clone(),
@@ -99,7 +101,7 @@ pub fn handlers(settings: &Settings, parties: &Parties) -> Vec<Arc<dyn Handler>>
         Arc::new(wangban_review::Review {
             desk: match settings.desk {
                 Some(_) => wangban_review::Desk::Staffed,
-                None => wangban_review::Desk::Party(parties.desk.clone()),
+                None => wangban_review::Desk::Party,
             },
             rules: settings.review_rules(),
             reviewers_file: settings
@@ -107,20 +109,12 @@ pub fn handlers(settings: &Settings, parties: &Parties) -> Vec<Arc<dyn Handler>>
                 .clone()
                 .map(wangban_review::desk_file::Watched::new),
         }),
-        Arc::new(wangban_notify::Notify::new(
-            parties.sms.clone(),
-            parties.payment.clone(),
-            settings.fees.clone(),
-        )),
+        Arc::new(wangban_notify::Notify::new(settings.fees.clone())),
         Arc::new(wangban_production::Production {
-            centre: parties.production.clone(),
             calendar: settings.calendar.clone(),
             promise_working_days: settings.production_working_days,
         }),
-        Arc::new(wangban_courier::Dispatch {
-            courier: parties.courier.clone(),
-            hall: parties.hall.clone(),
-        }),
+        Arc::new(wangban_courier::Dispatch),
     ]
 }
 
@@ -175,7 +169,8 @@ impl Pipeline {
         let simulation = Simulation::new(late.clone(), settings.sim_delay)
             .with_faults(settings.sim_faults.clone())
             .with_retention(settings.sim_ledger_retention);
-        let handlers = handlers(settings, &Parties::build(settings, &simulation)?);
+        let parties = Arc::new(Parties::build(settings, &simulation)?);
+        let handlers = handlers(settings);
         let topology = topology(&handlers, &settings.queue_prefix, settings.delivery_limit);
         let bus: Arc<dyn Bus> = match &settings.amqp_url {
             Some(url) => {
@@ -197,10 +192,13 @@ impl Pipeline {
             simulation,
             topology,
             handlers,
+            parties,
+            staffed_desk: settings.desk.is_some(),
         })
     }
 
-    /// Starts the named workers (their consumers and timers) and the outbox relay.
+    /// Starts the named workers (their consumers, timers and parties' executors) and the outbox
+    /// relay.
     pub fn spawn(&self, workers: &[&str]) -> anyhow::Result<Running> {
         for w in workers {
             anyhow::ensure!(
@@ -220,6 +218,11 @@ impl Pipeline {
             tasks.spawn(async move { rt.run_worker(h2, rx2).await });
             let (rt, h2, rx2) = (self.runtime.clone(), h.clone(), rx.clone());
             tasks.spawn(async move { rt.run_ticks(h2, rx2).await });
+            let parties = executors::parties_of(h.worker(), self.staffed_desk);
+            for ex in executors::executors(&self.parties, parties) {
+                let (rt, rx2) = (self.runtime.clone(), rx.clone());
+                tasks.spawn(async move { rt.run_executor(ex, rx2).await });
+            }
         }
         let rt = self.runtime.clone();
         tasks.spawn(async move { rt.run_relay(rx).await });
@@ -254,10 +257,14 @@ impl Pipeline {
         Ok(case)
     }
 
-    /// Whether the pipeline is quiet now: the outbox is relayed and every worker queue is empty
-    /// (so every committed event has been handled or is in flight).
+    /// Whether the pipeline is quiet now: every requested effect is carried out (or dead), the
+    /// outbox is relayed and every worker queue is empty (so every committed event has been
+    /// handled or is in flight).
     pub async fn is_quiet(&self) -> bool {
         let rt = &self.runtime;
+        if rt.store.effect_backlog().await.map_or(true, |n| n > 0) {
+            return false;
+        }
         if rt.store.outbox_backlog().await.map_or(true, |n| n > 0) {
             return false;
         }

@@ -60,6 +60,14 @@ impl WorkerProcesses {
                 "WANGBAN_DB_POOL_SIZE".into(),
                 settings.db_pool_size.to_string(),
             ),
+            (
+                "WANGBAN_EFFECT_CONCURRENCY".into(),
+                settings.runtime.effect_concurrency.to_string(),
+            ),
+            (
+                "WANGBAN_EFFECT_LEASE_MS".into(),
+                settings.runtime.effect_lease.as_millis().to_string(),
+            ),
             ("RUST_LOG".into(), "warn".into()),
         ];
         if let Some(retention) = settings.sim_ledger_retention {

@@ -138,6 +138,21 @@ impl Settings {
         if let Some(c) = env_u64("WANGBAN_CONCURRENCY")? {
             runtime.concurrency = c.clamp(1, 256) as usize;
         }
+        if let Some(c) = env_u64("WANGBAN_EFFECT_CONCURRENCY")? {
+            runtime.effect_concurrency = c.clamp(1, 4096) as usize;
+        }
+        if let Some(n) = env_u64("WANGBAN_EFFECT_ATTEMPTS")? {
+            runtime.effect_attempts = n.clamp(1, 1000) as i64;
+        }
+        if let Some(ms) = env_u64("WANGBAN_EFFECT_LEASE_MS")? {
+            runtime.effect_lease = Duration::from_millis(ms.max(100));
+        }
+        if let Some(ms) = env_u64("WANGBAN_EFFECT_RETRY_MS")? {
+            runtime.effect_retry_min = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = env_u64("WANGBAN_EFFECT_MAX_RETRY_MS")? {
+            runtime.effect_retry_max = Duration::from_millis(ms.max(1));
+        }
         Ok(Settings {
             amqp_url: std::env::var("AMQP_URL").ok().filter(|s| !s.is_empty()),
             amqp_ca_file: std::env::var_os("WANGBAN_AMQP_CA_FILE")
@@ -202,6 +217,13 @@ impl Settings {
             sim_faults: wangban_providers::simulated::SimFaults {
                 outage_file: std::env::var_os("WANGBAN_SIM_OUTAGE_FILE").map(Into::into),
                 duplicate_answers: std::env::var("WANGBAN_SIM_DUPLICATES").is_ok_and(|v| v == "1"),
+                slow: match std::env::var("WANGBAN_SIM_SLOW") {
+                    Ok(v) if !v.is_empty() => Some(
+                        wangban_providers::simulated::SlowParties::parse(&v)
+                            .map_err(|e| anyhow::anyhow!("WANGBAN_SIM_SLOW: {e}"))?,
+                    ),
+                    _ => None,
+                },
             },
             shutdown_deadline: Duration::from_secs(env_u64("WANGBAN_SHUTDOWN_SECS")?.unwrap_or(30)),
             db_pool_size: env_u64("WANGBAN_DB_POOL_SIZE")?.unwrap_or(8).clamp(1, 100) as u32,

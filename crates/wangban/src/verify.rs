@@ -24,6 +24,10 @@ pub struct Verification {
     pub audit_records: u64,
     pub effects: usize,
     pub outbox_backlog: i64,
+    /// Effects requested and not carried out yet.
+    pub effects_pending: i64,
+    /// Effects given up on, waiting for an operator's retry.
+    pub effects_dead: i64,
     pub unreplayed_dead_letters: usize,
     /// Committed events checked for being handled (older than the grace period).
     pub events_accounted: usize,
@@ -149,6 +153,15 @@ pub async fn check(
         audit_records: audit.records,
         effects: all_effects.len(),
         outbox_backlog: store.outbox_backlog().await?,
+        effects_pending: store.effect_backlog().await?,
+        effects_dead: store
+            .effect_counts_by_party()
+            .await?
+            .by_party
+            .iter()
+            .filter(|(_, state, _)| state == "dead")
+            .map(|(_, _, n)| n)
+            .sum(),
         unreplayed_dead_letters: store.unreplayed_dead_letters(None).await?.len(),
         events_accounted: snapshot
             .outbox

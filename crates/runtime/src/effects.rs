@@ -1,0 +1,284 @@
+//! The parties' executors: effects carried out after the decision that asked for them committed.
+//!
+//! One executor per party claims its due commands (`effect_commands`), calls the party with no
+//! transaction open and no case locked — up to [`RuntimeConfig::effect_concurrency`] calls at
+//! once, so a slow party holds only its own slots — and then, in one short transaction, marks the
+//! command done and records the answer: as an `effect.<party>.done` event for the worker that
+//! asked, or (an SMS) straight on the case. A transient failure is tried again later with jittered
+//! exponential backoff; a permanent one, or one that outlasts [`RuntimeConfig::effect_attempts`],
+//! leaves the command `dead` with its error on the case's timeline, until an operator retries it.
+//!
+//! [`RuntimeConfig::effect_concurrency`]: crate::RuntimeConfig::effect_concurrency
+//! [`RuntimeConfig::effect_attempts`]: crate::RuntimeConfig::effect_attempts
+
+use crate::Runtime;
+use async_trait::async_trait;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
+use wangban_domain::effects::{Effect, EffectReport, Outcome, Party};
+use wangban_domain::events::{Envelope, EventType};
+use wangban_domain::ids::{CaseId, EventId};
+use wangban_providers::ProviderError;
+use wangban_store::{CaseRecord, EffectCommand, StoreError};
+
+/// Carries out one party's effects: the adapter between a command and the party's API.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// The party.
+    fn party(&self) -> Party;
+    /// Carries out `effect` for `case` under the idempotency key `key`. Called with no
+    /// transaction open; may take as long as the party takes.
+    async fn execute(
+        &self,
+        case: &CaseRecord,
+        effect: &Effect,
+        key: &str,
+    ) -> Result<Outcome, ProviderError>;
+}
+
+/// How often an executor looks for due commands when nothing woke it (commands of other
+/// processes, retries falling due).
+const POLL: Duration = Duration::from_millis(250);
+
+impl Runtime {
+    /// Wakes this process's executor of `party` (after a commit that requested its effects).
+    pub(crate) fn wake_executor(&self, party: Party) {
+        let i = Party::ALL.iter().position(|p| *p == party).unwrap_or(0);
+        self.effect_wakeups[i].notify_one();
+    }
+
+    fn executor_wakeup(&self, party: Party) -> &tokio::sync::Notify {
+        let i = Party::ALL.iter().position(|p| *p == party).unwrap_or(0);
+        &self.effect_wakeups[i]
+    }
+
+    /// Carries out `executor`'s party's commands until `shutdown`; calls in flight finish first.
+    pub async fn run_executor(
+        &self,
+        executor: Arc<dyn Executor>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let party = executor.party();
+        let slots = Arc::new(Semaphore::new(self.config.effect_concurrency.max(1)));
+        let lease_ms = self.config.effect_lease.as_millis() as i64;
+        let mut calls = tokio::task::JoinSet::new();
+        let mut pause = Duration::from_millis(50);
+        tracing::info!(party = party.as_str(), "executor running");
+        while !*shutdown.borrow() {
+            let free = slots.available_permits();
+            let mut full_batch = false;
+            if free > 0 {
+                match self
+                    .store
+                    .claim_effects(party.as_str(), free as i64, lease_ms)
+                    .await
+                {
+                    Ok(commands) => {
+                        pause = Duration::from_millis(50);
+                        full_batch = commands.len() == free;
+                        for command in commands {
+                            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                                break; // cannot happen: we claimed only as many as were free
+                            };
+                            let (rt, ex) = (self.clone(), executor.clone());
+                            calls.spawn(async move {
+                                rt.carry_out(ex.as_ref(), command).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(party = party.as_str(), error = %e, "cannot claim effects; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            if full_batch {
+                continue; // more may be due
+            }
+            tokio::select! {
+                _ = self.executor_wakeup(party).notified() => {}
+                Some(_) = calls.join_next(), if !calls.is_empty() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        while calls.join_next().await.is_some() {}
+        tracing::info!(party = party.as_str(), "executor stopped");
+    }
+
+    /// One attempt at one command, to its end: done, retried later, or dead.
+    async fn carry_out(&self, executor: &dyn Executor, command: EffectCommand) {
+        let party = executor.party();
+        let span = tracing::info_span!(
+            "effect",
+            party = party.as_str(),
+            case_id = %command.case_id,
+            purpose = %command.purpose,
+            attempt = command.attempts,
+        );
+        async {
+            let effect: Effect = match serde_json::from_str(&command.command) {
+                Ok(e) => e,
+                Err(e) => {
+                    let error = format!("the command does not decode: {e}");
+                    return self.abandon(party, &command, &error).await;
+                }
+            };
+            let case = match self.store.case_record(&command.case_id).await {
+                Ok(Some(case)) => case,
+                Ok(None) => return self.abandon(party, &command, "no such case").await,
+                Err(e) => {
+                    // The lease runs out and the command is claimed again.
+                    tracing::warn!(error = %e, "cannot read the case; the command waits for its lease");
+                    return;
+                }
+            };
+            let key = effect.idempotency_key(&command.case_id);
+            let started = Instant::now();
+            let answer = executor.execute(&case, &effect, &key).await;
+            let took = started.elapsed();
+            match answer {
+                Ok(outcome) => {
+                    let label = match outcome {
+                        Outcome::Done { .. } => "done",
+                        Outcome::Refused { .. } => "refused",
+                    };
+                    self.metrics.effect(party.as_str(), label, took);
+                    let record = || async { self.record_answer(party, &command, &effect, &outcome).await };
+                    let settled = backon::Retryable::retry(record, self.backoff())
+                        .when(StoreError::is_transient)
+                        .await;
+                    if let Err(e) = settled {
+                        // The party has done it; the lease runs out and the same key asks again.
+                        tracing::warn!(error = %e, "cannot record the party's answer; the command waits for its lease");
+                    } else {
+                        tracing::info!(outcome = label, took_ms = took.as_millis() as u64, "effect carried out");
+                    }
+                }
+                Err(ProviderError::Transient(error))
+                    if command.attempts < self.config.effect_attempts =>
+                {
+                    self.metrics.effect(party.as_str(), "retried", took);
+                    let delay = self.effect_backoff(command.attempts);
+                    tracing::info!(%error, retry_in_ms = delay.as_millis() as u64, "transient failure of the party; trying again later");
+                    let at = wangban_store::now_ms() + delay.as_millis() as i64;
+                    if let Err(e) = self
+                        .store
+                        .retry_effect_at(&command.case_id, &command.purpose, &error, at)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "cannot schedule the next attempt; the command waits for its lease");
+                    }
+                }
+                Err(e) => {
+                    self.metrics.effect(party.as_str(), "dead", took);
+                    self.abandon(party, &command, &e.to_string()).await;
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The delay before attempt `attempts + 1`: exponential from `effect_retry_min`, at most
+    /// `effect_retry_max`, jittered down by up to half so that retries of many commands spread.
+    fn effect_backoff(&self, attempts: i64) -> Duration {
+        let min = self.config.effect_retry_min;
+        let exp = 2_u32.saturating_pow(attempts.clamp(1, 30) as u32 - 1);
+        let full = min.saturating_mul(exp).min(self.config.effect_retry_max);
+        let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+        full.mul_f64(0.5 + f64::from(jitter) / 2000.0)
+    }
+
+    /// Marks the command done and records the party's answer, in one transaction.
+    async fn record_answer(
+        &self,
+        party: Party,
+        command: &EffectCommand,
+        effect: &Effect,
+        outcome: &Outcome,
+    ) -> Result<(), StoreError> {
+        let case: CaseId = command.case_id.parse().map_err(StoreError::Data)?;
+        let mut tx = self.store.begin().await?;
+        if !tx.finish_effect(&command.case_id, &command.purpose).await? {
+            return Ok(()); // finished by another executor whose lease this one outlived
+        }
+        let (event_type, data) = match effect.recorded_answer(outcome) {
+            Some((kind, detail, event_type)) => {
+                tx.record_effect(&case, &command.purpose, &detail).await?;
+                tx.append_audit(&case, kind, Some(&command.cause_id), &detail)
+                    .await?;
+                (event_type, detail)
+            }
+            None => {
+                let report = EffectReport {
+                    purpose: command.purpose.clone(),
+                    command: effect.clone(),
+                    outcome: outcome.clone(),
+                };
+                let data = serde_json::to_value(&report)
+                    .map_err(|e| StoreError::Data(format!("effect report: {e}")))?;
+                (EventType::EffectDone(party), data)
+            }
+        };
+        let id = EventId::derived(&[case.as_str(), &command.purpose, "done"]);
+        let mut event = Envelope::new(
+            id,
+            event_type,
+            &format!("/wangban/effects/{party}"),
+            chrono::Utc::now(),
+            case,
+            None,
+            data,
+        );
+        if let Ok(correlation) = command.correlation_id.parse() {
+            event.correlationid = correlation;
+        }
+        event.causationid = command.cause_id.parse().ok();
+        tx.enqueue(&event).await?;
+        tx.commit().await?;
+        self.relay_wakeup.notify_one();
+        Ok(())
+    }
+
+    /// Gives up on a command: `dead`, with the error on the case's timeline for an operator.
+    async fn abandon(&self, party: Party, command: &EffectCommand, error: &str) {
+        tracing::warn!(%error, "effect abandoned; an operator can retry it");
+        let record = || async {
+            let mut tx = self.store.begin().await?;
+            if !tx
+                .abandon_effect(&command.case_id, &command.purpose, error)
+                .await?
+            {
+                return Ok(());
+            }
+            if let Ok(case) = command.case_id.parse::<CaseId>() {
+                let detail = json!({"purpose": command.purpose, "party": party.as_str(),
+                                    "attempts": command.attempts, "error": error});
+                match tx
+                    .append_audit(&case, "effect_failed", Some(&command.cause_id), &detail)
+                    .await
+                {
+                    Ok(_) | Err(StoreError::Data(_)) => {} // no such case: nothing to record on
+                    Err(e) => return Err(e),
+                }
+            }
+            tx.commit().await
+        };
+        if let Err(e) = backon::Retryable::retry(record, self.backoff())
+            .when(StoreError::is_transient)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot mark the effect dead; the command waits for its lease");
+        }
+    }
+}
