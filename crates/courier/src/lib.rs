@@ -2,106 +2,160 @@
 //! recipient on delivery (到付), our case as the idempotency key, the waybill recorded — or waits at
 //! the exit-entry hall of the household registration's district. Courier and hall reports finish
 //! the case; a failed or returned delivery is recorded for an operator, never dropped.
+//!
+//! The policy is [`decide`], a pure function of the case and the event ([`Input`], decoded once
+//! at the edge); the handler loads the case, decides and applies.
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use wangban_domain::application::Delivery;
+use wangban_domain::application::DeliveryMethod;
 use wangban_domain::effects::{Effect, EffectReport, Party};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::lifecycle::{State, Step};
-use wangban_runtime::{Cx, Handler, HandlerError};
+use wangban_runtime::{CaseRecord, Cx, Decision, Handler, HandlerError};
 
 /// The courier dispatch worker. It asks for the booking or the pickup notice; the courier's and
 /// the hall's executors carry them out after the commit, and their answers move the case.
 pub struct Dispatch;
 
-impl Dispatch {
-    /// A produced document: book the courier or tell the hall, as the application chose.
-    async fn produced(&self, cx: &mut Cx<'_>) -> Result<(), HandlerError> {
-        let mut case = cx.case().await?;
-        let app = Cx::application(&case)?;
-        let (step, effect) = match app.delivery {
-            Delivery::Courier { .. } => (Step::Ship, Effect::Shipment),
-            Delivery::Pickup => (Step::AnnouncePickup, Effect::PickupNotice),
-        };
-        if case.state != State::Produced {
-            cx.step(&mut case, step, json!({})).await?;
-            return Ok(());
-        }
-        cx.request(&case, &effect).await?;
-        Ok(())
+/// A courier's status report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CourierStatus {
+    PickedUp,
+    InTransit,
+    Delivered,
+    FailedDelivery,
+    Returned,
+}
+
+impl CourierStatus {
+    fn parse(s: &str) -> Option<CourierStatus> {
+        Some(match s {
+            "picked_up" => CourierStatus::PickedUp,
+            "in_transit" => CourierStatus::InTransit,
+            "delivered" => CourierStatus::Delivered,
+            "failed_delivery" => CourierStatus::FailedDelivery,
+            "returned" => CourierStatus::Returned,
+            _ => return None,
+        })
     }
 
-    /// The courier booked the shipment (a waybill), or the hall took the document (which hall).
-    async fn dispatched(&self, cx: &mut Cx<'_>, report: &EffectReport) -> Result<(), HandlerError> {
-        let (step, purpose, d) = match report.command {
-            Effect::Shipment => {
-                let waybill = report.text("waybill").map_err(HandlerError::Permanent)?;
-                (
-                    Step::Ship,
-                    "shipment",
-                    json!({"waybill": waybill, "postage": "到付"}),
-                )
-            }
-            Effect::PickupNotice => {
-                let hall = report.text("hall").map_err(HandlerError::Permanent)?;
-                (Step::AnnouncePickup, "pickup_notice", json!({"hall": hall}))
-            }
-            _ => {
-                return Err(HandlerError::Permanent(format!(
-                    "courier asked for no effect {}",
-                    report.purpose
-                )));
-            }
-        };
-        let mut case = cx.case().await?;
-        if case.state == State::Produced {
-            cx.tx().record_effect(&case.case_id, purpose, &d).await?;
+    fn as_str(self) -> &'static str {
+        match self {
+            CourierStatus::PickedUp => "picked_up",
+            CourierStatus::InTransit => "in_transit",
+            CourierStatus::Delivered => "delivered",
+            CourierStatus::FailedDelivery => "failed_delivery",
+            CourierStatus::Returned => "returned",
         }
-        cx.step(&mut case, step, d).await?;
-        Ok(())
     }
+}
 
-    async fn courier_reported(
-        &self,
-        cx: &mut Cx<'_>,
-        event: &Envelope,
-    ) -> Result<(), HandlerError> {
-        let mut case = cx.case().await?;
-        let status = event
-            .data
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let waybill = event.data.get("waybill").cloned().unwrap_or(Value::Null);
-        match status {
-            "delivered" => {
-                cx.step(&mut case, Step::Deliver, json!({"waybill": waybill})).await?;
-            }
-            "picked_up" | "in_transit" => {
-                cx.audit(&case, "courier_status", json!({"status": status, "waybill": waybill})).await?;
-            }
-            "failed_delivery" | "returned" => {
-                // For the operators' queue: the case stays shipped until someone acts.
-                cx.audit(&case, "delivery_problem", json!({"status": status, "waybill": waybill})).await?;
-            }
-            _ => return Err(HandlerError::Permanent("courier status is not one of picked_up, in_transit, delivered, failed_delivery, returned".into())),
-        }
-        Ok(())
-    }
+/// What the courier worker consumes, decoded from the event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// The document was produced.
+    Produced,
+    /// The courier reported a status of the shipment.
+    Courier {
+        status: CourierStatus,
+        waybill: Value,
+    },
+    /// The hall reported the document collected.
+    Collected,
+    /// The courier booked the shipment, or the hall took the document.
+    Dispatched(EffectReport),
+}
 
-    async fn pickup_reported(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let mut case = cx.case().await?;
-        match event.data.get("status").and_then(Value::as_str) {
-            Some("collected") => {
-                cx.step(&mut case, Step::Collect, json!({})).await?;
-                Ok(())
+impl Input {
+    /// Decodes the event; what does not decode is a permanent error naming the field.
+    pub fn decode(event: &Envelope) -> Result<Input, String> {
+        let d = &event.data;
+        match event.kind() {
+            Some(EventType::Entered(State::Produced)) => Ok(Input::Produced),
+            Some(EventType::CourierReported) => {
+                let status = d.get("status").and_then(Value::as_str).and_then(CourierStatus::parse).ok_or(
+                    "courier status is not one of picked_up, in_transit, delivered, failed_delivery, returned",
+                )?;
+                let waybill = d.get("waybill").cloned().unwrap_or(Value::Null);
+                Ok(Input::Courier { status, waybill })
             }
-            _ => Err(HandlerError::Permanent(
-                "pickup status must be `collected`".into(),
-            )),
+            Some(EventType::PickupReported) => match d.get("status").and_then(Value::as_str) {
+                Some("collected") => Ok(Input::Collected),
+                _ => Err("pickup status must be `collected`".into()),
+            },
+            Some(EventType::EffectDone(Party::Courier | Party::Hall)) => {
+                Ok(Input::Dispatched(EffectReport::from_data(d)?))
+            }
+            _ => Err(format!("courier does not handle {}", event.event_type)),
         }
     }
+}
+
+/// The delivery method the case's application chose.
+fn method(case: &CaseRecord) -> Result<DeliveryMethod, String> {
+    match case.delivery_method.as_str() {
+        "courier" => Ok(DeliveryMethod::Courier),
+        "pickup" => Ok(DeliveryMethod::Pickup),
+        other => Err(format!(
+            "stored delivery method `{}` is neither courier nor pickup",
+            other.chars().take(16).collect::<String>()
+        )),
+    }
+}
+
+/// What the courier worker does with `input` for `case`.
+pub fn decide(case: &CaseRecord, input: &Input) -> Result<Decision, String> {
+    Ok(match input {
+        Input::Produced => {
+            let (step, effect) = match method(case)? {
+                DeliveryMethod::Courier => (Step::Ship, Effect::Shipment),
+                DeliveryMethod::Pickup => (Step::AnnouncePickup, Effect::PickupNotice),
+            };
+            if case.state == State::Produced {
+                Decision::request(effect)
+            } else {
+                // Already dispatched (a repeated event), or early: the lifecycle decides.
+                Decision::step(step, json!({}))
+            }
+        }
+        Input::Dispatched(report) => {
+            let (step, purpose, detail) = match report.command {
+                Effect::Shipment => {
+                    let waybill = report.text("waybill")?;
+                    (
+                        Step::Ship,
+                        "shipment",
+                        json!({"waybill": waybill, "postage": "到付"}),
+                    )
+                }
+                Effect::PickupNotice => {
+                    let hall = report.text("hall")?;
+                    (Step::AnnouncePickup, "pickup_notice", json!({"hall": hall}))
+                }
+                _ => return Err(format!("courier asked for no effect {}", report.purpose)),
+            };
+            let decision = Decision::step(step, detail.clone());
+            if case.state == State::Produced {
+                decision.recording(purpose, detail)
+            } else {
+                decision
+            }
+        }
+        Input::Courier { status, waybill } => match status {
+            CourierStatus::Delivered => Decision::step(Step::Deliver, json!({"waybill": waybill})),
+            CourierStatus::PickedUp | CourierStatus::InTransit => Decision::audit(
+                "courier_status",
+                json!({"status": status.as_str(), "waybill": waybill}),
+            ),
+            // For the operators' queue: the case stays shipped until someone acts.
+            CourierStatus::FailedDelivery | CourierStatus::Returned => Decision::audit(
+                "delivery_problem",
+                json!({"status": status.as_str(), "waybill": waybill}),
+            ),
+        },
+        Input::Collected => Decision::step(Step::Collect, json!({})),
+    })
 }
 
 #[async_trait]
@@ -124,17 +178,125 @@ impl Handler for Dispatch {
     }
 
     async fn handle(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        match event.kind() {
-            Some(EventType::Entered(State::Produced)) => self.produced(cx).await,
-            Some(EventType::CourierReported) => self.courier_reported(cx, event).await,
-            Some(EventType::PickupReported) => self.pickup_reported(cx, event).await,
-            Some(EventType::EffectDone(Party::Courier | Party::Hall)) => {
-                self.dispatched(cx, &Cx::report(event)?).await
-            }
-            _ => Err(HandlerError::Permanent(format!(
-                "courier does not handle {}",
-                event.event_type
-            ))),
+        let input = Input::decode(event).map_err(HandlerError::Permanent)?;
+        let mut case = cx.case().await?;
+        let decision = decide(&case, &input).map_err(HandlerError::Permanent)?;
+        cx.apply(&mut case, decision).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wangban_domain::effects::Outcome;
+    use wangban_domain::ids::{CaseId, EventId};
+
+    fn case(state: State, method: &str) -> CaseRecord {
+        CaseRecord {
+            case_id: "case_0123456789abcdef01234567".parse().unwrap(),
+            application_id: "APP-1".into(),
+            document_kind: Some("passport".into()),
+            delivery_method: method.into(),
+            state,
+            version: 3,
+            review_round: 1,
+            reviewer: None,
+            application: "{}".into(),
+            created_at: 0,
+            state_since: 0,
         }
+    }
+
+    fn event(kind: EventType, data: Value) -> Envelope {
+        let case: CaseId = "case_0123456789abcdef01234567".parse().unwrap();
+        Envelope::new(
+            EventId::derived(&["t"]),
+            kind,
+            "/test",
+            Default::default(),
+            case,
+            None,
+            data,
+        )
+    }
+
+    fn done(command: Effect, result: Value) -> Input {
+        Input::Dispatched(EffectReport {
+            purpose: command.purpose(),
+            command,
+            outcome: Outcome::Done { result },
+        })
+    }
+
+    #[test]
+    fn every_event_it_consumes_decides_as_the_lifecycle_and_the_application_say() {
+        use State::*;
+        let waybill = json!({"waybill": "SF1"});
+        let ship = json!({"waybill": "SF1", "postage": "到付"});
+        #[rustfmt::skip]
+        let table: Vec<(&str, State, &str, Input, Decision)> = vec![
+            ("produced, courier: book", Produced, "courier", Input::Produced, Decision::request(Effect::Shipment)),
+            ("produced, pickup: tell the hall", Produced, "pickup", Input::Produced, Decision::request(Effect::PickupNotice)),
+            ("produced again after shipping: the lifecycle refuses", Shipped, "courier", Input::Produced, Decision::step(Step::Ship, json!({}))),
+            ("produced before paid (out of order): the lifecycle waits", Paid, "courier", Input::Produced, Decision::step(Step::Ship, json!({}))),
+            ("booked: record and ship", Produced, "courier", done(Effect::Shipment, waybill.clone()),
+                Decision::step(Step::Ship, ship.clone()).recording("shipment", ship.clone())),
+            ("booked again (late duplicate): step only, refused", Shipped, "courier", done(Effect::Shipment, waybill.clone()),
+                Decision::step(Step::Ship, ship.clone())),
+            ("hall took it", Produced, "pickup", done(Effect::PickupNotice, json!({"hall": "东城区出入境"})),
+                Decision::step(Step::AnnouncePickup, json!({"hall": "东城区出入境"})).recording("pickup_notice", json!({"hall": "东城区出入境"}))),
+            ("delivered", Shipped, "courier", Input::Courier { status: CourierStatus::Delivered, waybill: json!("SF1") },
+                Decision::step(Step::Deliver, json!({"waybill": "SF1"}))),
+            ("delivered before the booking was recorded: the lifecycle waits", Produced, "courier",
+                Input::Courier { status: CourierStatus::Delivered, waybill: json!("SF1") }, Decision::step(Step::Deliver, json!({"waybill": "SF1"}))),
+            ("a stale in_transit after delivery: recorded only", Delivered, "courier",
+                Input::Courier { status: CourierStatus::InTransit, waybill: json!("SF1") },
+                Decision::audit("courier_status", json!({"status": "in_transit", "waybill": "SF1"}))),
+            ("returned: for the operators", Shipped, "courier", Input::Courier { status: CourierStatus::Returned, waybill: json!("SF1") },
+                Decision::audit("delivery_problem", json!({"status": "returned", "waybill": "SF1"}))),
+            ("collected", ReadyForPickup, "pickup", Input::Collected, Decision::step(Step::Collect, json!({}))),
+        ];
+        for (what, state, method, input, expected) in table {
+            assert_eq!(
+                decide(&case(state, method), &input).unwrap(),
+                expected,
+                "{what}"
+            );
+        }
+        // What the lifecycle then does with the steps above (applied by the runtime).
+        assert!(
+            Shipped
+                .apply(Step::Ship)
+                .is_err_and(|r| !r.may_succeed_later())
+        );
+        assert!(Paid.apply(Step::Ship).is_err_and(|r| r.may_succeed_later()));
+        assert!(
+            Produced
+                .apply(Step::Deliver)
+                .is_err_and(|r| r.may_succeed_later())
+        );
+    }
+
+    #[test]
+    fn what_does_not_decode_is_refused_naming_the_field() {
+        let bad = event(EventType::CourierReported, json!({"status": "lost"}));
+        assert!(Input::decode(&bad).unwrap_err().contains("courier status"));
+        let bad = event(EventType::PickupReported, json!({}));
+        assert!(Input::decode(&bad).unwrap_err().contains("pickup status"));
+        let bad = event(
+            EventType::EffectDone(Party::Courier),
+            json!({"purpose": "shipment"}),
+        );
+        assert!(Input::decode(&bad).unwrap_err().contains("command"));
+        let no_waybill = done(Effect::Shipment, json!({}));
+        let err = decide(&case(State::Produced, "courier"), &no_waybill).unwrap_err();
+        assert!(err.contains("waybill"), "{err}");
+        let odd = case(State::Produced, "drone");
+        assert!(
+            decide(&odd, &Input::Produced)
+                .unwrap_err()
+                .contains("delivery method")
+        );
     }
 }

@@ -17,8 +17,7 @@ use wangban_domain::eligibility::ReasonCode;
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::EventId;
 use wangban_domain::lifecycle::{State, Step};
-use wangban_runtime::{Cx, Handler, HandlerError, Runtime, StepOutcome, ingress};
-use wangban_store::CaseRecord;
+use wangban_runtime::{CaseRecord, Cx, Decision, Handler, HandlerError, Runtime, ingress};
 
 /// Fees and the payment window (domain.md §6).
 #[derive(Clone, Debug)]
@@ -95,22 +94,9 @@ impl Notify {
     }
 }
 
-fn detail(event: &Envelope, key: &str) -> String {
-    match event.data.get("detail").and_then(|d| d.get(key)) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join("、"),
-        Some(v) if !v.is_null() => v.to_string(),
-        _ => String::new(),
-    }
-}
-
 /// The items of a correction request, in the applicant's words.
-fn correction_items(event: &Envelope) -> String {
-    let items = event.data.get("detail").and_then(|d| d.get("items"));
+fn correction_items(data: &Value) -> String {
+    let items = data.get("detail").and_then(|d| d.get("items"));
     items
         .and_then(Value::as_array)
         .map(|a| {
@@ -152,251 +138,244 @@ fn kind_of(case: &CaseRecord) -> Option<DocumentKind> {
     }
 }
 
+/// A payment clock's deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    Reminder,
+    Expiry,
+}
+
+/// What the fee notification worker consumes, decoded from the event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// The case was approved: the fee is due.
+    Approved,
+    /// The payment gateway made the order.
+    PaymentOrdered(EffectReport),
+    /// The gateway reported a payment.
+    PaymentReported {
+        payment_id: String,
+        status: String,
+        amount_cny: u64,
+    },
+    /// The payment clock fell due.
+    Deadline(Deadline),
+    /// The SMS gateway's delivery receipt.
+    Receipt {
+        purpose: String,
+        delivered: bool,
+        provider_id: Value,
+        error: Value,
+    },
+    /// A lifecycle event the applicant is told of by SMS.
+    Announce(EventType, Value),
+}
+
+impl Input {
+    /// Decodes the event; what does not decode is a permanent error naming the field.
+    pub fn decode(event: &Envelope) -> Result<Input, String> {
+        let d = &event.data;
+        let text = |k: &str| d.get(k).and_then(Value::as_str);
+        Ok(match event.kind() {
+            Some(EventType::Entered(State::Approved)) => Input::Approved,
+            Some(EventType::EffectDone(Party::Payment)) => {
+                Input::PaymentOrdered(EffectReport::from_data(d)?)
+            }
+            Some(EventType::PaymentReported) => {
+                let payment_id = text("payment_id").filter(|p| !p.is_empty());
+                let amount = d.get("amount_cny").and_then(Value::as_u64);
+                let (Some(payment_id), Some(amount_cny)) = (payment_id, amount) else {
+                    return Err("payment report needs payment_id and amount_cny".into());
+                };
+                Input::PaymentReported {
+                    payment_id: payment_id.to_owned(),
+                    status: text("status").unwrap_or("").chars().take(32).collect(),
+                    amount_cny,
+                }
+            }
+            Some(EventType::PaymentDeadline) => Input::Deadline(match text("deadline") {
+                Some("reminder") => Deadline::Reminder,
+                Some("expiry") => Deadline::Expiry,
+                _ => return Err("payment deadline must be `reminder` or `expiry`".into()),
+            }),
+            Some(EventType::SmsReported) => {
+                let purpose = text("purpose").filter(|p| !p.is_empty());
+                let delivered = d.get("delivered").and_then(Value::as_bool);
+                let (Some(purpose), Some(delivered)) = (purpose, delivered) else {
+                    return Err("SMS receipt needs purpose and delivered".into());
+                };
+                Input::Receipt {
+                    purpose: purpose.to_owned(),
+                    delivered,
+                    provider_id: d.get("provider_id").cloned().unwrap_or(Value::Null),
+                    error: d.get("error").cloned().unwrap_or(Value::Null),
+                }
+            }
+            Some(kind) if ANNOUNCED.contains(&kind) => Input::Announce(kind, d.clone()),
+            _ => return Err(format!("notify does not handle {}", event.event_type)),
+        })
+    }
+}
+
+fn detail_of(data: &Value, key: &str) -> String {
+    match data.get("detail").and_then(|d| d.get(key)) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("、"),
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => String::new(),
+    }
+}
+
 impl Notify {
-    /// Asks for the SMS of `purpose`, once. The gateway's executor sends it after the commit and
-    /// records the answer: `sms_sent`, or `sms_failed` when the gateway refuses the number.
-    async fn sms(
+    /// What the fee notification worker does with `input` for `case`, at `now_ms`.
+    pub fn decide(
         &self,
-        cx: &mut Cx<'_>,
         case: &CaseRecord,
-        purpose: Purpose,
-        params: BTreeMap<String, String>,
-    ) -> Result<(), HandlerError> {
-        self.sms_once(cx, case, purpose, params, None).await
-    }
-
-    /// [`Notify::sms`] for a purpose that can recur (a correction request per review round):
-    /// `occurrence` 2 and later are SMS of their own, still once each.
-    async fn sms_once(
-        &self,
-        cx: &mut Cx<'_>,
-        case: &CaseRecord,
-        purpose: Purpose,
-        params: BTreeMap<String, String>,
-        occurrence: Option<i64>,
-    ) -> Result<(), HandlerError> {
-        let effect = sms_effect(case, purpose, params, occurrence);
-        cx.request(case, &effect).await?;
-        Ok(())
-    }
-
-    /// The gateway's delivery receipt: recorded on the case's timeline (a failed delivery is for
-    /// an operator to see; the gateway has already given up on it).
-    async fn receipt(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let d = &event.data;
-        let purpose = d.get("purpose").and_then(Value::as_str).unwrap_or("");
-        let delivered = d.get("delivered").and_then(Value::as_bool);
-        if purpose.is_empty() || delivered.is_none() {
-            return Err(HandlerError::Permanent(
-                "SMS receipt needs purpose and delivered".into(),
-            ));
-        }
-        let case = cx.case().await?;
-        let kind = if delivered == Some(true) {
-            "sms_delivered"
-        } else {
-            "sms_undelivered"
-        };
-        let detail = json!({"purpose": purpose, "provider_id": d.get("provider_id"), "error": d.get("error")});
-        cx.audit(&case, kind, detail).await?;
-        Ok(())
-    }
-
-    /// An approved case: ask the gateway for a payment order of the fee.
-    async fn approved(&self, cx: &mut Cx<'_>) -> Result<(), HandlerError> {
-        let mut case = cx.case().await?;
-        if case.state != State::Approved {
-            cx.step(&mut case, Step::RequestFee, json!({})).await?;
-            return Ok(());
-        }
-        let amount_cny = self.fees.fee(kind_of(&case));
-        cx.request(&case, &Effect::PaymentOrder { amount_cny })
-            .await?;
-        Ok(())
-    }
-
-    /// The gateway made the order: the case awaits payment, and the fee SMS goes out.
-    async fn payment_ordered(
-        &self,
-        cx: &mut Cx<'_>,
-        report: &EffectReport,
-    ) -> Result<(), HandlerError> {
-        let Effect::PaymentOrder { amount_cny } = report.command else {
-            return Err(HandlerError::Permanent(format!(
-                "notify asked for no effect {}",
-                report.purpose
-            )));
-        };
-        let gateway_order_id = report
-            .text("gateway_order_id")
-            .map_err(HandlerError::Permanent)?;
-        let mut case = cx.case().await?;
-        let d = json!({"amount_cny": amount_cny, "gateway_order_id": gateway_order_id});
-        if case.state == State::Approved {
-            cx.tx()
-                .record_effect(&case.case_id, "payment_order", &d)
-                .await?;
-        }
-        if cx.step(&mut case, Step::RequestFee, d).await?
-            != StepOutcome::Applied(State::AwaitingPayment)
-        {
-            return Ok(());
-        }
-        let days = (self.fees.payment_window.as_secs() / 86_400).max(1);
-        let params = BTreeMap::from([
-            ("amount".into(), amount_cny.to_string()),
-            ("days".into(), days.to_string()),
-        ]);
-        self.sms(cx, &case, Purpose::FeeDue, params).await
-    }
-
-    async fn payment_reported(
-        &self,
-        cx: &mut Cx<'_>,
-        event: &Envelope,
-    ) -> Result<(), HandlerError> {
-        let d = &event.data;
-        let payment_id = d
-            .get("payment_id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let status = d.get("status").and_then(Value::as_str).unwrap_or("");
-        let amount = d.get("amount_cny").and_then(Value::as_u64);
-        if payment_id.is_empty() || amount.is_none() {
-            return Err(HandlerError::Permanent(
-                "payment report needs payment_id and amount_cny".into(),
-            ));
-        }
-        let mut case = cx.case().await?;
-        if status != "succeeded" {
-            cx.audit(
-                &case,
-                "payment_not_completed",
-                json!({"payment_id": payment_id, "status": status}),
-            )
-            .await?;
-            return Ok(());
-        }
-        let due = u64::from(self.fees.fee(kind_of(&case)));
-        let refund =
-            |why: &str| json!({"payment_id": payment_id, "amount_cny": amount, "why": why});
-        if amount != Some(due) {
-            let r = refund("amount does not match the fee");
-            cx.tx()
-                .record_effect(&case.case_id, &format!("refund_due:{payment_id}"), &r)
-                .await?;
-            cx.audit(&case, "payment_refused", r).await?;
-            return Ok(());
-        }
-        if case.state == State::PaymentExpired {
-            // Money for a lapsed application: kept for refund, never lost.
-            let r = refund("payment after the window closed");
-            cx.tx()
-                .record_effect(&case.case_id, &format!("refund_due:{payment_id}"), &r)
-                .await?;
-            cx.audit(&case, "payment_after_expiry", r).await?;
-            return Ok(());
-        }
-        cx.step(
-            &mut case,
-            Step::ConfirmPayment,
-            json!({"payment_id": payment_id, "amount_cny": amount}),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn deadline(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let mut case = cx.case().await?;
-        if case.state != State::AwaitingPayment {
-            return Ok(());
-        }
-        let unpaid_for =
-            Duration::from_millis((wangban_store::now_ms() - case.state_since).max(0) as u64);
-        let amount = self.fees.fee(kind_of(&case));
-        match event.data.get("deadline").and_then(Value::as_str) {
-            Some("reminder") if unpaid_for >= self.fees.reminder_after => {
-                let params = BTreeMap::from([("amount".into(), amount.to_string())]);
-                self.sms(cx, &case, Purpose::PaymentReminder, params).await
+        input: &Input,
+        now_ms: i64,
+    ) -> Result<Decision, String> {
+        let amount = self.fees.fee(kind_of(case));
+        Ok(match input {
+            Input::Approved if case.state == State::Approved => {
+                Decision::request(Effect::PaymentOrder { amount_cny: amount })
             }
-            Some("expiry") if unpaid_for >= self.fees.payment_window => {
-                cx.step(
-                    &mut case,
-                    Step::ExpirePayment,
-                    json!({"unpaid_for_s": unpaid_for.as_secs()}),
-                )
-                .await?;
-                self.sms(cx, &case, Purpose::PaymentExpired, BTreeMap::new())
-                    .await
+            // Already asked (a repeated event), or early: the lifecycle decides.
+            Input::Approved => Decision::step(Step::RequestFee, json!({})),
+            Input::PaymentOrdered(report) => {
+                let Effect::PaymentOrder { amount_cny } = report.command else {
+                    return Err(format!("notify asked for no effect {}", report.purpose));
+                };
+                let gateway_order_id = report.text("gateway_order_id")?;
+                let d = json!({"amount_cny": amount_cny, "gateway_order_id": gateway_order_id});
+                let decision = Decision::step(Step::RequestFee, d.clone());
+                if case.state != State::Approved {
+                    return Ok(decision);
+                }
+                let days = (self.fees.payment_window.as_secs() / 86_400).max(1);
+                let params = BTreeMap::from([
+                    ("amount".into(), amount_cny.to_string()),
+                    ("days".into(), days.to_string()),
+                ]);
+                decision
+                    .recording("payment_order", d)
+                    .requesting(sms_effect(case, Purpose::FeeDue, params, None))
             }
-            Some("reminder" | "expiry") => Ok(()), // not due (yet): a stale or early timer
-            _ => Err(HandlerError::Permanent(
-                "payment deadline must be `reminder` or `expiry`".into(),
-            )),
-        }
-    }
-
-    /// The SMS that follow a lifecycle event.
-    async fn announce(
-        &self,
-        cx: &mut Cx<'_>,
-        event: &Envelope,
-        kind: EventType,
-    ) -> Result<(), HandlerError> {
-        let case = cx.case().await?;
-        let param = |k: &str, v: String| BTreeMap::from([(k.to_owned(), v)]);
-        let (purpose, params) = match kind {
-            EventType::DocumentInvalidated => (Purpose::DocumentInvalidated, BTreeMap::new()),
-            EventType::Entered(State::Rejected) => {
-                let reasons: Vec<&str> = event
-                    .data
-                    .get("detail")
-                    .and_then(|d| d.get("reasons"))
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                let text: Vec<&str> = reasons
-                    .iter()
-                    .filter_map(|r| serde_json::from_value::<ReasonCode>(json!(r)).ok())
-                    .map(ReasonCode::explanation_zh)
-                    .collect();
-                (Purpose::Rejected, param("reasons", text.join("；")))
+            Input::PaymentReported {
+                payment_id,
+                status,
+                amount_cny,
+            } => {
+                if status != "succeeded" {
+                    return Ok(Decision::audit(
+                        "payment_not_completed",
+                        json!({"payment_id": payment_id, "status": status}),
+                    ));
+                }
+                let refund = |why: &str, kind: &'static str| {
+                    let r = json!({"payment_id": payment_id, "amount_cny": amount_cny, "why": why});
+                    Decision::audit(kind, r.clone())
+                        .recording(&format!("refund_due:{payment_id}"), r)
+                };
+                if *amount_cny != u64::from(amount) {
+                    refund("amount does not match the fee", "payment_refused")
+                } else if case.state == State::PaymentExpired {
+                    // Money for a lapsed application: kept for refund, never lost.
+                    refund("payment after the window closed", "payment_after_expiry")
+                } else {
+                    Decision::step(
+                        Step::ConfirmPayment,
+                        json!({"payment_id": payment_id, "amount_cny": amount_cny}),
+                    )
+                }
             }
-            EventType::Entered(State::CorrectionRequested) => {
-                let mut p = param("items", correction_items(event));
-                p.insert("message".into(), detail(event, "message"));
-                let round = Some(case.review_round);
-                return self
-                    .sms_once(cx, &case, Purpose::CorrectionRequested, p, round)
-                    .await;
+            Input::Deadline(deadline) => {
+                if case.state != State::AwaitingPayment {
+                    return Ok(Decision::nothing()); // paid or closed meanwhile: a stale timer
+                }
+                let unpaid_for = Duration::from_millis((now_ms - case.state_since).max(0) as u64);
+                match deadline {
+                    Deadline::Reminder if unpaid_for >= self.fees.reminder_after => {
+                        let params = BTreeMap::from([("amount".into(), amount.to_string())]);
+                        Decision::request(sms_effect(case, Purpose::PaymentReminder, params, None))
+                    }
+                    Deadline::Expiry if unpaid_for >= self.fees.payment_window => Decision::step(
+                        Step::ExpirePayment,
+                        json!({"unpaid_for_s": unpaid_for.as_secs()}),
+                    )
+                    .requesting(sms_effect(
+                        case,
+                        Purpose::PaymentExpired,
+                        BTreeMap::new(),
+                        None,
+                    )),
+                    _ => Decision::nothing(), // not due yet: an early timer
+                }
             }
-            EventType::Entered(State::CorrectionLapsed) => (
-                Purpose::CorrectionLapsed,
-                param("why", detail(event, "why")),
+            Input::Receipt {
+                purpose,
+                delivered,
+                provider_id,
+                error,
+            } => Decision::audit(
+                if *delivered {
+                    "sms_delivered"
+                } else {
+                    "sms_undelivered"
+                },
+                json!({"purpose": purpose, "provider_id": provider_id, "error": error}),
             ),
-            EventType::Entered(State::ReviewRejected) => (
-                Purpose::ReviewRejected,
-                param("reason", detail(event, "reason")),
-            ),
-            EventType::Entered(State::InProduction) => (Purpose::InProduction, BTreeMap::new()),
-            EventType::Entered(State::Shipped) => {
-                (Purpose::Shipped, param("waybill", detail(event, "waybill")))
-            }
-            EventType::Entered(State::ReadyForPickup) => (
-                Purpose::ReadyForPickup,
-                param("hall", detail(event, "hall")),
-            ),
-            EventType::Entered(State::Delivered) => (Purpose::Delivered, BTreeMap::new()),
-            other => {
-                return Err(HandlerError::Permanent(format!(
-                    "notify has no SMS for {}",
-                    other.type_name()
-                )));
-            }
-        };
-        self.sms(cx, &case, purpose, params).await
+            Input::Announce(kind, data) => Decision::request(announcement(case, *kind, data)?),
+        })
     }
+}
+
+/// The SMS that follows a lifecycle event.
+fn announcement(case: &CaseRecord, kind: EventType, data: &Value) -> Result<Effect, String> {
+    let param = |k: &str, v: String| BTreeMap::from([(k.to_owned(), v)]);
+    let (purpose, params) = match kind {
+        EventType::DocumentInvalidated => (Purpose::DocumentInvalidated, BTreeMap::new()),
+        EventType::Entered(State::Rejected) => {
+            let text: Vec<&str> = data
+                .pointer("/detail/reasons")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| serde_json::from_value::<ReasonCode>(r.clone()).ok())
+                .map(ReasonCode::explanation_zh)
+                .collect();
+            (Purpose::Rejected, param("reasons", text.join("；")))
+        }
+        EventType::Entered(State::CorrectionRequested) => {
+            let mut p = param("items", correction_items(data));
+            p.insert("message".into(), detail_of(data, "message"));
+            let round = Some(case.review_round);
+            return Ok(sms_effect(case, Purpose::CorrectionRequested, p, round));
+        }
+        EventType::Entered(State::CorrectionLapsed) => (
+            Purpose::CorrectionLapsed,
+            param("why", detail_of(data, "why")),
+        ),
+        EventType::Entered(State::ReviewRejected) => (
+            Purpose::ReviewRejected,
+            param("reason", detail_of(data, "reason")),
+        ),
+        EventType::Entered(State::InProduction) => (Purpose::InProduction, BTreeMap::new()),
+        EventType::Entered(State::Shipped) => (
+            Purpose::Shipped,
+            param("waybill", detail_of(data, "waybill")),
+        ),
+        EventType::Entered(State::ReadyForPickup) => (
+            Purpose::ReadyForPickup,
+            param("hall", detail_of(data, "hall")),
+        ),
+        EventType::Entered(State::Delivered) => (Purpose::Delivered, BTreeMap::new()),
+        other => return Err(format!("notify has no SMS for {}", other.type_name())),
+    };
+    Ok(sms_effect(case, purpose, params, None))
 }
 
 const ANNOUNCED: [EventType; 9] = [
@@ -434,28 +413,20 @@ impl Handler for Notify {
     }
 
     async fn handle(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        match event.kind() {
-            Some(EventType::Entered(State::Approved)) => self.approved(cx).await,
-            Some(EventType::PaymentReported) => self.payment_reported(cx, event).await,
-            Some(EventType::PaymentDeadline) => self.deadline(cx, event).await,
-            Some(EventType::SmsReported) => self.receipt(cx, event).await,
-            Some(EventType::EffectDone(Party::Payment)) => {
-                let report = Cx::report(event)?;
-                self.payment_ordered(cx, &report).await
-            }
-            Some(kind) if ANNOUNCED.contains(&kind) => self.announce(cx, event, kind).await,
-            _ => Err(HandlerError::Permanent(format!(
-                "notify does not handle {}",
-                event.event_type
-            ))),
-        }
+        let input = Input::decode(event).map_err(HandlerError::Permanent)?;
+        let mut case = cx.case().await?;
+        let decision = self
+            .decide(&case, &input, wangban_runtime::now_ms())
+            .map_err(HandlerError::Permanent)?;
+        cx.apply(&mut case, decision).await?;
+        Ok(())
     }
 
     /// The payment clock: publishes a `payment.deadline` for each case whose reminder or window
     /// is due. Its event id is derived from (case, deadline), so publishing it again on every tick
     /// until the case moves on has no second effect.
     async fn tick(&self, rt: &Runtime) -> Result<(), HandlerError> {
-        let now = wangban_store::now_ms();
+        let now = wangban_runtime::now_ms();
         let due = [
             ("reminder", self.fees.reminder_after, "sms:payment_reminder"),
             ("expiry", self.fees.payment_window, "payment_expiry"),
@@ -490,6 +461,147 @@ impl Handler for Notify {
 mod tests {
     use super::*;
 
+    fn case(state: State, kind: &str, state_since: i64) -> CaseRecord {
+        CaseRecord {
+            case_id: "case_0123456789abcdef01234567".parse().unwrap(),
+            application_id: "APP-1".into(),
+            document_kind: Some(kind.into()),
+            delivery_method: "courier".into(),
+            state,
+            version: 3,
+            review_round: 2,
+            reviewer: None,
+            application: "{}".into(),
+            created_at: 0,
+            state_since,
+        }
+    }
+
+    fn paid(amount: u64) -> Input {
+        Input::PaymentReported {
+            payment_id: "PAY1".into(),
+            status: "succeeded".into(),
+            amount_cny: amount,
+        }
+    }
+
+    fn sms(case: &CaseRecord, purpose: Purpose, params: &[(&str, &str)]) -> Effect {
+        let p = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        sms_effect(case, purpose, p, None)
+    }
+
+    #[test]
+    fn every_event_it_consumes_decides_by_the_fee_and_the_payment_window() {
+        use State::*;
+        let n = Notify::new(FeeConfig::default());
+        let day = 86_400_000;
+        let ordered = |result: Value| {
+            let command = Effect::PaymentOrder { amount_cny: 120 };
+            Input::PaymentOrdered(EffectReport {
+                purpose: command.purpose(),
+                command,
+                outcome: wangban_domain::effects::Outcome::Done { result },
+            })
+        };
+        let order = json!({"amount_cny": 120, "gateway_order_id": "G1"});
+        let approved = case(Approved, "passport", 0);
+        let awaiting = case(AwaitingPayment, "passport", 0);
+        let refund = |why: &str| json!({"payment_id": "PAY1", "amount_cny": 60, "why": why});
+        #[rustfmt::skip]
+        let table: Vec<(&str, CaseRecord, Input, i64, Decision)> = vec![
+            ("approved: a payment order of the passport fee", approved.clone(), Input::Approved, 0,
+                Decision::request(Effect::PaymentOrder { amount_cny: 120 })),
+            ("a permit's fee", case(Approved, "hk_macao_permit", 0), Input::Approved, 0,
+                Decision::request(Effect::PaymentOrder { amount_cny: 60 })),
+            ("approved again once awaiting payment: the lifecycle refuses", awaiting.clone(), Input::Approved, 0,
+                Decision::step(Step::RequestFee, json!({}))),
+            ("ordered: record, await payment, fee SMS", approved.clone(), ordered(json!({"gateway_order_id": "G1"})), 0,
+                Decision::step(Step::RequestFee, order.clone()).recording("payment_order", order.clone())
+                    .requesting(sms(&approved, Purpose::FeeDue, &[("amount", "120"), ("days", "7")]))),
+            ("ordered again (late duplicate): step only, refused", awaiting.clone(), ordered(json!({"gateway_order_id": "G1"})), 0,
+                Decision::step(Step::RequestFee, order.clone())),
+            ("paid", awaiting.clone(), paid(120), 0,
+                Decision::step(Step::ConfirmPayment, json!({"payment_id": "PAY1", "amount_cny": 120}))),
+            ("paid before the order was recorded: the lifecycle waits", approved.clone(), paid(120), 0,
+                Decision::step(Step::ConfirmPayment, json!({"payment_id": "PAY1", "amount_cny": 120}))),
+            ("paid the wrong amount: kept for refund", awaiting.clone(), paid(60), 0,
+                Decision::audit("payment_refused", refund("amount does not match the fee"))
+                    .recording("refund_due:PAY1", refund("amount does not match the fee"))),
+            ("paid after the window closed: kept for refund", case(PaymentExpired, "passport", 0), paid(120), 0, {
+                let r = json!({"payment_id": "PAY1", "amount_cny": 120, "why": "payment after the window closed"});
+                Decision::audit("payment_after_expiry", r.clone()).recording("refund_due:PAY1", r)
+            }),
+            ("a failed payment: recorded only", awaiting.clone(),
+                Input::PaymentReported { payment_id: "PAY1".into(), status: "failed".into(), amount_cny: 120 }, 0,
+                Decision::audit("payment_not_completed", json!({"payment_id": "PAY1", "status": "failed"}))),
+            ("reminder not due yet (early timer)", awaiting.clone(), Input::Deadline(Deadline::Reminder), 2 * day, Decision::nothing()),
+            ("reminder due", awaiting.clone(), Input::Deadline(Deadline::Reminder), 3 * day,
+                Decision::request(sms(&awaiting, Purpose::PaymentReminder, &[("amount", "120")]))),
+            ("expiry not due yet", awaiting.clone(), Input::Deadline(Deadline::Expiry), 7 * day - 1, Decision::nothing()),
+            ("expiry due: lapse and tell", awaiting.clone(), Input::Deadline(Deadline::Expiry), 7 * day,
+                Decision::step(Step::ExpirePayment, json!({"unpaid_for_s": 7 * 86_400}))
+                    .requesting(sms(&awaiting, Purpose::PaymentExpired, &[]))),
+            ("expiry after payment (stale timer)", case(Paid, "passport", 0), Input::Deadline(Deadline::Expiry), 8 * day, Decision::nothing()),
+            ("a receipt", awaiting.clone(), Input::Receipt { purpose: "fee_due".into(), delivered: false,
+                provider_id: json!("S1"), error: json!("UNDELIV") }, 0,
+                Decision::audit("sms_undelivered", json!({"purpose": "fee_due", "provider_id": "S1", "error": "UNDELIV"}))),
+            ("shipped: the SMS names the waybill", case(Shipped, "passport", 0),
+                Input::Announce(EventType::Entered(Shipped), json!({"detail": {"waybill": "SF1"}})), 0,
+                Decision::request(sms(&case(Shipped, "passport", 0), Purpose::Shipped, &[("waybill", "SF1")]))),
+        ];
+        for (what, case, input, now, expected) in table {
+            assert_eq!(n.decide(&case, &input, now).unwrap(), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_second_correction_round_has_an_sms_of_its_own() {
+        let n = Notify::new(FeeConfig::default());
+        let c = case(State::CorrectionRequested, "passport", 0);
+        let data = json!({"detail": {"items": ["photo"], "message": "白底"}});
+        let d = n
+            .decide(
+                &c,
+                &Input::Announce(EventType::Entered(State::CorrectionRequested), data),
+                0,
+            )
+            .unwrap();
+        assert_eq!(d.request.len(), 1);
+        assert_eq!(d.request[0].purpose(), "sms:correction_requested:2");
+        let Effect::Sms { text, .. } = &d.request[0] else {
+            panic!("an SMS")
+        };
+        assert!(text.contains("证件照片") && text.contains("白底"), "{text}");
+    }
+
+    #[test]
+    fn what_does_not_decode_is_refused_naming_the_field() {
+        let ev = |kind, data| {
+            Envelope::new(
+                wangban_domain::ids::EventId::derived(&["t"]),
+                kind,
+                "/t",
+                Default::default(),
+                "case_0123456789abcdef01234567".parse().unwrap(),
+                None,
+                data,
+            )
+        };
+        let no_amount = ev(EventType::PaymentReported, json!({"payment_id": "P"}));
+        assert!(
+            Input::decode(&no_amount)
+                .unwrap_err()
+                .contains("amount_cny")
+        );
+        let odd = ev(EventType::PaymentDeadline, json!({"deadline": "tomorrow"}));
+        assert!(Input::decode(&odd).unwrap_err().contains("reminder"));
+        let receipt = ev(EventType::SmsReported, json!({"purpose": "fee_due"}));
+        assert!(Input::decode(&receipt).unwrap_err().contains("delivered"));
+    }
+
     #[test]
     fn a_due_deadline_is_published_once_per_period() {
         let n = Notify::new(FeeConfig::default());
@@ -519,7 +631,7 @@ mod tests {
             None,
             json!({"detail": {"items": ["photo", "id_card_back"], "message": "背景请用白色"}}),
         );
-        let items = correction_items(&event);
+        let items = correction_items(&event.data);
         assert_eq!(items, "证件照片、身份证国徽面照片");
         let params = BTreeMap::from([
             ("items".to_string(), items),

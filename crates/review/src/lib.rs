@@ -24,7 +24,7 @@ use wangban_domain::effects::{Effect, Party};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::EventId;
 use wangban_domain::lifecycle::{State, Step};
-use wangban_runtime::{Cx, Handler, HandlerError, Runtime, ingress};
+use wangban_runtime::{CaseRecord, Cx, Decision, Handler, HandlerError, Runtime, ingress};
 
 /// Who reviews.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,7 +147,7 @@ impl Review {
     async fn assigned(
         &self,
         cx: &mut Cx<'_>,
-        case: &mut wangban_store::CaseRecord,
+        case: &mut CaseRecord,
         step: Step,
         round: i64,
         reviewer: Option<String>,
@@ -226,74 +226,98 @@ impl Review {
     }
 
     async fn decided(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let d = &event.data;
-        let decision = d.get("decision").and_then(Value::as_str).unwrap_or("");
-        let round = d.get("round").and_then(Value::as_i64);
+        let verdict = Verdict::decode(&event.data).map_err(HandlerError::Permanent)?;
         let mut case = cx.case().await?;
+        let decision = self.decide_verdict(&case, &verdict)?;
+        cx.apply(&mut case, decision).await?;
+        Ok(())
+    }
+
+    /// What a reviewer's decision does to `case`: an early one waits ([`HandlerError::Early`]),
+    /// one for a round that is over is refused and recorded, a correction in the last round is
+    /// refused and recorded; otherwise the case takes the decision's step.
+    pub fn decide_verdict(&self, case: &CaseRecord, v: &Verdict) -> Result<Decision, HandlerError> {
         if case.state == State::Accepted
-            || (round.is_some_and(|r| r > case.review_round) && !case.state.is_terminal())
+            || (v.round.is_some_and(|r| r > case.review_round) && !case.state.is_terminal())
         {
             return Err(HandlerError::Early(
                 "decision arrived before its review round started".into(),
             ));
         }
-        if round != Some(case.review_round) || case.state != State::UnderReview {
-            cx.audit(
-                &case,
+        if v.round != Some(case.review_round) || case.state != State::UnderReview {
+            return Ok(Decision::audit(
                 "decision_refused",
-                json!({"round": round, "current_round": case.review_round, "state": case.state}),
-            )
-            .await?;
-            return Ok(());
+                json!({"round": v.round, "current_round": case.review_round, "state": case.state}),
+            ));
         }
-        let reviewer = d.get("reviewer").cloned().unwrap_or(Value::Null);
-        let (step, detail) = match decision {
-            "approve" => (Step::Approve, json!({"reviewer": reviewer})),
+        Ok(match &v.ruling {
+            Ruling::Approve => Decision::step(Step::Approve, json!({"reviewer": v.reviewer})),
+            Ruling::RequestCorrection { .. } if case.review_round >= self.rules.max_rounds => {
+                let why = format!(
+                    "round {} is the last of {}: approve or reject",
+                    case.review_round, self.rules.max_rounds
+                );
+                Decision::audit("decision_refused", json!({"round": v.round, "reason": why}))
+            }
+            Ruling::RequestCorrection { items, message } => Decision::step(
+                Step::RequestCorrection,
+                json!({"reviewer": v.reviewer, "items": items, "message": message}),
+            ),
+            Ruling::Reject { reason } => Decision::step(
+                Step::RejectReview,
+                json!({"reviewer": v.reviewer, "reason": reason}),
+            ),
+        })
+    }
+}
+
+/// What a reviewer decided.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ruling {
+    Approve,
+    RequestCorrection { items: Value, message: Value },
+    Reject { reason: String },
+}
+
+/// A `review.decided` event, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub round: Option<i64>,
+    pub reviewer: Value,
+    pub ruling: Ruling,
+}
+
+impl Verdict {
+    /// Decodes a decision; what does not decode is a permanent error naming the field.
+    pub fn decode(d: &Value) -> Result<Verdict, String> {
+        let ruling = match d.get("decision").and_then(Value::as_str).unwrap_or("") {
+            "approve" => Ruling::Approve,
             "request_correction" => {
                 let items = d.get("items").cloned().unwrap_or(json!([]));
-                let message = d.get("message").cloned().unwrap_or(json!(""));
                 if items.as_array().is_none_or(|a| a.is_empty()) {
-                    return Err(HandlerError::Permanent(
-                        "request_correction must name the items to fix".into(),
-                    ));
+                    return Err("request_correction must name the items to fix".into());
                 }
-                if case.review_round >= self.rules.max_rounds {
-                    let why = format!(
-                        "round {} is the last of {}: approve or reject",
-                        case.review_round, self.rules.max_rounds
-                    );
-                    cx.audit(
-                        &case,
-                        "decision_refused",
-                        json!({"round": round, "reason": why}),
-                    )
-                    .await?;
-                    return Ok(());
-                }
-                (
-                    Step::RequestCorrection,
-                    json!({"reviewer": reviewer, "items": items, "message": message}),
-                )
+                let message = d.get("message").cloned().unwrap_or(json!(""));
+                Ruling::RequestCorrection { items, message }
             }
-            "reject" => {
-                let reason = d.get("reason").and_then(Value::as_str).unwrap_or("");
-                if reason.is_empty() {
-                    return Err(HandlerError::Permanent("reject must give a reason".into()));
-                }
-                (
-                    Step::RejectReview,
-                    json!({"reviewer": reviewer, "reason": reason}),
-                )
-            }
+            "reject" => match d.get("reason").and_then(Value::as_str) {
+                Some(r) if !r.is_empty() => Ruling::Reject {
+                    reason: r.to_owned(),
+                },
+                _ => return Err("reject must give a reason".into()),
+            },
             other => {
-                return Err(HandlerError::Permanent(format!(
+                return Err(format!(
                     "unknown review decision `{}`",
                     other.chars().take(32).collect::<String>()
-                )));
+                ));
             }
         };
-        cx.step(&mut case, step, detail).await?;
-        Ok(())
+        Ok(Verdict {
+            round: d.get("round").and_then(Value::as_i64),
+            reviewer: d.get("reviewer").cloned().unwrap_or(Value::Null),
+            ruling,
+        })
     }
 }
 
@@ -397,4 +421,91 @@ async fn publish_deadline(
     rt.publish_ingress(&event)
         .await
         .map_err(HandlerError::Transient)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(state: State, round: i64) -> CaseRecord {
+        CaseRecord {
+            case_id: "case_0123456789abcdef01234567".parse().unwrap(),
+            application_id: "APP-1".into(),
+            document_kind: Some("passport".into()),
+            delivery_method: "courier".into(),
+            state,
+            version: 3,
+            review_round: round,
+            reviewer: Some("r1".into()),
+            application: "{}".into(),
+            created_at: 0,
+            state_since: 0,
+        }
+    }
+
+    fn verdict(round: i64, d: Value) -> Verdict {
+        let mut d = d;
+        d["round"] = json!(round);
+        d["reviewer"] = json!("r1");
+        Verdict::decode(&d).unwrap()
+    }
+
+    #[test]
+    fn a_decision_moves_the_case_only_in_its_own_open_round() {
+        use State::*;
+        let review = Review {
+            desk: Desk::Staffed,
+            rules: ReviewRules::default(),
+            reviewers_file: None,
+        };
+        let approve = json!({"decision": "approve"});
+        let correct =
+            json!({"decision": "request_correction", "items": ["photo"], "message": "白底"});
+        let refused = |round: i64, current: i64, state: State| {
+            Decision::audit(
+                "decision_refused",
+                json!({"round": round, "current_round": current, "state": state}),
+            )
+        };
+        #[rustfmt::skip]
+        let table: Vec<(&str, CaseRecord, Verdict, Decision)> = vec![
+            ("approve round 1", case(UnderReview, 1), verdict(1, approve.clone()),
+                Decision::step(Step::Approve, json!({"reviewer": "r1"}))),
+            ("a correction", case(UnderReview, 1), verdict(1, correct.clone()),
+                Decision::step(Step::RequestCorrection, json!({"reviewer": "r1", "items": ["photo"], "message": "白底"}))),
+            ("reject", case(UnderReview, 2), verdict(2, json!({"decision": "reject", "reason": "照片不符"})),
+                Decision::step(Step::RejectReview, json!({"reviewer": "r1", "reason": "照片不符"}))),
+            ("a decision of round 1 again (duplicate, case approved)", case(Approved, 1), verdict(1, approve.clone()),
+                refused(1, 1, Approved)),
+            ("a late decision of round 1 in round 2", case(UnderReview, 2), verdict(1, approve.clone()),
+                refused(1, 2, UnderReview)),
+            ("no correction in the last round", case(UnderReview, 3), verdict(3, correct.clone()),
+                Decision::audit("decision_refused", json!({"round": 3, "reason": "round 3 is the last of 3: approve or reject"}))),
+        ];
+        for (what, case, v, expected) in table {
+            assert_eq!(
+                review.decide_verdict(&case, &v).unwrap(),
+                expected,
+                "{what}"
+            );
+        }
+        // Early: before review started, or a round that has not started yet.
+        for (state, round, v) in [(Accepted, 0, 1), (CorrectionRequested, 1, 2)] {
+            let err = review
+                .decide_verdict(&case(state, round), &verdict(v, approve.clone()))
+                .unwrap_err();
+            assert!(
+                err.is_early(),
+                "{state} round {round}, decision of round {v}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_decision_that_does_not_decode_is_refused_naming_what_is_wrong() {
+        let err = |d: Value| Verdict::decode(&d).unwrap_err();
+        assert!(err(json!({"decision": "maybe"})).contains("maybe"));
+        assert!(err(json!({"decision": "request_correction", "items": []})).contains("items"));
+        assert!(err(json!({"decision": "reject", "reason": ""})).contains("reason"));
+    }
 }

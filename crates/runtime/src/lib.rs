@@ -12,13 +12,19 @@
 //! executors ([`effects`]) carry out the effects handlers requested, after the commit.
 
 mod context;
+mod decision;
 pub mod effects;
 pub mod ingress;
 pub mod metrics;
 pub mod relay;
 
 pub use context::{Cx, HandlerError, StepOutcome};
+pub use decision::Decision;
 pub use effects::Executor;
+/// The case as stored, as a worker's decision sees it.
+pub use wangban_store::CaseRecord;
+/// Now, in milliseconds since the Unix epoch: the time every record of the store carries.
+pub use wangban_store::now_ms;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
