@@ -67,10 +67,14 @@ impl Runtime {
         let mut calls = tokio::task::JoinSet::new();
         let mut pause = Duration::from_millis(50);
         tracing::info!(party = party.as_str(), "executor running");
+        // Whether to look for due commands: at start, when woken (a commit requested some), on
+        // the poll, and when a call ends while the last look found more than there were slots;
+        // a look that finds no free slot waits for one.
+        let mut look = true;
+        let mut more_due = false;
         while !*shutdown.borrow() {
             let free = slots.available_permits();
-            let mut full_batch = false;
-            if free > 0 {
+            if look && free > 0 {
                 match self
                     .store
                     .claim_effects(party.as_str(), free as i64, lease_ms)
@@ -78,7 +82,8 @@ impl Runtime {
                 {
                     Ok(commands) => {
                         pause = Duration::from_millis(50);
-                        full_batch = commands.len() == free;
+                        look = false;
+                        more_due = commands.len() == free;
                         for command in commands {
                             let Ok(permit) = slots.clone().try_acquire_owned() else {
                                 break; // cannot happen: we claimed only as many as were free
@@ -101,15 +106,12 @@ impl Runtime {
                     }
                 }
             }
-            if full_batch {
-                continue; // more may be due
-            }
-            tokio::select! {
-                _ = self.executor_wakeup(party).notified() => {}
-                Some(_) = calls.join_next(), if !calls.is_empty() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                _ = shutdown.changed() => {}
-            }
+            look |= tokio::select! {
+                _ = self.executor_wakeup(party).notified() => true,
+                Some(_) = calls.join_next(), if !calls.is_empty() => more_due,
+                _ = tokio::time::sleep(POLL) => true,
+                _ = shutdown.changed() => false,
+            };
         }
         while calls.join_next().await.is_some() {}
         tracing::info!(party = party.as_str(), "executor stopped");
