@@ -16,7 +16,7 @@ use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::id_number::IdNumber;
 use wangban_domain::ids::CaseId;
 use wangban_domain::lifecycle::{State, Step};
-use wangban_runtime::{Cx, Handler, HandlerError};
+use wangban_runtime::{CaseRecord, Cx, Decision, Handler, HandlerError};
 use wangban_store::NewCase;
 
 /// The intake worker.
@@ -46,122 +46,163 @@ fn parse(event: &Envelope, strict: bool) -> Result<Application, HandlerError> {
     Ok(app)
 }
 
+/// What intake decided about a submission.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Submission {
+    /// The same application again: noted on the case it opened.
+    Repeated(Decision),
+    /// A case to open (accepted or rejected), then this decision about it.
+    Open { accepted: bool, decision: Decision },
+}
+
+/// What intake decided about a resubmission.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resubmission {
+    /// Refused and recorded (nothing pending, another person or document, still ineligible).
+    Refused(Decision),
+    /// The corrected application replaces the stored one; the case returns to review.
+    Accepted(Decision),
+}
+
 impl Intake {
-    async fn submitted(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let app = parse(event, self.refuse_unknown_fields)?;
-        let case_id = event.subject.clone();
-        if let Some(existing) = cx.tx().load_case(&case_id).await? {
-            // The same application again: one case per application_id; note it and move on.
-            cx.audit(
-                &existing,
+    /// What a submission of `app` does: `existing` is the case its application id already has,
+    /// `open_duplicate` whether the person has another open case of the same document kind.
+    pub fn decide_submission(
+        &self,
+        app: &Application,
+        existing: Option<&CaseRecord>,
+        open_duplicate: bool,
+    ) -> Submission {
+        if let Some(existing) = existing {
+            return Submission::Repeated(Decision::audit(
                 "duplicate_submission",
                 json!({"state": existing.state}),
-            )
-            .await?;
-            return Ok(());
+            ));
         }
-        let mut codes = eligibility::assess(&app, &self.rules);
-        let key = cx.tx().fingerprint_key().to_owned();
-        let fingerprint = IdNumber::parse(&app.applicant.id_number)
-            .ok()
-            .map(|id| id.fingerprint(&key));
-        let kind = app.document_kind().map(|k| k.as_str().to_owned());
-        if let (Some(fp), Some(k)) = (&fingerprint, &kind)
-            && cx.tx().open_case_for(fp, k).await?.is_some()
-        {
+        let mut codes = eligibility::assess(app, &self.rules);
+        if open_duplicate {
             codes.push(ReasonCode::DuplicateActiveApplication);
         }
-        let accepted = codes.is_empty();
-        let new_case = NewCase {
-            case_id: case_id.clone(),
-            application_id: app.application_id.to_string(),
-            id_fingerprint: fingerprint,
-            document_kind: kind.clone(),
-            delivery_method: app.delivery.method().as_str().into(),
-            application: event.data.to_string(),
-        };
-        let event_id = event.id.to_string();
-        cx.tx().insert_case(&new_case, accepted, &event_id).await?;
-        let mut case = cx.case().await?;
-        if accepted {
-            cx.step(&mut case, Step::Accept, json!({"document_kind": kind}))
-                .await?;
-            // The held document: invalidated once, irreversibly, the moment the case is accepted.
-            let detail = json!({"document_kind": kind});
-            if cx
-                .tx()
-                .record_effect(&case_id, INVALIDATION, &detail)
-                .await?
-            {
-                cx.audit(&case, "document_invalidated", detail.clone())
-                    .await?;
-                cx.emit(EventType::DocumentInvalidated, detail);
-            }
-        } else {
+        let kind = app.document_kind().map(|k| k.as_str());
+        if !codes.is_empty() {
             let reasons: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
-            cx.step(&mut case, Step::Reject, json!({"reasons": reasons}))
-                .await?;
+            let decision = Decision::step(Step::Reject, json!({"reasons": reasons}));
+            return Submission::Open {
+                accepted: false,
+                decision,
+            };
         }
-        Ok(())
+        // The held document: invalidated once, irreversibly, the moment the case is accepted.
+        let detail = json!({"document_kind": kind});
+        let mut decision =
+            Decision::step(Step::Accept, detail.clone()).recording(INVALIDATION, detail.clone());
+        decision
+            .audit
+            .push(("document_invalidated", detail.clone()));
+        decision.emit.push((EventType::DocumentInvalidated, detail));
+        Submission::Open {
+            accepted: true,
+            decision,
+        }
     }
 
-    async fn resubmitted(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let app = parse(event, self.refuse_unknown_fields)?;
-        let Some(case) = cx.tx().load_case(&event.subject).await? else {
-            return Err(HandlerError::Permanent(
-                "resubmission for an application with no case".into(),
-            ));
+    /// What a resubmission `app` does to `case`, whose stored application is `stored`. An early
+    /// one (the case has not reached `correction_requested` yet) waits.
+    pub fn decide_resubmission(
+        &self,
+        case: &CaseRecord,
+        stored: &Application,
+        app: &Application,
+    ) -> Result<Resubmission, HandlerError> {
+        let refused = |detail| {
+            Ok(Resubmission::Refused(Decision::audit(
+                "resubmission_refused",
+                detail,
+            )))
         };
         if case.state != State::CorrectionRequested {
             if State::CorrectionRequested.can_reach(case.state) || case.state.is_terminal() {
-                cx.audit(
-                    &case,
-                    "resubmission_refused",
-                    json!({"state": case.state, "reason": "no correction is pending"}),
-                )
-                .await?;
-                return Ok(());
+                return refused(json!({"state": case.state, "reason": "no correction is pending"}));
             }
-            return Err(HandlerError::Transient(format!(
+            return Err(HandlerError::Early(format!(
                 "resubmission while the case is {}",
                 case.state
             )));
         }
-        let stored = Cx::application(&case)?;
         if !stored
             .applicant
             .id_number
             .eq_ignore_ascii_case(&app.applicant.id_number)
             || stored.document_kind() != app.document_kind()
         {
-            cx.audit(
-                &case,
-                "resubmission_refused",
-                json!({"reason": "identity number or document kind changed"}),
-            )
-            .await?;
-            return Ok(());
+            return refused(json!({"reason": "identity number or document kind changed"}));
         }
-        let codes = eligibility::assess(&app, &self.rules);
+        let codes = eligibility::assess(app, &self.rules);
         if !codes.is_empty() {
             let reasons: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
-            cx.audit(&case, "resubmission_refused", json!({"reasons": reasons}))
-                .await?;
-            return Ok(());
+            return refused(json!({"reasons": reasons}));
         }
-        cx.tx()
-            .replace_application(&case.case_id, &event.data.to_string())
-            .await?;
-        cx.audit(
-            &case,
-            "resubmission_accepted",
-            json!({"round": case.review_round + 1}),
-        )
-        .await?;
-        cx.emit(
-            EventType::CaseResubmitted,
-            json!({"round": case.review_round + 1}),
-        );
+        let round = json!({"round": case.review_round + 1});
+        let mut decision = Decision::audit("resubmission_accepted", round.clone());
+        decision.emit.push((EventType::CaseResubmitted, round));
+        Ok(Resubmission::Accepted(decision))
+    }
+
+    async fn submitted(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let app = parse(event, self.refuse_unknown_fields)?;
+        let case_id = event.subject.clone();
+        let existing = cx.tx().load_case(&case_id).await?;
+        let key = cx.tx().fingerprint_key().to_owned();
+        let fingerprint = IdNumber::parse(&app.applicant.id_number)
+            .ok()
+            .map(|id| id.fingerprint(&key));
+        let kind = app.document_kind().map(|k| k.as_str().to_owned());
+        let open_duplicate = match (&existing, &fingerprint, &kind) {
+            (None, Some(fp), Some(k)) => cx.tx().open_case_for(fp, k).await?.is_some(),
+            _ => false,
+        };
+        match self.decide_submission(&app, existing.as_ref(), open_duplicate) {
+            Submission::Repeated(decision) => {
+                let mut case = existing.expect("a repeated submission has its case");
+                cx.apply(&mut case, decision).await?;
+            }
+            Submission::Open { accepted, decision } => {
+                let new_case = NewCase {
+                    case_id: case_id.clone(),
+                    application_id: app.application_id.to_string(),
+                    id_fingerprint: fingerprint,
+                    document_kind: kind,
+                    delivery_method: app.delivery.method().as_str().into(),
+                    application: event.data.to_string(),
+                };
+                let event_id = event.id.to_string();
+                cx.tx().insert_case(&new_case, accepted, &event_id).await?;
+                let mut case = cx.case().await?;
+                cx.apply(&mut case, decision).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn resubmitted(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let app = parse(event, self.refuse_unknown_fields)?;
+        let Some(mut case) = cx.tx().load_case(&event.subject).await? else {
+            return Err(HandlerError::Permanent(
+                "resubmission for an application with no case".into(),
+            ));
+        };
+        let stored = Cx::application(&case)?;
+        match self.decide_resubmission(&case, &stored, &app)? {
+            Resubmission::Refused(decision) => {
+                cx.apply(&mut case, decision).await?;
+            }
+            Resubmission::Accepted(decision) => {
+                cx.tx()
+                    .replace_application(&case.case_id, &event.data.to_string())
+                    .await?;
+                cx.apply(&mut case, decision).await?;
+            }
+        }
         Ok(())
     }
 }
@@ -188,5 +229,148 @@ impl Handler for Intake {
                 event.event_type
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCEPTED: &str =
+        include_str!("../../../examples/applications/accepted-passport-courier.json");
+    const REJECTED: &str =
+        include_str!("../../../examples/applications/rejected-three-reasons.json");
+
+    fn intake() -> Intake {
+        Intake {
+            rules: Rules::default(),
+            refuse_unknown_fields: false,
+        }
+    }
+
+    fn app(text: &str) -> Application {
+        Application::parse(text.as_bytes()).unwrap()
+    }
+
+    fn case(state: State) -> CaseRecord {
+        CaseRecord {
+            case_id: "case_0123456789abcdef01234567".parse().unwrap(),
+            application_id: "APP-1".into(),
+            document_kind: Some("passport".into()),
+            delivery_method: "courier".into(),
+            state,
+            version: 3,
+            review_round: 1,
+            reviewer: None,
+            application: ACCEPTED.into(),
+            created_at: 0,
+            state_since: 0,
+        }
+    }
+
+    #[test]
+    fn a_submission_opens_one_case_accepted_with_its_invalidation_or_rejected_with_every_reason() {
+        let i = intake();
+        let ok = app(ACCEPTED);
+        let Submission::Open { accepted, decision } = i.decide_submission(&ok, None, false) else {
+            panic!("a new application opens a case")
+        };
+        assert!(accepted);
+        let kind = json!({"document_kind": "passport"});
+        assert_eq!(decision.step, Some((Step::Accept, kind.clone())));
+        assert_eq!(
+            decision.record,
+            vec![(INVALIDATION.to_owned(), kind.clone())]
+        );
+        assert_eq!(decision.audit, vec![("document_invalidated", kind.clone())]);
+        assert_eq!(decision.emit, vec![(EventType::DocumentInvalidated, kind)]);
+
+        // The same person with an open case of the same kind: rejected, and nothing invalidated.
+        let Submission::Open { accepted, decision } = i.decide_submission(&ok, None, true) else {
+            panic!("a case")
+        };
+        assert!(!accepted);
+        assert_eq!(
+            decision.step,
+            Some((
+                Step::Reject,
+                json!({"reasons": ["duplicate_active_application"]})
+            ))
+        );
+        assert!(decision.record.is_empty() && decision.emit.is_empty());
+
+        // Every failing rule is named.
+        let bad = app(REJECTED);
+        let Submission::Open { accepted, decision } = i.decide_submission(&bad, None, false) else {
+            panic!("a case")
+        };
+        assert!(!accepted);
+        let (step, detail) = decision.step.unwrap();
+        assert_eq!(step, Step::Reject);
+        assert_eq!(detail["reasons"].as_array().unwrap().len(), 3, "{detail}");
+
+        // The same application again (a redelivery or the portal's retry): noted, nothing else.
+        assert_eq!(
+            i.decide_submission(&ok, Some(&case(State::UnderReview)), false),
+            Submission::Repeated(Decision::audit(
+                "duplicate_submission",
+                json!({"state": "under_review"})
+            ))
+        );
+    }
+
+    #[test]
+    fn a_resubmission_answers_only_a_pending_correction_of_the_same_person() {
+        let i = intake();
+        let stored = app(ACCEPTED);
+        let accepted = i
+            .decide_resubmission(&case(State::CorrectionRequested), &stored, &stored)
+            .unwrap();
+        let mut expected = Decision::audit("resubmission_accepted", json!({"round": 2}));
+        expected
+            .emit
+            .push((EventType::CaseResubmitted, json!({"round": 2})));
+        assert_eq!(accepted, Resubmission::Accepted(expected));
+
+        // Late: the case has moved past the correction (resubmitted twice) or closed.
+        for state in [State::UnderReview, State::Approved, State::CorrectionLapsed] {
+            let r = i
+                .decide_resubmission(&case(state), &stored, &stored)
+                .unwrap();
+            assert_eq!(
+                r,
+                Resubmission::Refused(Decision::audit(
+                    "resubmission_refused",
+                    json!({"state": state, "reason": "no correction is pending"})
+                )),
+                "{state}"
+            );
+        }
+        // Early: the correction has not been asked for yet.
+        let err = i
+            .decide_resubmission(&case(State::Accepted), &stored, &stored)
+            .unwrap_err();
+        assert!(err.is_early(), "{err}");
+
+        // Another person's number, or another document: refused.
+        let mut other: serde_json::Value = serde_json::from_str(ACCEPTED).unwrap();
+        other["applicant"]["id_number"] = json!("11010519491231002X");
+        let other = Application::from_value(&other).unwrap();
+        let r = i
+            .decide_resubmission(&case(State::CorrectionRequested), &stored, &other)
+            .unwrap();
+        assert_eq!(
+            r,
+            Resubmission::Refused(Decision::audit(
+                "resubmission_refused",
+                json!({"reason": "identity number or document kind changed"})
+            ))
+        );
+        // Still ineligible after the correction: refused with the reasons.
+        let bad = app(REJECTED);
+        let r = i
+            .decide_resubmission(&case(State::CorrectionRequested), &bad, &bad)
+            .unwrap();
+        assert!(matches!(r, Resubmission::Refused(d) if d.audit[0].1["reasons"].is_array()));
     }
 }
