@@ -2,7 +2,12 @@
 //! the case to `awaiting_payment` and sends the fee SMS; payment results confirm it; its clock sends
 //! the reminder and closes the payment window. Every other SMS the applicant receives goes out here
 //! too, exactly once per (case, purpose): the gateway gets `case:purpose` as its out-id, and the
-//! effect row makes a redelivery skip the send.
+//! effect command's key makes a redelivery ask for nothing new. News of progress (in production,
+//! shipped, ready for pickup) that arrives after the case has moved on is not sent: it is recorded
+//! as `sms_skipped`, so an applicant never reads "in production" after "delivered".
+//!
+//! The policy is [`Notify::decide`], a pure function of the case, the event ([`Input`]) and the
+//! time; the handler loads the case, decides and applies.
 
 pub mod templates;
 
@@ -328,9 +333,26 @@ impl Notify {
                 },
                 json!({"purpose": purpose, "provider_id": provider_id, "error": error}),
             ),
+            // News of a step the case has already gone past is not sent: an applicant never
+            // reads "in production" after "shipped" or "delivered". It is on the timeline.
+            Input::Announce(EventType::Entered(s), _) if is_progress(*s) && case.state != *s => {
+                Decision::audit(
+                    "sms_skipped",
+                    json!({"announced": s, "state": case.state, "why": "the case has moved on"}),
+                )
+            }
             Input::Announce(kind, data) => Decision::request(announcement(case, *kind, data)?),
         })
     }
+}
+
+/// A state whose SMS only tells the applicant how things are going: worth sending only while the
+/// case is still there. (Decisions, closures and the correction request are always sent.)
+fn is_progress(state: State) -> bool {
+    matches!(
+        state,
+        State::InProduction | State::Shipped | State::ReadyForPickup
+    )
 }
 
 /// The SMS that follows a lifecycle event.
@@ -548,6 +570,19 @@ mod tests {
             ("a receipt", awaiting.clone(), Input::Receipt { purpose: "fee_due".into(), delivered: false,
                 provider_id: json!("S1"), error: json!("UNDELIV") }, 0,
                 Decision::audit("sms_undelivered", json!({"purpose": "fee_due", "provider_id": "S1", "error": "UNDELIV"}))),
+            ("in production, but already shipped: skipped, on the timeline", case(Shipped, "passport", 0),
+                Input::Announce(EventType::Entered(InProduction), json!({})), 0,
+                Decision::audit("sms_skipped", json!({"announced": "in_production", "state": "shipped", "why": "the case has moved on"}))),
+            ("shipped, but already delivered: skipped", case(Delivered, "passport", 0),
+                Input::Announce(EventType::Entered(Shipped), json!({"detail": {"waybill": "SF1"}})), 0,
+                Decision::audit("sms_skipped", json!({"announced": "shipped", "state": "delivered", "why": "the case has moved on"}))),
+            ("delivered is always told", case(Delivered, "passport", 0),
+                Input::Announce(EventType::Entered(Delivered), json!({})), 0,
+                Decision::request(sms(&case(Delivered, "passport", 0), Purpose::Delivered, &[]))),
+            ("a correction request is told even once resubmitted", case(UnderReview, "passport", 0),
+                Input::Announce(EventType::Entered(CorrectionRequested), json!({"detail": {"items": ["photo"], "message": ""}})), 0,
+                Decision::request(sms_effect(&case(UnderReview, "passport", 0), Purpose::CorrectionRequested,
+                    BTreeMap::from([("items".into(), "证件照片".into()), ("message".into(), String::new())]), Some(2)))),
             ("shipped: the SMS names the waybill", case(Shipped, "passport", 0),
                 Input::Announce(EventType::Entered(Shipped), json!({"detail": {"waybill": "SF1"}})), 0,
                 Decision::request(sms(&case(Shipped, "passport", 0), Purpose::Shipped, &[("waybill", "SF1")]))),
