@@ -85,7 +85,7 @@ impl Default for ReviewRules {
             calendar: WorkingCalendar::default(),
             working_days: 2,
             max_rounds: 3,
-            resubmit_within: Duration::from_secs(15 * 86_400),
+            resubmit_within: Duration::from_secs(7 * 86_400),
             hold: Duration::from_secs(4 * 3600),
             clock: Clock::default(),
         }

@@ -192,7 +192,7 @@ impl Settings {
             reviewers_file,
             review_max_rounds: env_u64("WANGBAN_REVIEW_MAX_ROUNDS")?.unwrap_or(3).max(1) as i64,
             resubmit_within: Duration::from_secs(
-                env_u64("WANGBAN_RESUBMIT_WITHIN_SECS")?.unwrap_or(15 * 86_400),
+                env_u64("WANGBAN_RESUBMIT_WITHIN_SECS")?.unwrap_or(7 * 86_400),
             ),
             review_hold: Duration::from_secs(
                 env_u64("WANGBAN_REVIEW_HOLD_SECS")?.unwrap_or(4 * 3600),
