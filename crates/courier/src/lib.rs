@@ -194,17 +194,8 @@ mod tests {
 
     fn case(state: State, method: &str) -> CaseRecord {
         CaseRecord {
-            case_id: "case_0123456789abcdef01234567".parse().unwrap(),
-            application_id: "APP-1".into(),
-            document_kind: Some("passport".into()),
             delivery_method: method.into(),
-            state,
-            version: 3,
-            review_round: 1,
-            reviewer: None,
-            application: "{}".into(),
-            created_at: 0,
-            state_since: 0,
+            ..wangban_runtime::case_in(state)
         }
     }
 

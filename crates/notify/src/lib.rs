@@ -485,17 +485,10 @@ mod tests {
 
     fn case(state: State, kind: &str, state_since: i64) -> CaseRecord {
         CaseRecord {
-            case_id: "case_0123456789abcdef01234567".parse().unwrap(),
-            application_id: "APP-1".into(),
             document_kind: Some(kind.into()),
-            delivery_method: "courier".into(),
-            state,
-            version: 3,
             review_round: 2,
-            reviewer: None,
-            application: "{}".into(),
-            created_at: 0,
             state_since,
+            ..wangban_runtime::case_in(state)
         }
     }
 

@@ -171,19 +171,13 @@ mod tests {
     use super::*;
     use wangban_domain::effects::Outcome;
 
-    fn case(state: State) -> CaseRecord {
-        CaseRecord {
-            case_id: "case_0123456789abcdef01234567".parse().unwrap(),
-            application_id: "APP-1".into(),
-            document_kind: Some("passport".into()),
-            delivery_method: "courier".into(),
-            state,
-            version: 3,
-            review_round: 1,
-            reviewer: None,
-            application: "{}".into(),
-            created_at: 0,
-            state_since: 0,
+    use wangban_runtime::case_in as case;
+
+    /// The worker with the default calendar and the policy's 3 working days.
+    fn worker() -> Production {
+        Production {
+            calendar: WorkingCalendar::default(),
+            promise_working_days: 3,
         }
     }
 
@@ -222,10 +216,7 @@ mod tests {
     #[test]
     fn every_event_it_consumes_decides_on_the_working_day_calendar() {
         use State::*;
-        let worker = Production {
-            calendar: WorkingCalendar::default(),
-            promise_working_days: 3,
-        };
+        let worker = worker();
         let order = |due: &str| json!({"centre_order_id": "C1", "due": due});
         // Friday 25 Sep 2026: three working days later is Wednesday 30 Sep (before National Day).
         let friday = date("2026-09-25");
@@ -275,10 +266,7 @@ mod tests {
 
     #[test]
     fn a_year_missing_from_the_calendar_is_recorded_not_guessed() {
-        let worker = Production {
-            calendar: WorkingCalendar::default(),
-            promise_working_days: 3,
-        };
+        let worker = worker();
         let d = worker
             .decide(
                 &case(State::Paid),
@@ -304,10 +292,7 @@ mod tests {
             json!({"document_number": "E1"}),
         );
         assert!(Input::decode(&event).unwrap_err().contains("status"));
-        let worker = Production {
-            calendar: WorkingCalendar::default(),
-            promise_working_days: 3,
-        };
+        let worker = worker();
         let err = worker
             .decide(
                 &case(State::Paid),

@@ -429,17 +429,9 @@ mod tests {
 
     fn case(state: State, round: i64) -> CaseRecord {
         CaseRecord {
-            case_id: "case_0123456789abcdef01234567".parse().unwrap(),
-            application_id: "APP-1".into(),
-            document_kind: Some("passport".into()),
-            delivery_method: "courier".into(),
-            state,
-            version: 3,
             review_round: round,
             reviewer: Some("r1".into()),
-            application: "{}".into(),
-            created_at: 0,
-            state_since: 0,
+            ..wangban_runtime::case_in(state)
         }
     }
 

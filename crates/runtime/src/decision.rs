@@ -98,3 +98,23 @@ impl Cx<'_> {
         Ok(outcome)
     }
 }
+
+/// A case in `state` with placeholder fields (a passport by courier, round 1), for table tests
+/// of decisions: override what a test needs with `CaseRecord { …, ..case_in(state) }`.
+pub fn case_in(state: wangban_domain::lifecycle::State) -> CaseRecord {
+    CaseRecord {
+        case_id: "case_0123456789abcdef01234567"
+            .parse()
+            .expect("a valid case id"),
+        application_id: "APP-1".into(),
+        document_kind: Some("passport".into()),
+        delivery_method: "courier".into(),
+        state,
+        version: 3,
+        review_round: 1,
+        reviewer: None,
+        application: "{}".into(),
+        created_at: 0,
+        state_since: 0,
+    }
+}

@@ -46,8 +46,7 @@ const POLL: Duration = Duration::from_millis(250);
 impl Runtime {
     /// Wakes this process's executor of `party` (after a commit that requested its effects).
     pub(crate) fn wake_executor(&self, party: Party) {
-        let i = Party::ALL.iter().position(|p| *p == party).unwrap_or(0);
-        self.effect_wakeups[i].notify_one();
+        self.executor_wakeup(party).notify_one();
     }
 
     fn executor_wakeup(&self, party: Party) -> &tokio::sync::Notify {

@@ -19,7 +19,7 @@ pub mod metrics;
 pub mod relay;
 
 pub use context::{Cx, HandlerError, StepOutcome};
-pub use decision::Decision;
+pub use decision::{Decision, case_in};
 pub use effects::Executor;
 /// The case as stored, as a worker's decision sees it.
 pub use wangban_store::CaseRecord;

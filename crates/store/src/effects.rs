@@ -116,16 +116,7 @@ impl CaseTx {
         case_id: &str,
         purpose: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE effect_commands SET state = 'done', last_error = NULL, updated_at = $1 \
-             WHERE case_id = $2 AND purpose = $3 AND state = 'pending'",
-        )
-        .bind(now_ms())
-        .bind(case_id)
-        .bind(purpose)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.close_effect(case_id, purpose, "done", None).await
     }
 
     /// Gives up on a pending command (`dead`, with the last error). False when it is no longer
@@ -136,10 +127,23 @@ impl CaseTx {
         purpose: &str,
         error: &str,
     ) -> Result<bool, StoreError> {
+        self.close_effect(case_id, purpose, "dead", Some(error))
+            .await
+    }
+
+    /// Moves a pending command to `state` with `error` as its last error.
+    async fn close_effect(
+        &mut self,
+        case_id: &str,
+        purpose: &str,
+        state: &str,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE effect_commands SET state = 'dead', last_error = $1, updated_at = $2 \
-             WHERE case_id = $3 AND purpose = $4 AND state = 'pending'",
+            "UPDATE effect_commands SET state = $1, last_error = $2, updated_at = $3 \
+             WHERE case_id = $4 AND purpose = $5 AND state = 'pending'",
         )
+        .bind(state)
         .bind(error)
         .bind(now_ms())
         .bind(case_id)

@@ -148,20 +148,21 @@ pub async fn check(
             "effects recorded for a case that does not exist: {case}"
         ));
     }
+    let effect_counts = store.effect_counts_by_party().await?.by_party;
+    let open_effects = |wanted: &str| -> i64 {
+        effect_counts
+            .iter()
+            .filter(|(_, state, _)| state == wanted)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
     Ok(Verification {
         cases: cases.len(),
         audit_records: audit.records,
         effects: all_effects.len(),
         outbox_backlog: store.outbox_backlog().await?,
-        effects_pending: store.effect_backlog().await?,
-        effects_dead: store
-            .effect_counts_by_party()
-            .await?
-            .by_party
-            .iter()
-            .filter(|(_, state, _)| state == "dead")
-            .map(|(_, _, n)| n)
-            .sum(),
+        effects_pending: open_effects("pending"),
+        effects_dead: open_effects("dead"),
         unreplayed_dead_letters: store.unreplayed_dead_letters(None).await?.len(),
         events_accounted: snapshot
             .outbox
