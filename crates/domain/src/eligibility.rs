@@ -305,7 +305,7 @@ mod tests {
     #[test]
     fn pilot_city_rows() {
         assert_eq!(
-            codes(|v| v["applicant"]["hukou_region"] = json!("420102")),
+            codes(|v| v["applicant"]["hukou_region"] = json!("130202")),
             vec![HukouNotInPilotCity]
         );
         // The birth region (ID number) may differ from the hukou: only the hukou counts.
@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn every_failing_code_is_reported_in_table_order() {
         let got = codes(|v| {
-            v["applicant"]["hukou_region"] = json!("420102");
+            v["applicant"]["hukou_region"] = json!("130202");
             v["applicant"]["category"] = json!("special");
             v["document"]["expires_on"] = json!("2026-01-01");
             v["document"]["fingerprints_on_file"] = json!(false);

@@ -6,7 +6,7 @@
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-/// One pilot city: its division-code prefixes and the Beijing date it joined.
+/// One pilot city: its division-code prefixes, the Beijing date it joined, and where that is stated.
 #[derive(Clone, Debug, Deserialize)]
 pub struct PilotCity {
     pub name: String,
@@ -14,6 +14,10 @@ pub struct PilotCity {
     pub name_en: String,
     pub prefixes: Vec<String>,
     pub since: NaiveDate,
+    /// The public notice the entry comes from. Every shipped entry names one; an operator's own
+    /// file may leave it out.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// The list of pilot cities.
@@ -124,12 +128,47 @@ mod tests {
             "长春"
         );
         assert!(list.city_for("130102", d("2025-11-20")).is_some());
+        // Confirmed later from local announcements.
+        assert_eq!(
+            list.city_for("420106", d("2025-11-20")).unwrap().name_en,
+            "Wuhan"
+        );
+        assert_eq!(
+            list.city_for("430104", d("2025-11-20")).unwrap().name_en,
+            "Changsha"
+        );
+    }
+
+    #[test]
+    fn a_city_that_went_live_late_counts_from_its_own_date() {
+        let list = PilotCities::default();
+        assert!(list.city_for("450102", d("2025-11-25")).is_none());
+        assert_eq!(
+            list.city_for("450102", d("2025-11-26")).unwrap().name_en,
+            "Nanning"
+        );
+    }
+
+    #[test]
+    fn every_shipped_entry_names_its_source_and_no_prefix_is_claimed_twice() {
+        let list = PilotCities::default();
+        let mut prefixes = std::collections::BTreeSet::new();
+        for c in list.cities() {
+            assert!(!c.source.trim().is_empty(), "{} has no source", c.name_en);
+            assert!(!c.name_en.is_empty(), "{} has no English name", c.name);
+            for p in &c.prefixes {
+                assert!(prefixes.insert(p.clone()), "{p} is listed twice");
+            }
+        }
+        assert_eq!(list.cities().len(), 32);
     }
 
     #[test]
     fn cities_outside_the_pilot() {
+        // Hebei, Shanxi, Jiangsu and Hubei are complete in the announcement's text: their other
+        // cities are certainly outside (Tangshan, Datong, Nantong, Huangshi).
         let list = PilotCities::default();
-        for region in ["420102", "430102", "370302", "440601", "650102"] {
+        for region in ["130202", "140202", "320602", "420202"] {
             assert!(list.city_for(region, d("2026-11-25")).is_none(), "{region}");
         }
     }

@@ -171,7 +171,7 @@ pub fn application(run: &str, n: usize, scenario: Scenario, rng: &mut Rng) -> Va
             );
             app["applicant"]["id_number"] = json!(id_number(region, &birth, 100 + n as u64));
         }
-        NotPilotCity => app["applicant"]["hukou_region"] = json!("420102"),
+        NotPilotCity => app["applicant"]["hukou_region"] = json!("130202"),
         Expired => {
             app["document"]["expires_on"] = json!((date - chrono::Duration::days(3)).to_string())
         }
