@@ -21,6 +21,7 @@ enum Fault {
     DuplicatesAndReplays,
     Backlog,
     SlowParty,
+    BrokerAwayAtSubmission,
 }
 
 struct Row {
@@ -138,6 +139,11 @@ async fn scenario(name: &'static str, fault: Fault, cases: usize) -> Row {
         })
     };
 
+    if fault == Fault::BrokerAwayAtSubmission {
+        // The portal's connection is open (the client declared the topology): it is lost now,
+        // then refused until the broker is back.
+        run_blocking("rabbitmqctl", vec!["stop_app".into()]).await;
+    }
     let submitted = Arc::new(Notify::new());
     let injector = {
         let (submitted, workers, settings, outage) = (
@@ -152,7 +158,9 @@ async fn scenario(name: &'static str, fault: Fault, cases: usize) -> Row {
             .collect();
         let bus = client.runtime.bus.clone();
         tokio::spawn(async move {
-            submitted.notified().await;
+            if fault != Fault::BrokerAwayAtSubmission {
+                submitted.notified().await;
+            }
             let described = match fault {
                 Fault::KillWorkers => {
                     let mut rng = demo::Rng::new(99);
@@ -220,6 +228,12 @@ async fn scenario(name: &'static str, fault: Fault, cases: usize) -> Row {
                     format!(
                         "every party answer sent twice, the copy late (out of order); {replayed} published events republished"
                     )
+                }
+                Fault::BrokerAwayAtSubmission => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    run_blocking("rabbitmqctl", vec!["start_app".into()]).await;
+                    "RabbitMQ stopped as the portal starts submitting, started 5 s later: the portal retries"
+                        .to_string()
                 }
                 Fault::SlowParty => {
                     "SMS and payment gateways answer after 2 s, 30 % of calls time out (throughout)"
@@ -303,9 +317,14 @@ async fn replay_published(database_url: &str, bus: &dyn wangban_bus::Bus, n: i64
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fault_injection_suite() {
     let only = std::env::var("WANGBAN_FAULTS").ok();
-    let plan: [(&str, Fault, usize); 7] = [
+    let plan: [(&str, Fault, usize); 8] = [
         ("worker SIGKILL", Fault::KillWorkers, 400),
         ("RabbitMQ restart", Fault::RestartBroker, 400),
+        (
+            "RabbitMQ away during submission",
+            Fault::BrokerAwayAtSubmission,
+            400,
+        ),
         ("PostgreSQL restart", Fault::RestartDatabase, 400),
         ("provider outage", Fault::ProviderOutage, 400),
         (

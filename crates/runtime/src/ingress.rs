@@ -4,19 +4,19 @@
 
 use async_trait::async_trait;
 use serde_json::Value;
-use wangban_bus::{Bus, Outgoing};
+use wangban_bus::{Bus, BusError, Outgoing};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::{CaseId, EventId};
 use wangban_providers::Ingress;
 
 /// Publishes `event` to the bus, confirmed.
-pub async fn publish(bus: &dyn Bus, event: &Envelope) -> Result<(), String> {
+pub async fn publish(bus: &dyn Bus, event: &Envelope) -> Result<(), BusError> {
     let out = Outgoing {
         routing_key: event.routing_key(),
         message_id: event.id.to_string(),
         payload: event.encode(),
     };
-    bus.publish(&[out]).await.map_err(|e| e.to_string())
+    bus.publish(&[out]).await
 }
 
 /// A fresh ingress event from `source` about `case`.
@@ -57,7 +57,9 @@ impl Ingress for BusIngress {
 impl crate::Runtime {
     /// Publishes an event from outside (confirmed) and counts it.
     pub async fn publish_ingress(&self, event: &Envelope) -> Result<(), String> {
-        publish(self.bus.as_ref(), event).await?;
+        publish(self.bus.as_ref(), event)
+            .await
+            .map_err(|e| e.to_string())?;
         self.metrics.published("ingress", &event.routing_key(), 1);
         Ok(())
     }

@@ -211,7 +211,7 @@ pub async fn run(
     seed: u64,
     progress: bool,
 ) -> anyhow::Result<(Pipeline, Report)> {
-    let pipeline = Pipeline::connect(settings).await?;
+    let pipeline = Pipeline::connect_as_portal(settings).await?;
     let running = pipeline.spawn(&WORKERS)?;
     let report = drive(&pipeline, settings, cases, seed, progress, None).await;
     running.stop().await;

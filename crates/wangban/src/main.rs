@@ -464,7 +464,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 s.amqp_url.is_some(),
                 "submit needs AMQP_URL: the in-process bus lives only as long as this command"
             );
-            let pipeline = Pipeline::connect(&s).await?;
+            let pipeline = Pipeline::connect_as_portal(&s).await?;
             for f in files {
                 let text =
                     std::fs::read(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;

@@ -32,6 +32,7 @@ pub struct Pipeline {
     handlers: Vec<Arc<dyn Handler>>,
     parties: Arc<Parties>,
     staffed_desk: bool,
+    portal_retry: std::time::Duration,
 }
 
 /// Running workers; stop them gracefully with [`Running::stop`] or kill them with [`Running::abort`].
@@ -126,6 +127,64 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// [`Pipeline::connect`] as the portal side does it (`wangban submit`, the demo): a broker
+    /// that refuses the connection is tried again with backoff for up to
+    /// `WANGBAN_PORTAL_RETRY_SECS` before this gives up.
+    pub async fn connect_as_portal(settings: &Settings) -> anyhow::Result<Pipeline> {
+        let pipeline = Pipeline::open(settings).await?;
+        pipeline
+            .patiently("declaring the bus topology", || async {
+                pipeline.runtime.bus.declare(&pipeline.topology).await
+            })
+            .await?;
+        pipeline
+            .runtime
+            .declared
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(pipeline)
+    }
+
+    /// Runs `attempt` until it succeeds, retrying what may pass (the broker is away, restarting,
+    /// or refused a message) with jittered exponential backoff for up to `portal_retry`; a
+    /// refusal that needs an operator (credentials, permissions, a queue declared otherwise)
+    /// ends it at once.
+    async fn patiently<F, Fut>(&self, what: &str, attempt: F) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), wangban_bus::BusError>>,
+    {
+        use backon::Retryable;
+        let started = std::time::Instant::now();
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(100))
+            .with_max_delay(std::time::Duration::from_secs(5))
+            .with_total_delay(Some(self.portal_retry))
+            .without_max_times()
+            .with_jitter();
+        attempt
+            .retry(backoff)
+            .when(|e| !needs_operator(e))
+            .notify(|e, after| {
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = after.as_millis() as u64,
+                    "{what}: the broker is away; trying again"
+                );
+            })
+            .await
+            .map_err(|e| {
+                if needs_operator(&e) {
+                    anyhow::anyhow!("{what}: {e}")
+                } else {
+                    anyhow::anyhow!(
+                        "{what}: {e} (gave up after {:.0} s; WANGBAN_PORTAL_RETRY_SECS={})",
+                        started.elapsed().as_secs_f64(),
+                        self.portal_retry.as_secs()
+                    )
+                }
+            })
+    }
+
     /// Declares the bus topology (idempotent) and marks the pipeline ready.
     pub async fn declare(&self) -> anyhow::Result<()> {
         self.declare_topology(&self.topology).await
@@ -194,6 +253,7 @@ impl Pipeline {
             handlers,
             parties,
             staffed_desk: settings.desk.is_some(),
+            portal_retry: settings.portal_retry,
         })
     }
 
@@ -249,11 +309,16 @@ impl Pipeline {
         } else {
             EventType::ApplicationSubmitted
         };
+        // The same event (the same id) on every try: if a confirm was lost with the connection,
+        // intake's inbox drops the copy.
         let event = ingress::event(kind, "/portal", &case, None, application.clone());
+        self.patiently("handing the application to intake", || async {
+            ingress::publish(self.runtime.bus.as_ref(), &event).await
+        })
+        .await?;
         self.runtime
-            .publish_ingress(&event)
-            .await
-            .map_err(anyhow::Error::msg)?;
+            .metrics
+            .published("ingress", &event.routing_key(), 1);
         Ok(case)
     }
 
@@ -288,6 +353,18 @@ impl Pipeline {
             .publish(&[out])
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// Whether a broker error needs an operator rather than patience: wrong credentials, a missing
+/// vhost or permission, a queue declared with other arguments.
+fn needs_operator(e: &wangban_bus::BusError) -> bool {
+    match e {
+        wangban_bus::BusError::Config(_) => true,
+        wangban_bus::BusError::Unavailable(m) => {
+            m.contains("ACCESS_REFUSED") || m.contains("NOT_ALLOWED")
+        }
+        wangban_bus::BusError::Nacked(_) => false,
     }
 }
 

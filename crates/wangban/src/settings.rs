@@ -93,6 +93,9 @@ pub struct Settings {
     /// How long `serve` may take to stop after SIGTERM before it abandons in-flight work (which
     /// the broker then redelivers).
     pub shutdown_deadline: Duration,
+    /// How long the portal side (`wangban submit`, the demo's driver) retries a lost or refused
+    /// broker connection before it gives up (`WANGBAN_PORTAL_RETRY_SECS`).
+    pub portal_retry: Duration,
 }
 
 fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
@@ -226,6 +229,7 @@ impl Settings {
                 },
             },
             shutdown_deadline: Duration::from_secs(env_u64("WANGBAN_SHUTDOWN_SECS")?.unwrap_or(30)),
+            portal_retry: Duration::from_secs(env_u64("WANGBAN_PORTAL_RETRY_SECS")?.unwrap_or(120)),
             db_pool_size: env_u64("WANGBAN_DB_POOL_SIZE")?.unwrap_or(8).clamp(1, 100) as u32,
         })
     }
