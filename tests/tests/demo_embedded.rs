@@ -38,8 +38,49 @@ fn the_embedded_demo_ends_every_case_as_expected() {
             "{state} missing: {by_state:?}"
         );
     }
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "--json prints only its line: {stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("final state"), "the tables go to stderr");
+    // Every scenario the demo drives is named, with its cases and how many went wrong.
+    let scenarios = last["scenarios"].as_object().expect("scenarios");
+    for name in [
+        "courier_returned",
+        "correction",
+        "unpaid",
+        "malformed",
+        "permit_pickup",
+    ] {
+        assert!(
+            scenarios[name]["cases"].as_u64().unwrap_or(0) > 0,
+            "{name}: {scenarios:?}"
+        );
+        assert_eq!(scenarios[name]["unexpected"], 0, "{name}");
+    }
+    let driven: u64 = scenarios
+        .values()
+        .map(|v| v["cases"].as_u64().unwrap())
+        .sum();
+    assert_eq!(driven, 60);
+}
+
+#[test]
+fn without_json_it_prints_its_tables_and_one_masked_timeline() {
+    let out = Command::new(wangban_binary())
+        .args(["demo", "--cases", "20", "--seed", "6"])
+        .env_remove("AMQP_URL")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("wangban demo runs");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("final state") && stdout.contains("timeline (Beijing time)"),
+        stdout.contains("final state")
+            && stdout.contains("scenario")
+            && stdout.contains("timeline (Beijing time)"),
         "{stdout}"
     );
     // The timeline masks the ID number: no 18-character number appears in the output.

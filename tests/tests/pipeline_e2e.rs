@@ -1,5 +1,6 @@
 //! The whole pipeline on real RabbitMQ and PostgreSQL: 200 mixed applications, every final state
-//! as its scenario expects, every audit chain intact, every effect once.
+//! as its scenario expects, every audit chain intact, every effect once, and the demo's report
+//! naming every scenario.
 
 use wangban::demo;
 use wangban_tests::RealServices;
@@ -11,6 +12,15 @@ async fn two_hundred_mixed_applications_reach_their_expected_states() {
         .await
         .expect("demo runs");
     assert_eq!(report.cases, 200);
+    for s in demo::Scenario::ALL {
+        let count = report.scenarios[s.name()];
+        assert!(count.cases > 0, "{}: {:?}", s.name(), report.scenarios);
+        assert_eq!(count.unexpected, 0, "{}", s.name());
+    }
+    assert_eq!(
+        report.scenarios.values().map(|c| c.cases).sum::<usize>(),
+        200
+    );
     assert!(
         report.unexpected.is_empty(),
         "unexpected outcomes: {:?}",
@@ -58,9 +68,16 @@ async fn two_hundred_mixed_applications_reach_their_expected_states() {
         store.effect_counts("document_invalidated").await.unwrap(),
         accepted_ever
     );
+    // A document the courier brought back was shipped too (then collected at the hall).
+    let returned = report.scenarios["courier_returned"].cases as i64;
+    assert!(returned > 0, "{:?}", report.scenarios);
     assert_eq!(
         store.effect_counts("shipment").await.unwrap(),
-        counts["delivered"]
+        counts["delivered"] + returned
+    );
+    assert_eq!(
+        store.effect_counts("pickup_notice").await.unwrap(),
+        counts["collected"]
     );
     assert_eq!(
         store.effect_counts("sms:fee_due").await.unwrap(),
@@ -82,7 +99,7 @@ async fn two_hundred_mixed_applications_reach_their_expected_states() {
     // The simulated parties saw one request per case, whatever the redeliveries.
     assert_eq!(
         pipeline.simulation.distinct_requests("shipment:") as i64,
-        counts["delivered"]
+        counts["delivered"] + returned
     );
     // … and names the first violation when history is damaged: an invalidation erased.
     {

@@ -77,6 +77,19 @@ async fn start(test: &str, payment_window: Duration) -> Harness {
     }
 }
 
+/// [`start`], with `party` taking orders but sending no callbacks: the test answers for it.
+async fn start_silent(test: &str, payment_window: Duration, party: &str) -> Harness {
+    let h = start(test, payment_window).await;
+    h.fakes.set(
+        party,
+        Knobs {
+            no_callbacks: true,
+            ..Knobs::default()
+        },
+    );
+    h
+}
+
 async fn states(h: &Harness, prefix: &str) -> HashMap<String, String> {
     h.pipeline
         .runtime
@@ -88,16 +101,29 @@ async fn states(h: &Harness, prefix: &str) -> HashMap<String, String> {
         .collect()
 }
 
-async fn case_json(h: &Harness, id: &str) -> Value {
-    let (status, body) = http(
-        "GET",
-        &format!("{}/api/ops/cases/{id}", h.api),
-        Some(OPERATOR),
-        None,
+/// Waits until every application of `ids` is in `state`.
+async fn wait_all_in(h: &Harness, run: &str, ids: &[&String], state: &str) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{ids:?} to be {state}"),
+        || async {
+            let s = states(h, run).await;
+            ids.iter()
+                .all(|a| s.get(*a).map(String::as_str) == Some(state))
+        },
     )
     .await;
-    assert_eq!(status, 200, "{body}");
+}
+
+/// `GET` of an operations API path as the operator: the JSON answer (panics unless 200).
+async fn ops_get(h: &Harness, path: &str) -> Value {
+    let (status, body) = http("GET", &format!("{}{path}", h.api), Some(OPERATOR), None).await;
+    assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
+}
+
+async fn case_json(h: &Harness, id: &str) -> Value {
+    ops_get(h, &format!("/api/ops/cases/{id}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -388,14 +414,7 @@ async fn a_hundred_cases_through_the_http_parties_with_faults_and_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep_money_for_refund()
 {
-    let mut h = start("http_callbacks", Duration::from_secs(600)).await;
-    h.fakes.set(
-        "payment",
-        Knobs {
-            no_callbacks: true,
-            ..Knobs::default()
-        },
-    );
+    let mut h = start_silent("http_callbacks", Duration::from_secs(600), "payment").await;
     h.fakes.set(
         "courier",
         Knobs {
@@ -589,14 +608,7 @@ async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep
     .await;
     assert_eq!(s, 200);
     let problems = || async {
-        let (_, body) = http(
-            "GET",
-            &format!("{}/api/ops/delivery-problems", h.api),
-            Some(OPERATOR),
-            None,
-        )
-        .await;
-        serde_json::from_str::<Value>(&body).unwrap()["open"]
+        ops_get(&h, "/api/ops/delivery-problems").await["open"]
             .as_array()
             .unwrap()
             .len()
@@ -657,14 +669,7 @@ async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_after_the_window_closed_is_kept_for_refund() {
-    let mut h = start("http_late_payment", Duration::from_secs(3)).await;
-    h.fakes.set(
-        "payment",
-        Knobs {
-            no_callbacks: true,
-            ..Knobs::default()
-        },
-    );
+    let mut h = start_silent("http_late_payment", Duration::from_secs(3), "payment").await;
     let run = format!("LATE{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let app = demo::application(&run, 0, Scenario::PassportCourier, &mut Rng::new(5));
     let app_id = app["application_id"].as_str().unwrap().to_owned();
@@ -720,14 +725,12 @@ async fn a_payment_after_the_window_closed_is_kept_for_refund() {
 /// into the past (time passing, as the calendar counts it) before the centre's signed callback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_production_order_completed_after_its_due_date_is_listed_and_counted() {
-    let mut h = start("http_late_production", Duration::from_secs(600)).await;
-    h.fakes.set(
+    let mut h = start_silent(
+        "http_late_production",
+        Duration::from_secs(600),
         "production",
-        Knobs {
-            no_callbacks: true,
-            ..Knobs::default()
-        },
-    );
+    )
+    .await;
     let run = format!("LPRD{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let mut rng = Rng::new(8);
     let late = demo::application(&run, 0, Scenario::PassportCourier, &mut rng);
@@ -782,23 +785,9 @@ async fn a_production_order_completed_after_its_due_date_is_listed_and_counted()
     let on_time = demo::application(&run, 1, Scenario::PassportCourier, &mut rng);
     let on_time_id = on_time["application_id"].as_str().unwrap().to_owned();
     h.pipeline.submit(&on_time, false).await.unwrap();
-    eventually(Duration::from_secs(60), "both cases delivered", || async {
-        let s = states(&h, &run).await;
-        [&late_id, &on_time_id]
-            .iter()
-            .all(|a| s.get(*a).map(String::as_str) == Some("delivered"))
-    })
-    .await;
+    wait_all_in(&h, &run, &[&late_id, &on_time_id], "delivered").await;
 
-    let (status, body) = http(
-        "GET",
-        &format!("{}/api/ops/sla", h.api),
-        Some(OPERATOR),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let sla: Value = serde_json::from_str(&body).unwrap();
+    let sla = ops_get(&h, "/api/ops/sla").await;
     assert_eq!(sla["production_completed_late"], json!([case]), "{sla}");
     let (_, metrics) = http("GET", &format!("{}/metrics", h.api), None, None).await;
     assert!(
@@ -810,6 +799,120 @@ async fn a_production_order_completed_after_its_due_date_is_listed_and_counted()
         timeline.to_string().contains("\"late\":true"),
         "the transition records the lateness: {timeline}"
     );
+    h.running.take().unwrap().stop().await;
+    h.env.cleanup(&h.pipeline).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_the_courier_brings_back_goes_to_the_hall_of_the_household_registration() {
+    let mut h = start_silent("http_returned", Duration::from_secs(600), "courier").await;
+    let run = format!("RETN{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let mut rng = Rng::new(9);
+    let refused = demo::application(&run, 0, Scenario::PassportCourier, &mut rng);
+    let attempted = demo::application(&run, 1, Scenario::PassportCourier, &mut rng);
+    let mut ids = Vec::new();
+    for app in [&refused, &attempted] {
+        let case = h.pipeline.submit(app, false).await.unwrap().to_string();
+        ids.push((app["application_id"].as_str().unwrap().to_owned(), case));
+    }
+    let ((refused_id, refused_case), (attempted_id, attempted_case)) =
+        (ids[0].clone(), ids[1].clone());
+    wait_all_in(&h, &run, &[&refused_id, &attempted_id], "shipped").await;
+    let courier = format!("{}/callbacks/courier", h.api);
+    let now = wangban_providers::signing::unix_now();
+    let report = |case: &str, status: &str| {
+        json!({"order_id": format!("{case}:shipment"), "waybill_no": format!("SF-{case}"), "status": status}).to_string()
+    };
+
+    // Refused at the door (到付): the courier brings it back.
+    let (s, body) = signed_post(
+        &courier,
+        KEY_ID,
+        SECRET,
+        report(&refused_case, "returned").as_bytes(),
+        now,
+        "n-returned",
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+
+    // Failed attempts: in the operators' queue with its action, until an operator acts.
+    let (s, _) = signed_post(
+        &courier,
+        KEY_ID,
+        SECRET,
+        report(&attempted_case, "failed_delivery").as_bytes(),
+        now,
+        "n-failed",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let queue = || ops_get(&h, "/api/ops/delivery-problems");
+    eventually(
+        Duration::from_secs(30),
+        "the failed delivery in the operators' queue",
+        || async { queue().await["open"].as_array().unwrap().len() == 1 },
+    )
+    .await;
+    let q = queue().await;
+    assert_eq!(q["open"][0]["case_id"], attempted_case.as_str(), "{q}");
+    let action = q["open"][0]["actions"][0].as_str().unwrap().to_owned();
+    assert_eq!(
+        action,
+        format!("POST /api/ops/cases/{attempted_case}/return-to-hall")
+    );
+    let path = action.trim_start_matches("POST ").to_owned();
+    let post = |path: String, token: Option<&'static str>| {
+        let url = format!("{}{path}", h.api);
+        async move { http("POST", &url, token, Some("")).await }
+    };
+    let (s, _) = post(path.clone(), None).await;
+    assert_eq!(s, 401, "operators only");
+    let (s, body) = post(path.clone(), Some(OPERATOR)).await;
+    assert_eq!(s, 202, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        answer["waybill"].as_str().is_some_and(|w| !w.is_empty()),
+        "the booked waybill goes with it: {answer}"
+    );
+    let unknown = "/api/ops/cases/case_000000000000000000000000/return-to-hall";
+    let (s, _) = post(unknown.into(), Some(OPERATOR)).await;
+    assert_eq!(s, 404);
+
+    // Both reach the hall of their household registration and are collected there; each
+    // applicant is told it came back (and, unless already collected, where to collect it).
+    wait_all_in(&h, &run, &[&refused_id, &attempted_id], "collected").await;
+    let (s, body) = post(path, Some(OPERATOR)).await;
+    assert_eq!(s, 409, "a collected document cannot be returned: {body}");
+    let store = &h.pipeline.runtime.store;
+    wangban_tests::wait_effects(store, "sms:returned", 2).await;
+    for id in [&refused_id, &attempted_id] {
+        let steps: Vec<String> = case_json(&h, id).await["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "transition")
+            .filter_map(|e| e["detail"]["step"].as_str().map(str::to_owned))
+            .collect();
+        let tail: Vec<&str> = steps
+            .iter()
+            .rev()
+            .take(4)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            tail,
+            ["ship", "return_delivery", "announce_pickup", "collect"],
+            "{id}: {steps:?}"
+        );
+    }
+    assert!(queue().await["open"].as_array().unwrap().is_empty());
+    quiesce(&h.pipeline).await;
+    let verified = wangban::verify::check(store, &h.pipeline.topology.workers, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(verified.violations.is_empty(), "{:?}", verified.violations);
     h.running.take().unwrap().stop().await;
     h.env.cleanup(&h.pipeline).await;
 }

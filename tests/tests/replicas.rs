@@ -146,7 +146,7 @@ async fn three_processes_of_every_worker_share_one_truth() {
     );
     assert_eq!(
         store.effect_counts("shipment").await.unwrap(),
-        n("delivered")
+        n("delivered") + report.scenarios["courier_returned"].cases as i64
     );
     assert_eq!(
         store.effect_counts("production_order").await.unwrap(),

@@ -77,6 +77,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ops/cases/{id}/payment", get(ops::payment))
         .route("/api/ops/refunds", get(ops::refunds))
         .route("/api/ops/delivery-problems", get(ops::delivery_problems))
+        .route(
+            "/api/ops/cases/{id}/return-to-hall",
+            post(ops::return_to_hall),
+        )
         .route("/api/ops/review-desk", get(ops::review_desk))
         .route("/api/ops/effects", get(ops::effects))
         .route(

@@ -453,28 +453,87 @@ pub async fn refunds(State(s): State<AppState>, headers: HeaderMap) -> Response 
     Json(json!({"refunds_due": due, "unmatched_payments": unmatched})).into_response()
 }
 
-/// Shipments the courier could not deliver or sent back, on cases still `shipped`: the
-/// operators' queue (the case waits there until someone acts).
+/// The operators' delivery queue: shipments the courier could not deliver, on cases still
+/// `shipped` (the courier tries again, or an operator returns the document to the hall with
+/// [`return_to_hall`]), and documents that came back and are not yet at the hall.
 pub async fn delivery_problems(State(s): State<AppState>, headers: HeaderMap) -> Response {
     authorized!(s, headers);
     let store = &s.runtime.store;
-    let shipped: std::collections::HashSet<String> = match store.cases_in_state("shipped").await {
-        Ok(c) => c.into_iter().map(|(c, _)| c).collect(),
+    let (shipped, returned, problems) = match tokio::try_join!(
+        store.cases_in_state("shipped"),
+        store.cases_in_state("returned"),
+        store.audit_of_kind("delivery_problem"),
+    ) {
+        Ok(all) => all,
         Err(e) => return internal(e),
     };
-    let problems = match store.audit_of_kind("delivery_problem").await {
-        Ok(p) => p,
-        Err(e) => return internal(e),
-    };
+    let shipped: std::collections::HashSet<String> = shipped.into_iter().map(|(c, _)| c).collect();
     let open: Vec<Value> = problems
         .into_iter()
         .filter(|r| shipped.contains(&r.case_id))
         .map(|r| {
             let d = serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null);
-            json!({"case_id": r.case_id, "at": r.at, "status": d["status"], "waybill": d["waybill"]})
+            json!({"case_id": r.case_id, "at": r.at, "status": d["status"], "waybill": d["waybill"],
+                   "actions": [format!("POST /api/ops/cases/{}/return-to-hall", r.case_id)]})
         })
         .collect();
-    Json(json!({"open": open})).into_response()
+    let returned: Vec<Value> = returned
+        .into_iter()
+        .map(|(case_id, since)| json!({"case_id": case_id, "since": since, "next": "the hall of the household registration takes it; the applicant is told by SMS"}))
+        .collect();
+    Json(json!({"open": open, "returned": returned})).into_response()
+}
+
+/// An operator returns a shipped document to the hall of the applicant's household registration
+/// (the courier gave up after failed attempts): the same path as a document the courier sent
+/// back — `returned`, an SMS, then `ready_for_pickup` at the hall. Repeating it changes nothing.
+pub async fn return_to_hall(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    authorized!(s, headers);
+    let view = match case_view(&s.runtime.store, &id).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let state = view.case.state;
+    if state != wangban_domain::lifecycle::State::Shipped {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"error": format!("only a shipped document can be returned to the hall; the case is {state}")})),
+        )
+            .into_response();
+    }
+    let waybill = view
+        .effects
+        .iter()
+        .find(|(purpose, _)| purpose == "shipment")
+        .and_then(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .map_or(Value::Null, |d| d["waybill"].clone());
+    let case = view.case.case_id.clone();
+    let event = wangban_runtime::ingress::event(
+        wangban_domain::events::EventType::CourierReported,
+        "/ops",
+        &case,
+        Some(wangban_domain::ids::EventId::derived(&[
+            "ops-return",
+            case.as_str(),
+        ])),
+        json!({"status": "returned", "waybill": waybill, "by": "operator"}),
+    );
+    match s.runtime.publish_ingress(&event).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"returning": case.as_str(), "waybill": waybill})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": format!("the bus did not take it: {e}")})),
+        )
+            .into_response(),
+    }
 }
 
 /// The review desk's queues: open tasks per office and queue, how many wait for a reviewer, and

@@ -1,7 +1,9 @@
 //! Courier dispatch: a produced document either ships by courier — booked with postage paid by the
 //! recipient on delivery (到付), our case as the idempotency key, the waybill recorded — or waits at
 //! the exit-entry hall of the household registration's district. Courier and hall reports finish
-//! the case; a failed or returned delivery is recorded for an operator, never dropped.
+//! the case. A failed delivery attempt is recorded for the operators' queue (the courier tries
+//! again, or an operator returns the document); a returned document goes to the hall of the
+//! household registration, where the applicant collects it like any pickup.
 //!
 //! The policy is [`decide`], a pure function of the case and the event ([`Input`], decoded once
 //! at the edge); the handler loads the case, decides and applies.
@@ -56,6 +58,8 @@ impl CourierStatus {
 pub enum Input {
     /// The document was produced.
     Produced,
+    /// The document came back from the courier.
+    Returned,
     /// The courier reported a status of the shipment.
     Courier {
         status: CourierStatus,
@@ -73,6 +77,7 @@ impl Input {
         let d = &event.data;
         match event.kind() {
             Some(EventType::Entered(State::Produced)) => Ok(Input::Produced),
+            Some(EventType::Entered(State::Returned)) => Ok(Input::Returned),
             Some(EventType::CourierReported) => {
                 let status = d.get("status").and_then(Value::as_str).and_then(CourierStatus::parse).ok_or(
                     "courier status is not one of picked_up, in_transit, delivered, failed_delivery, returned",
@@ -119,6 +124,13 @@ pub fn decide(case: &CaseRecord, input: &Input) -> Result<Decision, String> {
                 Decision::step(step, json!({}))
             }
         }
+        Input::Returned => {
+            if case.state == State::Returned {
+                Decision::request(Effect::PickupNotice)
+            } else {
+                Decision::step(Step::AnnouncePickup, json!({}))
+            }
+        }
         Input::Dispatched(report) => {
             let (step, purpose, detail) = match report.command {
                 Effect::Shipment => {
@@ -136,7 +148,7 @@ pub fn decide(case: &CaseRecord, input: &Input) -> Result<Decision, String> {
                 _ => return Err(format!("courier asked for no effect {}", report.purpose)),
             };
             let decision = Decision::step(step, detail.clone());
-            if case.state == State::Produced {
+            if matches!(case.state, State::Produced | State::Returned) {
                 decision.recording(purpose, detail)
             } else {
                 decision
@@ -148,11 +160,14 @@ pub fn decide(case: &CaseRecord, input: &Input) -> Result<Decision, String> {
                 "courier_status",
                 json!({"status": status.as_str(), "waybill": waybill}),
             ),
-            // For the operators' queue: the case stays shipped until someone acts.
-            CourierStatus::FailedDelivery | CourierStatus::Returned => Decision::audit(
+            // For the operators' queue: the courier tries again, or an operator returns it.
+            CourierStatus::FailedDelivery => Decision::audit(
                 "delivery_problem",
                 json!({"status": status.as_str(), "waybill": waybill}),
             ),
+            CourierStatus::Returned => {
+                Decision::step(Step::ReturnDelivery, json!({"waybill": waybill}))
+            }
         },
         Input::Collected => Decision::step(Step::Collect, json!({})),
     })
@@ -167,6 +182,7 @@ impl Handler for Dispatch {
     fn bindings(&self) -> Vec<String> {
         [
             EventType::Entered(State::Produced),
+            EventType::Entered(State::Returned),
             EventType::CourierReported,
             EventType::PickupReported,
             EventType::EffectDone(Party::Courier),
@@ -244,8 +260,19 @@ mod tests {
             ("a stale in_transit after delivery: recorded only", Delivered, "courier",
                 Input::Courier { status: CourierStatus::InTransit, waybill: json!("SF1") },
                 Decision::audit("courier_status", json!({"status": "in_transit", "waybill": "SF1"}))),
-            ("returned: for the operators", Shipped, "courier", Input::Courier { status: CourierStatus::Returned, waybill: json!("SF1") },
-                Decision::audit("delivery_problem", json!({"status": "returned", "waybill": "SF1"}))),
+            ("failed attempt: for the operators", Shipped, "courier", Input::Courier { status: CourierStatus::FailedDelivery, waybill: json!("SF1") },
+                Decision::audit("delivery_problem", json!({"status": "failed_delivery", "waybill": "SF1"}))),
+            ("returned: the document comes back", Shipped, "courier", Input::Courier { status: CourierStatus::Returned, waybill: json!("SF1") },
+                Decision::step(Step::ReturnDelivery, json!({"waybill": "SF1"}))),
+            ("returned twice: the lifecycle refuses the second", Returned, "courier", Input::Courier { status: CourierStatus::Returned, waybill: json!("SF1") },
+                Decision::step(Step::ReturnDelivery, json!({"waybill": "SF1"}))),
+            ("back: tell the hall of the hukou district", Returned, "courier", Input::Returned, Decision::request(Effect::PickupNotice)),
+            ("back, already at the hall (repeated event): the lifecycle refuses", ReadyForPickup, "courier", Input::Returned,
+                Decision::step(Step::AnnouncePickup, json!({}))),
+            ("the hall took the returned document", Returned, "courier", done(Effect::PickupNotice, json!({"hall": "东城区出入境"})),
+                Decision::step(Step::AnnouncePickup, json!({"hall": "东城区出入境"})).recording("pickup_notice", json!({"hall": "东城区出入境"}))),
+            ("delivered after it came back (out of order): the lifecycle refuses", Returned, "courier",
+                Input::Courier { status: CourierStatus::Delivered, waybill: json!("SF1") }, Decision::step(Step::Deliver, json!({"waybill": "SF1"}))),
             ("collected", ReadyForPickup, "pickup", Input::Collected, Decision::step(Step::Collect, json!({}))),
         ];
         for (what, state, method, input, expected) in table {
@@ -267,6 +294,17 @@ mod tests {
                 .apply(Step::Deliver)
                 .is_err_and(|r| r.may_succeed_later())
         );
+        assert!(
+            Returned
+                .apply(Step::ReturnDelivery)
+                .is_err_and(|r| !r.may_succeed_later())
+        );
+        assert!(
+            Returned
+                .apply(Step::Deliver)
+                .is_err_and(|r| !r.may_succeed_later())
+        );
+        assert_eq!(Returned.apply(Step::AnnouncePickup), Ok(ReadyForPickup));
     }
 
     #[test]

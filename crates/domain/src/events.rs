@@ -333,7 +333,7 @@ mod tests {
     #[test]
     fn every_type_round_trips_through_its_name() {
         let all = EventType::all();
-        assert_eq!(all.len(), 14 + 6 + 16);
+        assert_eq!(all.len(), 14 + 6 + 17);
         for t in all {
             assert_eq!(EventType::parse(&t.type_name()), Some(t));
             assert!(!t.routing_key().contains('#') && !t.routing_key().contains('*'));

@@ -7,8 +7,10 @@
 //!                                           ├─> review_rejected
 //!                                           └─> approved ──> awaiting_payment ─┬─> payment_expired
 //!                                                                              └─> paid ──> in_production ──> produced
-//!                                     produced ─┬─ courier ─> shipped ──> delivered
-//!                                               └─ pickup ──> ready_for_pickup ──> collected
+//!                                     produced ─┬─ courier ─> shipped ─┬─> delivered
+//!                                               │                      └─> returned ─┐
+//!                                               └─ pickup ──> ready_for_pickup <─────┘
+//!                                                                    └──> collected
 //! ```
 //! A [`Step`] names a transition; [`State::apply`] refuses any step not drawn above. Workers never
 //! set a state directly: they apply steps, and a refusal is recorded in the audit log.
@@ -16,6 +18,12 @@
 //! `correction_lapsed` extends domain.md's diagram (issue #3): a correction not answered within
 //! the configured time, or beyond the configured number of rounds, closes the case — terminal,
 //! like `payment_expired`.
+//!
+//! `returned` extends it too (issue #18): a document the courier brings back — refused at the
+//! door (postage is paid on delivery, 到付), undeliverable, or given up by an operator after failed
+//! attempts — goes to the exit-entry hall of the applicant's household registration, where it is
+//! collected with the identity card like any pickup. There is no second courier dispatch: the
+//! applicant collects it at the hall.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -39,6 +47,7 @@ pub enum State {
     Produced,
     Shipped,
     Delivered,
+    Returned,
     ReadyForPickup,
     Collected,
 }
@@ -62,13 +71,14 @@ pub enum Step {
     CompleteProduction,
     Ship,
     Deliver,
+    ReturnDelivery,
     AnnouncePickup,
     Collect,
 }
 
 impl State {
     /// Every state, in diagram order.
-    pub const ALL: [State; 17] = [
+    pub const ALL: [State; 18] = [
         State::Submitted,
         State::Rejected,
         State::Accepted,
@@ -84,6 +94,7 @@ impl State {
         State::Produced,
         State::Shipped,
         State::Delivered,
+        State::Returned,
         State::ReadyForPickup,
         State::Collected,
     ];
@@ -106,6 +117,7 @@ impl State {
             State::Produced => "produced",
             State::Shipped => "shipped",
             State::Delivered => "delivered",
+            State::Returned => "returned",
             State::ReadyForPickup => "ready_for_pickup",
             State::Collected => "collected",
         }
@@ -169,7 +181,7 @@ impl fmt::Display for State {
 
 impl Step {
     /// Every step.
-    pub const ALL: [Step; 17] = [
+    pub const ALL: [Step; 18] = [
         Step::Accept,
         Step::Reject,
         Step::StartReview,
@@ -185,6 +197,7 @@ impl Step {
         Step::CompleteProduction,
         Step::Ship,
         Step::Deliver,
+        Step::ReturnDelivery,
         Step::AnnouncePickup,
         Step::Collect,
     ];
@@ -209,7 +222,8 @@ impl Step {
             Step::CompleteProduction => (&[InProduction], Produced),
             Step::Ship => (&[Produced], Shipped),
             Step::Deliver => (&[Shipped], Delivered),
-            Step::AnnouncePickup => (&[Produced], ReadyForPickup),
+            Step::ReturnDelivery => (&[Shipped], Returned),
+            Step::AnnouncePickup => (&[Produced, Returned], ReadyForPickup),
             Step::Collect => (&[ReadyForPickup], Collected),
         }
     }
@@ -232,6 +246,7 @@ impl Step {
             Step::CompleteProduction => "complete_production",
             Step::Ship => "ship",
             Step::Deliver => "deliver",
+            Step::ReturnDelivery => "return_delivery",
             Step::AnnouncePickup => "announce_pickup",
             Step::Collect => "collect",
         }
@@ -266,7 +281,7 @@ mod tests {
 
     /// The diagram of domain.md §2 (with `correction_lapsed`), written out edge by edge,
     /// independently of [`Step::edge`].
-    const DIAGRAM: [(State, State); 17] = [
+    const DIAGRAM: [(State, State); 19] = [
         (Submitted, Rejected),
         (Submitted, Accepted),
         (Accepted, UnderReview),
@@ -282,6 +297,8 @@ mod tests {
         (InProduction, Produced),
         (Produced, Shipped),
         (Shipped, Delivered),
+        (Shipped, Returned),
+        (Returned, ReadyForPickup),
         (Produced, ReadyForPickup),
         (ReadyForPickup, Collected),
     ];
@@ -334,6 +351,21 @@ mod tests {
         assert!(
             !Paid
                 .apply(Step::ConfirmPayment)
+                .unwrap_err()
+                .may_succeed_later()
+        );
+        // delivered after the document came back: never; to the hall: yes
+        assert!(
+            !Returned
+                .apply(Step::Deliver)
+                .unwrap_err()
+                .may_succeed_later()
+        );
+        assert_eq!(Returned.apply(Step::AnnouncePickup), Ok(ReadyForPickup));
+        // returned before the booking was recorded: may work later
+        assert!(
+            Produced
+                .apply(Step::ReturnDelivery)
                 .unwrap_err()
                 .may_succeed_later()
         );

@@ -347,7 +347,8 @@ impl Notify {
 }
 
 /// A state whose SMS only tells the applicant how things are going: worth sending only while the
-/// case is still there. (Decisions, closures and the correction request are always sent.)
+/// case is still there. (Decisions, closures, the correction request and the news that the
+/// document came back — which explains why it waits at the hall — are always sent.)
 fn is_progress(state: State) -> bool {
     matches!(
         state,
@@ -390,6 +391,10 @@ fn announcement(case: &CaseRecord, kind: EventType, data: &Value) -> Result<Effe
             Purpose::Shipped,
             param("waybill", detail_of(data, "waybill")),
         ),
+        EventType::Entered(State::Returned) => (
+            Purpose::Returned,
+            param("waybill", detail_of(data, "waybill")),
+        ),
         EventType::Entered(State::ReadyForPickup) => (
             Purpose::ReadyForPickup,
             param("hall", detail_of(data, "hall")),
@@ -400,7 +405,7 @@ fn announcement(case: &CaseRecord, kind: EventType, data: &Value) -> Result<Effe
     Ok(sms_effect(case, purpose, params, None))
 }
 
-const ANNOUNCED: [EventType; 9] = [
+const ANNOUNCED: [EventType; 10] = [
     EventType::DocumentInvalidated,
     EventType::Entered(State::Rejected),
     EventType::Entered(State::CorrectionRequested),
@@ -408,6 +413,7 @@ const ANNOUNCED: [EventType; 9] = [
     EventType::Entered(State::ReviewRejected),
     EventType::Entered(State::InProduction),
     EventType::Entered(State::Shipped),
+    EventType::Entered(State::Returned),
     EventType::Entered(State::ReadyForPickup),
     EventType::Entered(State::Delivered),
 ];
@@ -579,6 +585,9 @@ mod tests {
             ("shipped: the SMS names the waybill", case(Shipped, "passport", 0),
                 Input::Announce(EventType::Entered(Shipped), json!({"detail": {"waybill": "SF1"}})), 0,
                 Decision::request(sms(&case(Shipped, "passport", 0), Purpose::Shipped, &[("waybill", "SF1")]))),
+            ("returned: told even once at the hall (it explains why)", case(ReadyForPickup, "passport", 0),
+                Input::Announce(EventType::Entered(Returned), json!({"detail": {"waybill": "SF1"}})), 0,
+                Decision::request(sms(&case(ReadyForPickup, "passport", 0), Purpose::Returned, &[("waybill", "SF1")]))),
         ];
         for (what, case, input, now, expected) in table {
             assert_eq!(n.decide(&case, &input, now).unwrap(), expected, "{what}");

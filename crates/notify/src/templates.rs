@@ -17,6 +17,7 @@ pub enum Purpose {
     PaymentExpired,
     InProduction,
     Shipped,
+    Returned,
     ReadyForPickup,
     Delivered,
 }
@@ -35,6 +36,7 @@ impl Purpose {
             Purpose::PaymentExpired => "payment_expired",
             Purpose::InProduction => "in_production",
             Purpose::Shipped => "shipped",
+            Purpose::Returned => "returned",
             Purpose::ReadyForPickup => "ready_for_pickup",
             Purpose::Delivered => "delivered",
         }
@@ -97,6 +99,10 @@ pub fn render(
             "您的{doc}已寄出，运单号{}，邮费到付，由收件人在签收时支付。",
             p("waybill")
         ),
+        Purpose::Returned => format!(
+            "您的{doc}快递未能投递（运单号{}），已退回，将转至户籍地公安机关出入境接待大厅，到达后另行短信通知您携带身份证领取。",
+            p("waybill")
+        ),
         Purpose::ReadyForPickup => {
             format!("您的{doc}已制作完成，请携带身份证到{}领取。", p("hall"))
         }
@@ -123,6 +129,7 @@ mod tests {
             Purpose::PaymentExpired,
             Purpose::InProduction,
             Purpose::Shipped,
+            Purpose::Returned,
             Purpose::ReadyForPickup,
             Purpose::Delivered,
         ];

@@ -102,6 +102,8 @@ pub trait ProductionCentre: Send + Sync {
 pub struct ShipmentRequest {
     pub idempotency_key: String,
     pub case_id: CaseId,
+    /// Ours, not sent to the courier (the simulated one reads its script from it).
+    pub application_id: String,
     pub recipient: String,
     pub phone: String,
     pub address: String,

@@ -32,6 +32,8 @@ pub struct Script {
     pub correct_first: bool,
     pub review_rejects: bool,
     pub never_pays: bool,
+    /// The courier brings the document back (refused at the door).
+    pub courier_returns: bool,
 }
 
 impl Script {
@@ -41,6 +43,7 @@ impl Script {
             correct_first: application_id.contains("-CORR-"),
             review_rejects: application_id.contains("-REVREJ-"),
             never_pays: application_id.contains("-UNPAID-"),
+            courier_returns: application_id.contains("-RETURN-"),
         }
     }
 }
@@ -384,7 +387,12 @@ impl Courier for SimCourier {
             .0
             .once(&key, |n| {
                 let waybill = format!("SF{n:012}");
-                let data = json!({"waybill": waybill, "status": "delivered"});
+                let status = if Script::of(&s.application_id).courier_returns {
+                    "returned"
+                } else {
+                    "delivered"
+                };
+                let data = json!({"waybill": waybill, "status": status});
                 (
                     waybill,
                     Report::new(EventType::CourierReported, &s.case_id, data),

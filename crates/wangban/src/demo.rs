@@ -30,11 +30,12 @@ pub enum Scenario {
     DuplicateActive,
     SubmittedTwice,
     SmsNumberInvalid,
+    CourierReturned,
     Malformed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 19] = [
+    pub const ALL: [Scenario; 20] = [
         Scenario::PassportCourier,
         Scenario::PermitPickup,
         Scenario::TaiwanStolenCourier,
@@ -53,6 +54,7 @@ impl Scenario {
         Scenario::DuplicateActive,
         Scenario::SubmittedTwice,
         Scenario::SmsNumberInvalid,
+        Scenario::CourierReturned,
         Scenario::Malformed,
     ];
 
@@ -62,12 +64,39 @@ impl Scenario {
         match self {
             PassportCourier | TaiwanStolenCourier | Correction | SubmittedTwice
             | SmsNumberInvalid => "delivered",
-            PermitPickup | VisaPagesFullPickup => "collected",
+            PermitPickup | VisaPagesFullPickup | CourierReturned => "collected",
             ReviewRejected => "review_rejected",
             Unpaid => "payment_expired",
             Under16 | NotPilotCity | Expired | FirstApplication | OutsideMainland
             | PhotoNonconforming | InvalidIdNumber | CounterOnly | DuplicateActive => "rejected",
             Malformed => "refused",
+        }
+    }
+
+    /// The scenario's name in reports (`wangban demo --json`).
+    pub fn name(self) -> &'static str {
+        use Scenario::*;
+        match self {
+            PassportCourier => "passport_courier",
+            PermitPickup => "permit_pickup",
+            TaiwanStolenCourier => "taiwan_stolen_courier",
+            VisaPagesFullPickup => "visa_pages_full_pickup",
+            Correction => "correction",
+            ReviewRejected => "review_rejected",
+            Unpaid => "unpaid",
+            Under16 => "under_16",
+            NotPilotCity => "not_pilot_city",
+            Expired => "expired",
+            FirstApplication => "first_application",
+            OutsideMainland => "outside_mainland",
+            PhotoNonconforming => "photo_nonconforming",
+            InvalidIdNumber => "invalid_id_number",
+            CounterOnly => "counter_only",
+            DuplicateActive => "duplicate_active",
+            SubmittedTwice => "submitted_twice",
+            SmsNumberInvalid => "sms_number_invalid",
+            CourierReturned => "courier_returned",
+            Malformed => "malformed",
         }
     }
 
@@ -77,6 +106,7 @@ impl Scenario {
             Correction => "-CORR-",
             ReviewRejected => "-REVREJ-",
             Unpaid => "-UNPAID-",
+            CourierReturned => "-RETURN-",
             _ => "-",
         }
     }
@@ -192,12 +222,21 @@ pub fn application(run: &str, n: usize, scenario: Scenario, rng: &mut Rng) -> Va
     app
 }
 
+/// How one scenario went in a demo run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScenarioCount {
+    pub cases: usize,
+    pub unexpected: usize,
+}
+
 /// The outcome of a demo run.
 #[derive(Debug)]
 pub struct Report {
     pub cases: usize,
     pub by_state: BTreeMap<String, usize>,
     pub unexpected: Vec<(String, String, String)>,
+    /// Per scenario: applications driven and how many did not end as expected.
+    pub scenarios: BTreeMap<&'static str, ScenarioCount>,
     pub elapsed: Duration,
     pub sample_case: Option<String>,
     /// The prefix of every application id of the run.
@@ -237,6 +276,7 @@ pub async fn drive(
     let started = Instant::now();
 
     let mut expected: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut scenario_of: BTreeMap<String, Scenario> = BTreeMap::new();
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut corrections: BTreeMap<String, Value> = BTreeMap::new();
     let mut refused = 0usize;
@@ -273,6 +313,7 @@ pub async fn drive(
                 first["application_id"] = json!(format!("{id}A"));
                 pipeline.submit(&first, false).await?;
                 expected.insert(format!("{id}A"), "delivered");
+                scenario_of.insert(format!("{id}A"), scenario);
                 pipeline.submit(&app, false).await?;
                 pairs.push((format!("{id}A"), id.clone()));
             }
@@ -288,6 +329,7 @@ pub async fn drive(
                 pipeline.submit(&app, false).await?;
             }
         }
+        scenario_of.insert(id.clone(), scenario);
         expected.insert(id, scenario.expected());
     }
     if let Some(n) = on_submitted {
@@ -374,13 +416,25 @@ pub async fn drive(
 
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
     let mut unexpected = Vec::new();
+    let mut scenarios: BTreeMap<&'static str, ScenarioCount> = Scenario::ALL
+        .iter()
+        .map(|s| (s.name(), ScenarioCount::default()))
+        .collect();
     for (id, want) in &expected {
         let got = states.get(id).cloned().unwrap_or_else(|| "missing".into());
         *by_state.entry(got.clone()).or_default() += 1;
+        let count = scenarios
+            .entry(scenario_of.get(id).map_or("unknown", |s| s.name()))
+            .or_default();
+        count.cases += 1;
         if got != *want {
+            count.unexpected += 1;
             unexpected.push((id.clone(), want.to_string(), got));
         }
     }
+    let malformed = scenarios.entry(Scenario::Malformed.name()).or_default();
+    malformed.cases = refused;
+    malformed.unexpected = refused.saturating_sub(dead);
     if refused > 0 {
         by_state.insert("refused (dead-lettered)".into(), dead.min(refused));
         for _ in dead..refused {
@@ -400,6 +454,7 @@ pub async fn drive(
         cases: expected.len() + refused,
         by_state,
         unexpected,
+        scenarios,
         elapsed: started.elapsed(),
         sample_case,
         run_id,

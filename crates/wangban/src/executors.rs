@@ -130,6 +130,7 @@ impl Executor for PartyExecutor {
                 let shipment = ShipmentRequest {
                     idempotency_key: key.to_owned(),
                     case_id: case.case_id.clone(),
+                    application_id: case.application_id.clone(),
                     recipient,
                     phone,
                     address: format!(

@@ -66,7 +66,8 @@ enum Command {
         /// Seed of the generator.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// End with one JSON line: {"cases": N, "by_state": {...}, "unexpected": K}.
+        /// Print only one JSON line on stdout (the tables go to stderr):
+        /// {"cases": N, "by_state": {...}, "unexpected": K, "scenarios": {"<name>": {"cases": n, "unexpected": k}, ...}}.
         #[arg(long)]
         json: bool,
     },
@@ -407,44 +408,66 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             );
             let (pipeline, report) = demo::run(&s, cases, seed, true).await?;
-            println!("\n{:<26} {:>7}", "final state", "cases");
+            // With --json, stdout carries only the JSON line; the tables go to stderr.
+            let mut out: Box<dyn std::io::Write> = if json {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::stdout())
+            };
+            writeln!(out, "\n{:<26} {:>7}", "final state", "cases")?;
             for (state, n) in &report.by_state {
-                println!("{state:<26} {n:>7}");
+                writeln!(out, "{state:<26} {n:>7}")?;
             }
-            println!(
+            writeln!(
+                out,
                 "{:<26} {:>7}\n\n{} applications in {:.1} s; unexpected outcomes: {}",
                 "total",
                 report.by_state.values().sum::<usize>(),
                 report.cases,
                 report.elapsed.as_secs_f64(),
                 report.unexpected.len()
-            );
+            )?;
             for (id, want, got) in report.unexpected.iter().take(10) {
-                println!("  unexpected: {id}: expected {want}, got {got}");
+                writeln!(out, "  unexpected: {id}: expected {want}, got {got}")?;
             }
-            println!(
+            writeln!(
+                out,
+                "\n{:<26} {:>7} {:>10}",
+                "scenario", "cases", "unexpected"
+            )?;
+            for (name, c) in &report.scenarios {
+                writeln!(out, "{name:<26} {:>7} {:>10}", c.cases, c.unexpected)?;
+            }
+            writeln!(
+                out,
                 "\n{:<12} {:>10} {:>10} {:>12}",
                 "worker", "deliveries", "mean ms", "p99 ≤ ms"
-            );
+            )?;
             for w in WORKERS {
                 let (n, sum, p99) = pipeline.runtime.metrics.worker_summary(w);
                 let mean = if n > 0 { 1000.0 * sum / n as f64 } else { 0.0 };
-                println!(
+                writeln!(
+                    out,
                     "{w:<12} {n:>10} {mean:>10.2} {:>12}",
                     if p99.is_finite() {
                         format!("{:.1}", p99 * 1000.0)
                     } else {
                         "> 10000".into()
                     }
-                );
+                )?;
             }
-            if let Some(id) = &report.sample_case {
+            drop(out);
+            if json {
+                let line = serde_json::json!({
+                    "cases": report.cases,
+                    "by_state": report.by_state,
+                    "unexpected": report.unexpected.len(),
+                    "scenarios": report.scenarios,
+                });
+                println!("{line}");
+            } else if let Some(id) = &report.sample_case {
                 println!("\nOne case's timeline:");
                 wangban::show::case(&pipeline.runtime.store, id).await?;
-            }
-            if json {
-                let line = serde_json::json!({"cases": report.cases, "by_state": report.by_state, "unexpected": report.unexpected.len()});
-                println!("{line}");
             }
             pipeline.runtime.store.close().await;
             Ok(if report.unexpected.is_empty() {
