@@ -87,7 +87,7 @@ async fn an_operator_uses_the_dashboard_in_chromium() {
         series.contains(&"delivered") && series.contains(&"rejected"),
         "{series:?}"
     );
-    assert_eq!(seen["sla_rows"], 6);
+    assert_eq!(seen["sla_rows"], 7);
     assert_eq!(seen["dead_letters_before"], 1);
     assert_eq!(seen["replayed_shown"], 1);
     let header = seen["case_header"].as_str().unwrap();

@@ -916,3 +916,69 @@ async fn a_document_the_courier_brings_back_goes_to_the_hall_of_the_household_re
     h.running.take().unwrap().stop().await;
     h.env.cleanup(&h.pipeline).await;
 }
+
+/// The policy's promise, 7 working days from acceptance to issue: a case accepted before the
+/// National Day holiday and still in production is listed, in `/metrics` and in its case view;
+/// one accepted today is not. (Time passing is its recorded transitions moved back to
+/// 30 Sep 2026; the holiday arithmetic itself is `wangban_domain::promise`'s table tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_past_the_seven_working_day_promise_is_listed() {
+    let mut h = start_silent("http_promise", Duration::from_secs(600), "production").await;
+    let run = format!("PROM{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let mut rng = Rng::new(10);
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let app = demo::application(&run, n, Scenario::PassportCourier, &mut rng);
+        let case = h.pipeline.submit(&app, false).await.unwrap().to_string();
+        ids.push((app["application_id"].as_str().unwrap().to_owned(), case));
+    }
+    let (old_id, old_case) = ids[0].clone();
+    let (new_id, new_case) = ids[1].clone();
+    wait_all_in(&h, &run, &[&old_id, &new_id], "in_production").await;
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&h.env.settings.database_url)
+            .await
+            .unwrap();
+        // Noon, Beijing time, on Wednesday 30 Sep 2026.
+        let before_the_holiday: i64 = 1_790_740_800_000;
+        let moved =
+            sqlx::query("UPDATE audit SET at = $1 WHERE case_id = $2 AND kind = 'transition'")
+                .bind(before_the_holiday)
+                .bind(&old_case)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        assert!(
+            moved.rows_affected() >= 5,
+            "the case's transitions moved back"
+        );
+        let _ = conn.close().await;
+    }
+    let sla = ops_get(&h, "/api/ops/sla").await;
+    let listed: Vec<&str> = sla["approval_and_issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(listed.contains(&old_case.as_str()), "{sla}");
+    assert!(!listed.contains(&new_case.as_str()), "{sla}");
+    let (_, metrics) = http("GET", &format!("{}/metrics", h.api), None, None).await;
+    assert!(
+        metrics.contains(&format!(
+            "wangban_sla_breaches{{sla=\"approval_and_issue\"}} {}",
+            listed.len()
+        )),
+        "{metrics}"
+    );
+    let old = case_json(&h, &old_id).await;
+    assert_eq!(old["promise"]["broken"], true, "{}", old["promise"]);
+    assert_eq!(old["promise"]["completed"], false);
+    assert!(old["promise"]["counted"].as_u64().unwrap() > 7);
+    let new = case_json(&h, &new_id).await;
+    assert_eq!(new["promise"]["broken"], false, "{}", new["promise"]);
+    assert!(new["promise"]["counted"].as_u64().unwrap() <= 1);
+    h.running.take().unwrap().stop().await;
+    h.env.cleanup(&h.pipeline).await;
+}

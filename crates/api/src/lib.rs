@@ -185,12 +185,13 @@ async fn metrics(State(s): State<AppState>) -> Response {
     if let Ok(b) = sla::breaches(&s).await {
         let _ = writeln!(
             out,
-            "# HELP wangban_sla_breaches Cases past a promise now: review clock, payment window, 3-working-day production.\n# TYPE wangban_sla_breaches gauge"
+            "# HELP wangban_sla_breaches Cases past a promise now: review clock, payment window, 3-working-day production, 7 working days from acceptance to issue.\n# TYPE wangban_sla_breaches gauge"
         );
         let breaches = [
             ("review_clock", &b.review_clock),
             ("payment_window", &b.payment_window),
             ("production", &b.production),
+            ("approval_and_issue", &b.approval_and_issue),
         ];
         for (sla, cases) in breaches {
             let _ = writeln!(out, "wangban_sla_breaches{{sla=\"{sla}\"}} {}", cases.len());

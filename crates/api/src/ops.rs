@@ -241,8 +241,30 @@ pub async fn case(
         Ok(Some(p)) => (false, json!(p.to_string())),
         Err(e) => (false, json!(e.to_string())),
     };
+    // The policy's promise (7 working days from acceptance to issue, waiting not counted).
+    let entries: Vec<(wangban_domain::lifecycle::State, i64)> = view
+        .audit
+        .iter()
+        .filter(|r| r.kind == "transition")
+        .filter_map(|r| {
+            let d: Value = serde_json::from_str(&r.detail).ok()?;
+            Some((
+                wangban_domain::lifecycle::State::parse(d["to"].as_str()?)?,
+                r.at,
+            ))
+        })
+        .collect();
+    let promise =
+        match wangban_domain::promise::clock(&entries, wangban_store::now_ms(), &s.calendar) {
+            Ok(Some(c)) => json!({"working_days": wangban_domain::promise::WORKING_DAYS,
+            "counted": c.counted, "paused": c.paused, "completed": c.completed,
+            "broken": c.broken(wangban_domain::promise::WORKING_DAYS)}),
+            Ok(None) => Value::Null,
+            Err(e) => json!({"error": e.to_string()}),
+        };
     let c = &view.case;
     Json(json!({
+        "promise": promise,
         "case": {
             "case_id": c.case_id, "application_id": c.application_id, "state": c.state,
             "document_kind": c.document_kind, "delivery_method": c.delivery_method,

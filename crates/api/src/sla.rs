@@ -1,11 +1,16 @@
 //! The promises made to applicants, and the cases past them now:
 //! - review clock: a decision within N working days (default 2) of the case entering review;
 //! - payment window: a case still `awaiting_payment` after the window means the clock is behind;
-//! - production: the card-production centre's 3 working days, from the order's due date.
+//! - production: the card-production centre's 3 working days, from the order's due date;
+//! - approval and issue: the policy's 7 working days from acceptance to the centre's completion,
+//!   not counting working days spent waiting for a correction or the payment
+//!   ([`wangban_domain::promise`]).
 
 use crate::AppState;
 use serde::Serialize;
 use wangban_domain::application::beijing_date;
+use wangban_domain::lifecycle::State;
+use wangban_domain::promise;
 use wangban_store::StoreError;
 
 /// Case ids past each promise.
@@ -14,6 +19,9 @@ pub struct Breaches {
     pub review_clock: Vec<String>,
     pub payment_window: Vec<String>,
     pub production: Vec<String>,
+    /// Open cases past the policy's 7 working days from acceptance to issue (waiting for the
+    /// applicant not counted).
+    pub approval_and_issue: Vec<String>,
     /// Orders the centre completed after the promise (late, counted; no longer waiting).
     pub production_completed_late: Vec<String>,
     /// Review tasks of the staffed desk escalated to a supervisor queue when the review clock
@@ -65,6 +73,27 @@ pub async fn breaches(s: &AppState) -> Result<Breaches, StoreError> {
             Some(d) if today > d => b.production.push(case),
             Some(_) => {}
             None => b.unknown.push(case),
+        }
+    }
+    // The states in which the policy's promise runs (or stands still, waiting for the applicant).
+    const PROMISED: [&str; 7] = [
+        "accepted",
+        "under_review",
+        "correction_requested",
+        "approved",
+        "awaiting_payment",
+        "paid",
+        "in_production",
+    ];
+    for (case, entries) in store.state_entries_of_cases_in(&PROMISED).await? {
+        let entries: Vec<(State, i64)> = entries
+            .iter()
+            .filter_map(|(s, at)| Some((State::parse(s)?, *at)))
+            .collect();
+        match promise::clock(&entries, now, &s.calendar) {
+            Ok(Some(c)) if c.broken(promise::WORKING_DAYS) => b.approval_and_issue.push(case),
+            Ok(_) => {}
+            Err(_) => b.unknown.push(case),
         }
     }
     b.production_completed_late = store.late_productions().await?;

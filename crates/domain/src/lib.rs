@@ -22,6 +22,7 @@ pub mod id_number;
 pub mod ids;
 pub mod lifecycle;
 pub mod pilot;
+pub mod promise;
 pub mod review;
 
 /// Lower-case hex of a byte string (used for hashes and derived identifiers).

@@ -166,6 +166,41 @@ impl Store {
         .await?)
     }
 
+    /// The states every case now in one of `states` entered, in order, with the time of each
+    /// entry (from its recorded transitions; the entry into `submitted` is not one).
+    pub async fn state_entries_of_cases_in(
+        &self,
+        states: &[&str],
+    ) -> Result<Vec<(String, Vec<(String, i64)>)>, StoreError> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=states.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT a.case_id, a.at, a.detail FROM audit a JOIN cases c ON c.case_id = a.case_id \
+             WHERE a.kind = 'transition' AND c.state IN ({}) ORDER BY a.case_id, a.seq",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (String, i64, String)>(sqlx::AssertSqlSafe(sql));
+        for s in states {
+            query = query.bind(*s);
+        }
+        let mut out: Vec<(String, Vec<(String, i64)>)> = Vec::new();
+        for (case, at, detail) in query.fetch_all(&self.pool).await? {
+            let to = serde_json::from_str::<serde_json::Value>(&detail)
+                .ok()
+                .and_then(|d| d.get("to").and_then(|t| t.as_str()).map(str::to_owned))
+                .ok_or_else(|| {
+                    StoreError::Data(format!("case {case}: a transition without `to`"))
+                })?;
+            match out.last_mut() {
+                Some((c, entries)) if *c == case => entries.push((to, at)),
+                _ => out.push((case, vec![(to, at)])),
+            }
+        }
+        Ok(out)
+    }
+
     /// The detail of one effect of every case that has it: `(case id, detail JSON)`.
     pub async fn effects_with_purpose(
         &self,
