@@ -49,6 +49,8 @@ fn the_embedded_demo_ends_every_case_as_expected() {
     let scenarios = last["scenarios"].as_object().expect("scenarios");
     for name in [
         "courier_returned",
+        "correction_lapsed",
+        "uncollected",
         "correction",
         "unpaid",
         "malformed",

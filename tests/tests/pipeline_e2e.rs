@@ -7,7 +7,9 @@ use wangban_tests::RealServices;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_mixed_applications_reach_their_expected_states() {
-    let env = RealServices::new("e2e").await;
+    let mut env = RealServices::new("e2e").await;
+    // Short enough that the demo drives an unanswered correction to its lapse.
+    env.settings.resubmit_within = std::time::Duration::from_secs(12);
     let (pipeline, report) = demo::run(&env.settings, 200, 7, false)
         .await
         .expect("demo runs");
@@ -58,7 +60,9 @@ async fn two_hundred_mixed_applications_reach_their_expected_states() {
     let accepted_ever: i64 = [
         "delivered",
         "collected",
+        "ready_for_pickup",
         "review_rejected",
+        "correction_lapsed",
         "payment_expired",
     ]
     .iter()
@@ -77,11 +81,11 @@ async fn two_hundred_mixed_applications_reach_their_expected_states() {
     );
     assert_eq!(
         store.effect_counts("pickup_notice").await.unwrap(),
-        counts["collected"]
+        counts["collected"] + counts["ready_for_pickup"]
     );
     assert_eq!(
         store.effect_counts("sms:fee_due").await.unwrap(),
-        accepted_ever - counts["review_rejected"]
+        accepted_ever - counts["review_rejected"] - counts["correction_lapsed"]
     );
     // The independent invariant checker agrees …
     // (The demo stopped its workers as soon as every case ended; trailing SMS events may still be

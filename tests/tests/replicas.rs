@@ -135,14 +135,19 @@ async fn three_processes_of_every_worker_share_one_truth() {
     wangban_tests::quiesce(&client).await;
     let counts = store.count_by_state().await.unwrap();
     let n = |s: &str| counts.get(s).copied().unwrap_or(0);
-    let accepted = n("delivered") + n("collected") + n("review_rejected") + n("payment_expired");
+    let accepted = n("delivered")
+        + n("collected")
+        + n("ready_for_pickup")
+        + n("review_rejected")
+        + n("correction_lapsed")
+        + n("payment_expired");
     assert_eq!(
         store.effect_counts("document_invalidated").await.unwrap(),
         accepted
     );
     assert_eq!(
         store.effect_counts("sms:fee_due").await.unwrap(),
-        accepted - n("review_rejected")
+        accepted - n("review_rejected") - n("correction_lapsed")
     );
     assert_eq!(
         store.effect_counts("shipment").await.unwrap(),
@@ -150,7 +155,7 @@ async fn three_processes_of_every_worker_share_one_truth() {
     );
     assert_eq!(
         store.effect_counts("production_order").await.unwrap(),
-        n("delivered") + n("collected")
+        n("delivered") + n("collected") + n("ready_for_pickup")
     );
     assert_eq!(
         store.effect_counts("sms:payment_expired").await.unwrap(),

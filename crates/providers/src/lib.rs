@@ -127,6 +127,8 @@ pub trait Courier: Send + Sync {
 pub struct PickupNotice {
     pub idempotency_key: String,
     pub case_id: CaseId,
+    /// Ours (the simulated hall reads its script from it).
+    pub application_id: String,
     pub hukou_region: String,
 }
 

@@ -34,6 +34,8 @@ pub struct Script {
     pub never_pays: bool,
     /// The courier brings the document back (refused at the door).
     pub courier_returns: bool,
+    /// Nobody comes to the hall for the document.
+    pub never_collects: bool,
 }
 
 impl Script {
@@ -44,6 +46,7 @@ impl Script {
             review_rejects: application_id.contains("-REVREJ-"),
             never_pays: application_id.contains("-UNPAID-"),
             courier_returns: application_id.contains("-RETURN-"),
+            never_collects: application_id.contains("-NOCOLLECT-"),
         }
     }
 }
@@ -410,7 +413,11 @@ impl PickupHall for SimHall {
         let hall = format!("户籍地（{}）公安机关出入境接待大厅", &n.hukou_region);
         let key = format!("pickup:{}", n.idempotency_key);
         let collected = json!({"status": "collected"});
-        let report = Report::new(EventType::PickupReported, &n.case_id, collected);
+        let report = if Script::of(&n.application_id).never_collects {
+            None
+        } else {
+            Report::new(EventType::PickupReported, &n.case_id, collected)
+        };
         let hall = self.0.once(&key, |_| (hall, report)).await?;
         Ok(PickupSlot { hall })
     }

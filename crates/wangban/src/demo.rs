@@ -31,11 +31,13 @@ pub enum Scenario {
     SubmittedTwice,
     SmsNumberInvalid,
     CourierReturned,
+    CorrectionLapsed,
+    Uncollected,
     Malformed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 20] = [
+    pub const ALL: [Scenario; 22] = [
         Scenario::PassportCourier,
         Scenario::PermitPickup,
         Scenario::TaiwanStolenCourier,
@@ -55,6 +57,8 @@ impl Scenario {
         Scenario::SubmittedTwice,
         Scenario::SmsNumberInvalid,
         Scenario::CourierReturned,
+        Scenario::CorrectionLapsed,
+        Scenario::Uncollected,
         Scenario::Malformed,
     ];
 
@@ -67,6 +71,8 @@ impl Scenario {
             PermitPickup | VisaPagesFullPickup | CourierReturned => "collected",
             ReviewRejected => "review_rejected",
             Unpaid => "payment_expired",
+            CorrectionLapsed => "correction_lapsed",
+            Uncollected => "ready_for_pickup",
             Under16 | NotPilotCity | Expired | FirstApplication | OutsideMainland
             | PhotoNonconforming | InvalidIdNumber | CounterOnly | DuplicateActive => "rejected",
             Malformed => "refused",
@@ -96,6 +102,8 @@ impl Scenario {
             SubmittedTwice => "submitted_twice",
             SmsNumberInvalid => "sms_number_invalid",
             CourierReturned => "courier_returned",
+            CorrectionLapsed => "correction_lapsed",
+            Uncollected => "uncollected",
             Malformed => "malformed",
         }
     }
@@ -107,6 +115,9 @@ impl Scenario {
             ReviewRejected => "-REVREJ-",
             Unpaid => "-UNPAID-",
             CourierReturned => "-RETURN-",
+            // The simulated desk asks for a correction, and the applicant never answers.
+            CorrectionLapsed => "-CORR-LAPSE-",
+            Uncollected => "-NOCOLLECT-",
             _ => "-",
         }
     }
@@ -158,7 +169,7 @@ pub fn application(run: &str, n: usize, scenario: Scenario, rng: &mut Rng) -> Va
     let expiring = (date + chrono::Duration::days(30 + rng.below(120) as i64)).to_string();
     let far = (date + chrono::Duration::days(900)).to_string();
     let (kind, reason, expires, delivery) = match scenario {
-        PermitPickup => ("hk_macao_permit", "lost", far.clone(), "pickup"),
+        PermitPickup | Uncollected => ("hk_macao_permit", "lost", far.clone(), "pickup"),
         TaiwanStolenCourier => ("taiwan_permit", "stolen", far.clone(), "courier"),
         VisaPagesFullPickup => ("passport", "visa_pages_full", far.clone(), "pickup"),
         Correction | Unpaid => ("passport", "damaged", far.clone(), "courier"),
@@ -243,6 +254,9 @@ pub struct Report {
     pub run_id: String,
 }
 
+/// The longest correction window the demo waits out to show a lapsed correction.
+pub const LAPSE_IN_REACH: Duration = Duration::from_secs(600);
+
 /// Runs `cases` applications through a pipeline with every worker, and reports.
 pub async fn run(
     settings: &Settings,
@@ -281,8 +295,14 @@ pub async fn drive(
     let mut corrections: BTreeMap<String, Value> = BTreeMap::new();
     let mut refused = 0usize;
     let (mut n, mut made) = (0usize, 0usize);
+    // An unanswered correction lapses only after WANGBAN_RESUBMIT_WITHIN_SECS (7 days by
+    // default): that scenario is driven only when the window is short enough to wait for.
+    let lapse_in_reach = settings.resubmit_within <= LAPSE_IN_REACH;
     while made < cases {
         let mut scenario = Scenario::ALL[n % Scenario::ALL.len()];
+        if scenario == Scenario::CorrectionLapsed && !lapse_in_reach {
+            scenario = Scenario::Correction;
+        }
         if scenario == Scenario::DuplicateActive && made + 2 > cases {
             scenario = Scenario::PassportCourier; // the pair would not fit in N
         }
@@ -338,7 +358,12 @@ pub async fn drive(
 
     let budget = Duration::from_secs(60)
         + Duration::from_millis(60 * cases as u64)
-        + settings.fees.payment_window * 2;
+        + settings.fees.payment_window * 2
+        + if lapse_in_reach {
+            settings.resubmit_within * 2
+        } else {
+            Duration::ZERO
+        };
     let mut resubmitted: BTreeSet<String> = BTreeSet::new();
     let mut last_line = Instant::now();
     let states = loop {

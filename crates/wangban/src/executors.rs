@@ -146,6 +146,7 @@ impl Executor for PartyExecutor {
                 let notice = PickupNotice {
                     idempotency_key: key.to_owned(),
                     case_id: case.case_id.clone(),
+                    application_id: case.application_id.clone(),
                     hukou_region: application(case)?.applicant.hukou_region,
                 };
                 let slot = p.hall.announce(&notice).await?;

@@ -391,6 +391,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 s.fees.reminder_after = s.fees.payment_window / 2;
                 s.runtime.tick = std::time::Duration::from_millis(250);
             }
+            if std::env::var("WANGBAN_RESUBMIT_WITHIN_SECS").is_err() {
+                // Nor 7 days for a correction: an unanswered one lapses after seconds, long
+                // enough that the demo's answered corrections are always in time.
+                s.resubmit_within = std::time::Duration::from_millis(10_000 + 30 * cases as u64);
+            }
             if s.amqp_url.is_some() && s.queue_prefix.is_empty() {
                 s.queue_prefix = format!("demo-{}.", std::process::id());
             }

@@ -38,33 +38,53 @@ pub struct Pipeline {
 /// Running workers; stop them gracefully with [`Running::stop`] or kill them with [`Running::abort`].
 pub struct Running {
     shutdown: watch::Sender<bool>,
+    /// Consumers, timers and executors.
     tasks: JoinSet<()>,
+    /// The outbox relay: stopped last, so what the others commit while they finish is published.
+    relay_shutdown: watch::Sender<bool>,
+    relay: JoinSet<()>,
 }
 
 impl Running {
-    /// Stops taking deliveries, lets in-flight ones finish, flushes the outbox, and waits.
-    pub async fn stop(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+    /// Stops taking deliveries, lets in-flight ones (and parties' calls) finish, then flushes the
+    /// outbox, and waits.
+    pub async fn stop(self) {
+        self.stop_within(std::time::Duration::MAX).await;
     }
 
     /// [`Running::stop`], but gives up after `deadline`: what is still in flight is abandoned
     /// unacknowledged, and the broker redelivers it. True when everything finished in time.
     pub async fn stop_within(mut self, deadline: std::time::Duration) -> bool {
         let _ = self.shutdown.send(true);
-        let all = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(deadline, all).await.is_ok() {
-            return true;
+        let relay_shutdown = self.relay_shutdown;
+        let (tasks, relay) = (&mut self.tasks, &mut self.relay);
+        let all = async {
+            while tasks.join_next().await.is_some() {}
+            let _ = relay_shutdown.send(true);
+            while relay.join_next().await.is_some() {}
+        };
+        let in_time = match tokio::time::Instant::now().checked_add(deadline) {
+            Some(at) => tokio::time::timeout_at(at, all).await.is_ok(),
+            None => {
+                all.await;
+                true
+            }
+        };
+        if !in_time {
+            self.tasks.abort_all();
+            self.relay.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+            while self.relay.join_next().await.is_some() {}
         }
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
-        false
+        in_time
     }
 
     /// Stops at once, as a crash would: in-flight deliveries go back to their queues.
     pub async fn abort(mut self) {
         self.tasks.abort_all();
+        self.relay.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        while self.relay.join_next().await.is_some() {}
     }
 }
 
@@ -284,9 +304,16 @@ impl Pipeline {
                 tasks.spawn(async move { rt.run_executor(ex, rx2).await });
             }
         }
+        let (relay_shutdown, relay_rx) = watch::channel(false);
+        let mut relay = JoinSet::new();
         let rt = self.runtime.clone();
-        tasks.spawn(async move { rt.run_relay(rx).await });
-        Ok(Running { shutdown, tasks })
+        relay.spawn(async move { rt.run_relay(relay_rx).await });
+        Ok(Running {
+            shutdown,
+            tasks,
+            relay_shutdown,
+            relay,
+        })
     }
 
     /// The handler of a worker (to step it one delivery at a time in tests).
