@@ -116,6 +116,60 @@ async fn conformance(url: &str) {
     tx.commit().await.unwrap();
     assert_eq!(store.effect_counts("sms:fee_due").await.unwrap(), 1);
 
+    // Savepoints (one per delivery of a batch): what a failed delivery wrote is undone — its
+    // inbox claim, effects and audit records — while the rest of the transaction commits, and the
+    // chain goes on from the record before it.
+    let b_case = new_case("CONF-B", &fp, &app).case_id;
+    let mut tx = store.begin().await.unwrap();
+    tx.savepoint().await.unwrap();
+    assert!(tx.inbox_claim("w", "evt_kept").await.unwrap());
+    tx.append_audit(&b_case, "batched", Some("evt_kept"), &json!({"kept": 1}))
+        .await
+        .unwrap();
+    tx.release_savepoint().await.unwrap();
+    tx.savepoint().await.unwrap();
+    assert!(tx.inbox_claim("w", "evt_undone").await.unwrap());
+    tx.record_effect(&b_case, "sms:undone", &json!({}))
+        .await
+        .unwrap();
+    tx.append_audit(
+        &b_case,
+        "batched",
+        Some("evt_undone"),
+        &json!({"undone": 1}),
+    )
+    .await
+    .unwrap();
+    // A failing statement inside the savepoint (a second case for the same application) …
+    assert!(
+        tx.insert_case(&new_case("CONF-A", "fp3", &app), true, "evt_undone")
+            .await
+            .is_err()
+    );
+    // … is undone with the rest, and the transaction goes on.
+    tx.rollback_to_savepoint().await.unwrap();
+    tx.savepoint().await.unwrap();
+    tx.append_audit(&b_case, "batched", Some("evt_after"), &json!({"after": 1}))
+        .await
+        .unwrap();
+    tx.release_savepoint().await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.inbox_contains("w", "evt_kept").await.unwrap());
+    assert!(!tx.inbox_contains("w", "evt_undone").await.unwrap());
+    drop(tx);
+    assert_eq!(store.effect_counts("sms:undone").await.unwrap(), 0);
+    let notes: Vec<String> = store
+        .audit_of(b_case.as_str())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "batched")
+        .map(|r| r.event_id.unwrap_or_default())
+        .collect();
+    assert_eq!(notes, ["evt_kept", "evt_after"]);
+    assert!(store.verify_audit().await.unwrap().problems.is_empty());
+
     // The chain verifies, through the library and the command.
     assert!(store.verify_audit().await.unwrap().problems.is_empty());
     let verify = || {

@@ -3,7 +3,10 @@
 //! For each delivery: decode the envelope (refused → dead letter), then in **one transaction**:
 //! skip if the inbox has seen the event, run the handler (which reads and changes the case,
 //! records effects and queues events), queue the outgoing events in the outbox, mark the inbox;
-//! commit; ack. Transient failures are retried with exponential backoff (`backon`); permanent ones,
+//! commit; ack. Deliveries that arrive while every transaction is busy share the next one (up to
+//! [`RuntimeConfig::batch`], a savepoint each, acked after its commit): one WAL flush for many
+//! hops; a delivery that fails in a batch is rolled back to its savepoint and handled alone.
+//! Transient failures are retried with exponential backoff (`backon`); permanent ones,
 //! and transient ones that outlast the retries, are dead-lettered with their reason — in the store
 //! (for operators and replay) and in the worker's dead-letter queue — and then acked. If even the
 //! dead letter cannot be recorded, the delivery is requeued: nothing is ever dropped.
@@ -33,6 +36,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument, info_span};
 use wangban_bus::{Bus, DeadLetterNote, Delivery, WorkerQueue};
+use wangban_domain::effects::Party;
 use wangban_domain::events::Envelope;
 use wangban_store::Store;
 
@@ -73,6 +77,9 @@ pub struct RuntimeConfig {
     /// retried hold none). Several commits in flight let PostgreSQL flush them together (group
     /// commit); events of one case that meet take turns on the case's row lock.
     pub concurrency: usize,
+    /// Deliveries one transaction handles at most (a savepoint each): those that arrived while
+    /// every transaction was busy share the next one's commit.
+    pub batch: usize,
     /// First retry delay of a transient failure.
     pub retry_min: Duration,
     /// Longest retry delay.
@@ -104,6 +111,7 @@ impl Default for RuntimeConfig {
             max_message_bytes: 256 * 1024,
             prefetch: 32,
             concurrency: 8,
+            batch: 16,
             retry_min: Duration::from_millis(20),
             retry_max: Duration::from_secs(2),
             retry_times: 12,
@@ -141,6 +149,31 @@ pub enum Outcome {
     Requeued(String),
     /// Early: put back at the tail of its queue, behind what it follows.
     Deferred,
+}
+
+impl Outcome {
+    /// The outcome's label in metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Handled => "handled",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered(_) => "dead_lettered",
+            Outcome::Requeued(_) => "requeued",
+            Outcome::Deferred => "deferred",
+        }
+    }
+}
+
+/// The span of one delivery's handling.
+fn handle_span(worker: &str, envelope: &Envelope) -> tracing::Span {
+    info_span!(
+        "handle",
+        worker,
+        case_id = %envelope.subject,
+        event_id = %envelope.id,
+        event_type = %envelope.event_type,
+        correlation_id = %envelope.correlationid,
+    )
 }
 
 impl Runtime {
@@ -185,37 +218,47 @@ impl Runtime {
             };
             tracing::info!(worker, "consuming");
             pause = self.config.retry_min;
-            // At most `concurrency` attempts run at once (each holds a transaction); a delivery
-            // waiting to be retried holds no slot, so events that arrived early (an answer
-            // before its request's record) cannot starve the one they wait for. The prefetch
-            // bounds the deliveries in hand.
+            // At most `concurrency` transactions run at once. Deliveries that arrive while they
+            // are all busy wait in `ready` and go together into the next free one, up to
+            // `batch` of them (one commit, one WAL flush, for all); a lone delivery starts at
+            // once. A delivery that fails in a batch, or waits to be retried, is handled alone
+            // and holds no slot while it waits, so events that arrived early (an answer before
+            // its request's record) cannot starve the one they wait for. The prefetch bounds
+            // the deliveries in hand.
             let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
             let mut in_flight = tokio::task::JoinSet::new();
+            let mut ready = std::collections::VecDeque::new();
             loop {
-                let next = tokio::select! {
-                    n = sub.next() => n,
-                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+                tokio::select! {
+                    biased;
                     _ = shutdown.changed() => break,
-                };
-                match next {
-                    Some(Ok(delivery)) => {
+                    next = sub.next() => match next {
+                        Some(Ok(delivery)) => ready.push_back(delivery),
+                        Some(Err(e)) => {
+                            tracing::warn!(worker, error = %e, "subscription failed; resubscribing");
+                            break;
+                        }
+                        None => {
+                            tracing::warn!(worker, "subscription ended; resubscribing");
+                            break;
+                        }
+                    },
+                    Ok(slot) = slots.clone().acquire_owned(), if !ready.is_empty() => {
+                        let take = ready.len().min(self.config.batch.max(1));
+                        let batch: Vec<Delivery> = ready.drain(..take).collect();
                         let (runtime, handler, slots) =
                             (self.clone(), handler.clone(), slots.clone());
                         in_flight.spawn(async move {
-                            runtime
-                                .process_with(handler.as_ref(), delivery, Some(&slots))
-                                .await
+                            runtime.process_batch(handler, batch, slot, slots).await
                         });
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(worker, error = %e, "subscription failed; resubscribing");
-                        break;
-                    }
-                    None => {
-                        tracing::warn!(worker, "subscription ended; resubscribing");
-                        break;
-                    }
+                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 }
+            }
+            // Deliveries not yet started go back to the broker (for another consumer, or for
+            // this one once it has subscribed again).
+            for delivery in ready {
+                let _ = delivery.requeue().await;
             }
             if *shutdown.borrow() {
                 // In-flight work finishes (and is acked or given back) before we stop.
@@ -265,15 +308,8 @@ impl Runtime {
             Err(_) => "undecodable".to_owned(),
         };
         let outcome = self.process_inner(handler, delivery, slots).await;
-        let label = match &outcome {
-            Outcome::Handled => "handled",
-            Outcome::Duplicate => "duplicate",
-            Outcome::DeadLettered(_) => "dead_lettered",
-            Outcome::Requeued(_) => "requeued",
-            Outcome::Deferred => "deferred",
-        };
         self.metrics
-            .consumed(worker, &event_type, label, started.elapsed());
+            .consumed(worker, &event_type, outcome.label(), started.elapsed());
         outcome
     }
 
@@ -292,14 +328,6 @@ impl Runtime {
                 return self.dead_letter(worker, delivery, None, reason).await;
             }
         };
-        let span = info_span!(
-            "handle",
-            worker,
-            case_id = %envelope.subject,
-            event_id = %envelope.id,
-            event_type = %envelope.event_type,
-            correlation_id = %envelope.correlationid,
-        );
         async {
             let attempt = || async {
                 let _slot = match slots {
@@ -359,8 +387,121 @@ impl Runtime {
                 }
             }
         }
-        .instrument(span)
+        .instrument(handle_span(worker, &envelope))
         .await
+    }
+
+    /// Handles `batch` in one transaction, a savepoint per delivery, while holding `slot`; acks
+    /// what it handled after the commit. A delivery that fails is rolled back to its savepoint
+    /// and then handled alone ([`Runtime::process_with`], with retries); when the batch itself
+    /// cannot commit, every delivery is. Cases are handled in the order of their ids (the order
+    /// of one case's events kept), so two batches lock the cases they share in the same order.
+    async fn process_batch(
+        self,
+        handler: Arc<dyn Handler>,
+        batch: Vec<Delivery>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        slots: Arc<Semaphore>,
+    ) {
+        let mut alone = Vec::new();
+        if batch.len() == 1 {
+            drop(slot);
+            alone = batch;
+        } else {
+            let started = std::time::Instant::now();
+            let worker = handler.worker();
+            let mut decoded = Vec::with_capacity(batch.len());
+            for delivery in batch {
+                match Envelope::decode(&delivery.payload, self.config.max_message_bytes) {
+                    Ok(envelope) => decoded.push((envelope, delivery)),
+                    Err(_) => alone.push(delivery), // dead-lettered there, with its reason
+                }
+            }
+            decoded.sort_by(|a, b| a.0.subject.as_str().cmp(b.0.subject.as_str()));
+            let envelopes: Vec<&Envelope> = decoded.iter().map(|(e, _)| e).collect();
+            let results = self.attempt_batch(handler.as_ref(), &envelopes).await;
+            drop(slot);
+            match results {
+                Ok(results) => {
+                    let mut handled = false;
+                    for ((envelope, delivery), result) in decoded.into_iter().zip(results) {
+                        let outcome = match result {
+                            Ok(true) => Outcome::Handled,
+                            Ok(false) => Outcome::Duplicate,
+                            Err(e) => {
+                                tracing::debug!(worker, event_id = %envelope.id, error = %e, "failed in a batch; handling it alone");
+                                alone.push(delivery);
+                                continue;
+                            }
+                        };
+                        handled |= outcome == Outcome::Handled;
+                        let outcome = self.settle(delivery, outcome).await;
+                        self.metrics.consumed(
+                            worker,
+                            &envelope.event_type,
+                            outcome.label(),
+                            started.elapsed(),
+                        );
+                    }
+                    if handled {
+                        self.relay_wakeup.notify_one();
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(worker, error = %e, "a batch failed; handling its deliveries alone");
+                    alone.extend(decoded.into_iter().map(|(_, d)| d));
+                }
+            }
+        }
+        let mut one_by_one = tokio::task::JoinSet::new();
+        for delivery in alone {
+            let (runtime, handler, slots) = (self.clone(), handler.clone(), slots.clone());
+            one_by_one.spawn(async move {
+                runtime
+                    .process_with(handler.as_ref(), delivery, Some(&slots))
+                    .await
+            });
+        }
+        while one_by_one.join_next().await.is_some() {}
+    }
+
+    /// One transaction over several events: per event `Ok(true)` handled, `Ok(false)` already in
+    /// the inbox, `Err` failed (and rolled back to its savepoint). `Err` overall: nothing
+    /// committed.
+    async fn attempt_batch(
+        &self,
+        handler: &dyn Handler,
+        envelopes: &[&Envelope],
+    ) -> Result<Vec<Result<bool, HandlerError>>, HandlerError> {
+        let worker = handler.worker();
+        let mut tx = self.store.begin().await?;
+        let mut results = Vec::with_capacity(envelopes.len());
+        let mut parties = Vec::new();
+        for envelope in envelopes {
+            tx.savepoint().await?;
+            let one = self
+                .handle_in(&mut tx, handler, envelope)
+                .instrument(handle_span(worker, envelope))
+                .await;
+            match one {
+                Ok(requested) => {
+                    tx.release_savepoint().await?;
+                    results.push(Ok(requested.is_some()));
+                    parties.extend(requested.into_iter().flatten());
+                }
+                Err(e) => {
+                    tx.rollback_to_savepoint().await?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.commit().await?;
+        let committed = results.iter().filter(|r| matches!(r, Ok(true))).count();
+        if committed > 0 {
+            self.metrics.committed(worker, committed as u64);
+        }
+        self.wake_executors(parties);
+        Ok(results)
     }
 
     /// One attempt in one transaction. `Ok(false)`: the inbox had already seen the event.
@@ -369,24 +510,48 @@ impl Runtime {
         handler: &dyn Handler,
         envelope: &Envelope,
     ) -> Result<bool, HandlerError> {
-        let worker = handler.worker();
         let mut tx = self.store.begin().await?;
+        let Some(requested) = self.handle_in(&mut tx, handler, envelope).await? else {
+            return Ok(false);
+        };
+        tx.commit().await?;
+        self.metrics.committed(handler.worker(), 1);
+        self.wake_executors(requested);
+        Ok(true)
+    }
+
+    /// Handles one event in `tx`: claims it in the inbox, runs the handler, queues its events.
+    /// `None`: the inbox had already seen it. `Some`: the parties whose executors have new
+    /// commands once `tx` commits.
+    async fn handle_in(
+        &self,
+        tx: &mut wangban_store::CaseTx,
+        handler: &dyn Handler,
+        envelope: &Envelope,
+    ) -> Result<Option<Vec<Party>>, HandlerError> {
+        let worker = handler.worker();
         if !tx.inbox_claim(worker, envelope.id.as_str()).await? {
             tracing::debug!("already handled; acking the redelivery");
-            return Ok(false);
+            return Ok(None);
         }
-        let mut cx = Cx::new(&mut tx, worker, envelope);
+        let mut cx = Cx::new(tx, worker, envelope);
         handler.handle(&mut cx, envelope).await?;
         let (outgoing, requested) = cx.into_parts();
         for event in &outgoing {
             tx.enqueue(event).await?;
         }
-        tx.commit().await?;
-        for party in requested {
-            self.wake_executor(party);
-        }
         tracing::info!(emitted = outgoing.len(), "handled");
-        Ok(true)
+        Ok(Some(requested))
+    }
+
+    fn wake_executors(&self, parties: impl IntoIterator<Item = Party>) {
+        let mut woken = Vec::new();
+        for party in parties {
+            if !woken.contains(&party) {
+                self.wake_executor(party);
+                woken.push(party);
+            }
+        }
     }
 
     /// Puts an early event back at the tail of its worker's queue (confirmed), then acks this

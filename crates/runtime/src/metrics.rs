@@ -27,6 +27,8 @@ struct Inner {
     latency: BTreeMap<String, Histogram>,
     effects: BTreeMap<(String, &'static str), u64>,
     effect_latency: BTreeMap<String, Histogram>,
+    /// Per worker: (transactions that committed deliveries, deliveries they committed).
+    transactions: BTreeMap<String, (u64, u64)>,
 }
 
 impl Histogram {
@@ -95,6 +97,20 @@ impl Metrics {
             .published
             .entry((path, event_type.into()))
             .or_default() += n;
+    }
+
+    /// A transaction of `worker` committed `deliveries` deliveries (more than one: a batch).
+    pub fn committed(&self, worker: &str, deliveries: u64) {
+        let mut m = self.inner.lock().expect("metrics lock");
+        let t = m.transactions.entry(worker.into()).or_default();
+        t.0 += 1;
+        t.1 += deliveries;
+    }
+
+    /// `(transactions, deliveries)` a worker committed: their ratio is its mean batch.
+    pub fn committed_total(&self, worker: &str) -> (u64, u64) {
+        let m = self.inner.lock().expect("metrics lock");
+        m.transactions.get(worker).copied().unwrap_or_default()
     }
 
     /// A transient failure of `worker` on `event_type` was retried.
@@ -180,6 +196,25 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "wangban_messages_published_total{{path=\"{p}\",event_type=\"{t}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_transactions_total Transactions that committed deliveries (WANGBAN_BATCH): deliveries_total / transactions_total is the mean batch."
+        );
+        let _ = writeln!(out, "# TYPE wangban_transactions_total counter");
+        for (w, (t, _)) in &m.transactions {
+            let _ = writeln!(out, "wangban_transactions_total{{worker=\"{w}\"}} {t}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_transaction_deliveries_total Deliveries committed by those transactions."
+        );
+        let _ = writeln!(out, "# TYPE wangban_transaction_deliveries_total counter");
+        for (w, (_, d)) in &m.transactions {
+            let _ = writeln!(
+                out,
+                "wangban_transaction_deliveries_total{{worker=\"{w}\"}} {d}"
             );
         }
         let _ = writeln!(

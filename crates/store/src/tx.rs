@@ -44,6 +44,8 @@ pub struct CaseTx {
     /// Audit chain heads (sequence, hash) read or written in this transaction, by case: the
     /// next record needs no read. The `UPDATE` that moves a head still checks it.
     heads: std::collections::HashMap<String, (i64, String)>,
+    /// `heads` as they were at the open savepoint, restored when it is rolled back to.
+    saved_heads: Option<std::collections::HashMap<String, (i64, String)>>,
 }
 
 /// The columns of [`CaseRecord`], as a macro so queries stay `&'static str` (sqlx refuses
@@ -85,6 +87,7 @@ impl CaseTx {
             backend,
             fingerprint_key,
             heads: Default::default(),
+            saved_heads: None,
         }
     }
 
@@ -373,6 +376,37 @@ impl CaseTx {
             .bind(now_ms())
             .execute(&mut *self.tx)
             .await?;
+        Ok(())
+    }
+
+    /// Marks the point [`CaseTx::rollback_to_savepoint`] returns to: one delivery of a batch
+    /// begins. One savepoint is open at a time.
+    pub async fn savepoint(&mut self) -> Result<(), StoreError> {
+        sqlx::raw_sql("SAVEPOINT delivery")
+            .execute(&mut *self.tx)
+            .await?;
+        self.saved_heads = Some(self.heads.clone());
+        Ok(())
+    }
+
+    /// Keeps what was done since the savepoint (it commits with the transaction).
+    pub async fn release_savepoint(&mut self) -> Result<(), StoreError> {
+        sqlx::raw_sql("RELEASE SAVEPOINT delivery")
+            .execute(&mut *self.tx)
+            .await?;
+        self.saved_heads = None;
+        Ok(())
+    }
+
+    /// Undoes everything since the savepoint, row locks taken since included; the transaction
+    /// goes on (a failed statement since the savepoint no longer aborts it).
+    pub async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        sqlx::raw_sql("ROLLBACK TO SAVEPOINT delivery; RELEASE SAVEPOINT delivery")
+            .execute(&mut *self.tx)
+            .await?;
+        if let Some(heads) = self.saved_heads.take() {
+            self.heads = heads;
+        }
         Ok(())
     }
 

@@ -141,6 +141,9 @@ impl Settings {
         if let Some(c) = env_u64("WANGBAN_CONCURRENCY")? {
             runtime.concurrency = c.clamp(1, 256) as usize;
         }
+        if let Some(b) = env_u64("WANGBAN_BATCH")? {
+            runtime.batch = b.clamp(1, 256) as usize;
+        }
         if let Some(c) = env_u64("WANGBAN_EFFECT_CONCURRENCY")? {
             runtime.effect_concurrency = c.clamp(1, 4096) as usize;
         }
