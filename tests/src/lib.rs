@@ -94,6 +94,55 @@ impl RealServices {
     }
 }
 
+/// `wangban serve` with every worker, running in this process on a test's services, and a
+/// client pipeline to submit with and read the store through.
+pub struct Served {
+    pub env: RealServices,
+    pub client: wangban::pipeline::Pipeline,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// Serves `env`'s settings on a free port and waits until `/readyz` says ready.
+    pub async fn start(mut env: RealServices) -> Served {
+        let port = free_port();
+        env.settings.http_addr = format!("127.0.0.1:{port}");
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let settings = env.settings.clone();
+        let server = tokio::spawn(async move {
+            let workers = wangban::pipeline::WORKERS;
+            if let Err(e) = wangban::serve::run(&settings, &workers, rx).await {
+                panic!("wangban serve failed: {e:#}");
+            }
+        });
+        let base = format!("http://127.0.0.1:{port}");
+        eventually(Duration::from_secs(30), "/readyz to say ready", || async {
+            http("GET", &format!("{base}/readyz"), None, None).await.0 == 200
+        })
+        .await;
+        let client = wangban::pipeline::Pipeline::connect(&env.settings)
+            .await
+            .expect("the client pipeline connects");
+        Served {
+            env,
+            client,
+            base,
+            stop,
+            server,
+        }
+    }
+
+    /// Stops the server and drops the test's schema, queues and exchanges.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        self.env.cleanup(&self.client).await;
+    }
+}
+
 /// Polls `check` every 50 ms until it returns true, panicking with `what` after `timeout`.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where

@@ -65,6 +65,7 @@ async fn start(test: &str, payment_window: Duration) -> Harness {
         operator_token: Some(OPERATOR.into()),
         callbacks: env.settings.parties.callback_keys(),
         review_max_rounds: env.settings.review_max_rounds,
+        hall_uncollected_after: env.settings.hall_uncollected_after,
     };
     tokio::spawn(wangban_api::serve(state, listener, std::future::pending()));
     let running = Some(pipeline.spawn(&WORKERS).expect("workers start"));

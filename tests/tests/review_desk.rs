@@ -4,11 +4,9 @@
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-use tokio::sync::watch;
 use wangban::demo::{self, Rng, Scenario};
-use wangban::pipeline::{Pipeline, WORKERS};
 use wangban_review::desk_file::{DeskFile, token_digest};
-use wangban_tests::{RealServices, eventually, free_port, http};
+use wangban_tests::{RealServices, Served, eventually, http};
 
 const OPERATOR: &str = "operator-token-for-desk-tests";
 const BEIJING: &str = "110105";
@@ -46,54 +44,36 @@ fn desk() -> DeskFile {
 }
 
 struct Desk {
-    env: RealServices,
-    client: Pipeline,
-    base: String,
-    stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
+    served: Served,
     rng: Rng,
     run: String,
+}
+
+impl std::ops::Deref for Desk {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
 }
 
 impl Desk {
     async fn start(test: &str, tweak: impl FnOnce(&mut wangban::settings::Settings)) -> Desk {
         let mut env = RealServices::new(test).await;
-        let port = free_port();
-        env.settings.http_addr = format!("127.0.0.1:{port}");
         env.settings.operator_token = Some(wangban::settings::Secret::new(OPERATOR));
         env.settings.desk = Some(desk());
         env.settings.fees.payment_window = Duration::from_secs(600);
         env.settings.fees.reminder_after = Duration::from_secs(600);
         tweak(&mut env.settings);
-        let (stop, rx) = watch::channel(false);
-        let settings = env.settings.clone();
-        let server = tokio::spawn(async move {
-            if let Err(e) = wangban::serve::run(&settings, &WORKERS, rx).await {
-                panic!("wangban serve failed: {e:#}");
-            }
-        });
-        let base = format!("http://127.0.0.1:{port}");
-        eventually(Duration::from_secs(30), "/readyz to say ready", || async {
-            http("GET", &format!("{base}/readyz"), None, None).await.0 == 200
-        })
-        .await;
-        let client = Pipeline::connect(&env.settings).await.unwrap();
         let run = format!("DSK{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
         Desk {
-            env,
-            client,
-            base,
-            stop,
-            server,
+            served: Served::start(env).await,
             rng: Rng::new(3),
             run,
         }
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.server.await;
-        self.env.cleanup(&self.client).await;
+        self.served.stop().await;
     }
 
     /// Submits a passport-by-courier application of `hukou`; returns (case id, application).

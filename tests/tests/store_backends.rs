@@ -364,6 +364,92 @@ async fn tamper_and_verify(url: &str) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("records deleted"));
 }
 
+/// The hall desk's tables behave alike on both backends: halls by the longest district prefix,
+/// staff by token (removed staff lose it), a document sent once, arrived once, collected once and
+/// only after it arrived.
+async fn hall_conformance(url: &str) {
+    use wangban_store::{Hall, HallStaff, hall_for};
+    let store = Store::connect(url, "test-key").await.unwrap();
+    let hall = |id: &str, district: &str| Hall {
+        id: id.into(),
+        name: format!("{id} hall"),
+        districts: vec![district.into()],
+    };
+    let staff = |id: &str, halls: &[&str]| HallStaff {
+        id: id.into(),
+        name: id.into(),
+        token_sha256: format!("{:0>64}", id.len()),
+        halls: halls.iter().map(|h| h.to_string()).collect(),
+    };
+    store
+        .load_halls(
+            &[hall("city", "1101"), hall("chaoyang", "110105")],
+            &[
+                staff("w1", &["chaoyang"]),
+                staff("w22", &["city", "chaoyang"]),
+            ],
+        )
+        .await
+        .unwrap();
+    let halls = store.halls().await.unwrap();
+    assert_eq!(hall_for(&halls, "110105").unwrap().id, "chaoyang");
+    assert_eq!(hall_for(&halls, "110101").unwrap().id, "city");
+    assert!(hall_for(&halls, "310115").is_none());
+    let w22 = store
+        .hall_member(&format!("{:0>64}", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((w22.id.as_str(), w22.halls.len()), ("w22", 2));
+
+    let app = application("HALL", 1, Scenario::PermitPickup, &mut Rng::new(4));
+    let case = new_case("HALL-A", "fp-hall", &app);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_case(&case, true, "evt_hall").await.unwrap();
+    tx.commit().await.unwrap();
+    let id = case.case_id.as_str();
+    assert!(store.send_to_hall(id, "chaoyang").await.unwrap());
+    assert!(!store.send_to_hall(id, "city").await.unwrap(), "sent once");
+    let docs = store.hall_documents("chaoyang").await.unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(
+        (docs[0].state.as_str(), docs[0].arrived_at),
+        ("submitted", None)
+    );
+    assert!(store.hall_documents("city").await.unwrap().is_empty());
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !tx.mark_collected(id, "w1").await.unwrap(),
+        "not before it arrived"
+    );
+    assert!(tx.mark_arrived(id, "w1").await.unwrap());
+    assert!(!tx.mark_arrived(id, "w1").await.unwrap(), "arrived once");
+    let doc = tx.hall_document(id).await.unwrap().unwrap();
+    assert_eq!(doc.arrived_by.as_deref(), Some("w1"));
+    assert_eq!(doc.application, case.application);
+    assert!(tx.mark_collected(id, "w22").await.unwrap());
+    assert!(
+        !tx.mark_collected(id, "w22").await.unwrap(),
+        "collected once"
+    );
+    tx.commit().await.unwrap();
+    assert!(store.hall_documents("chaoyang").await.unwrap().is_empty());
+    // Reloading without w1 takes their token away.
+    store
+        .load_halls(&[hall("city", "1101")], &[staff("w22", &["city"])])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .hall_member(&format!("{:0>64}", 2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.halls().await.unwrap().len(), 1);
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_backend() {
     let path = std::env::temp_dir().join(format!(
@@ -374,6 +460,7 @@ async fn sqlite_backend() {
     conformance(&url).await;
     tamper_and_verify(&url).await;
     desk_conformance(&url).await;
+    hall_conformance(&url).await;
     let _ = std::fs::remove_file(path);
 }
 
@@ -384,6 +471,7 @@ async fn postgres_backend() {
     conformance(&url).await;
     tamper_and_verify(&url).await;
     desk_conformance(&url).await;
+    hall_conformance(&url).await;
     let pipeline = wangban::pipeline::Pipeline::connect(&env.settings)
         .await
         .unwrap();

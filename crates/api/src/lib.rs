@@ -14,9 +14,14 @@
 //!   token ([`review`]); `GET /api/review/openapi.json` describes it; `GET /review` is the
 //!   reviewers' console.
 //!
+//! - `/api/hall/…` — the hall desk: the staff of the pickup halls record a document's arrival and
+//!   hand it over after checking the applicant's ID number ([`hall`]); `GET /hall` is their
+//!   console.
+//!
 //! Searches by ID number are `POST`ed, so the number never appears in a URL or an access log.
 
 pub mod callbacks;
+pub mod hall;
 mod ops;
 pub mod review;
 pub mod sla;
@@ -50,6 +55,8 @@ pub struct AppState {
     pub callbacks: callbacks::CallbackKeys,
     /// Review rounds a case may have: no correction may be requested in the last.
     pub review_max_rounds: i64,
+    /// How long a document may wait at the hall's counter before it is listed as uncollected.
+    pub hall_uncollected_after: Duration,
 }
 
 /// The router of every endpoint.
@@ -101,6 +108,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/review/cases/{case_id}", get(review::case))
         .route("/api/review/cases/{case_id}/decision", post(review::decide))
         .route("/api/review/cases/{case_id}/release", post(review::release))
+        .route("/hall", get(|| async { Html(include_str!("hall.html")) }))
+        .route("/api/hall/me", get(hall::me))
+        .route("/api/hall/documents", get(hall::documents))
+        .route("/api/hall/documents/{case_id}/arrived", post(hall::arrived))
+        .route("/api/hall/documents/{case_id}/collect", post(hall::collect))
         .with_state(state)
 }
 
@@ -232,14 +244,19 @@ pub(crate) fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response>
                 .into_response(),
         );
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
+    match bearer(headers) {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
         _ => Some((StatusCode::UNAUTHORIZED, "operator token required\n").into_response()),
     }
+}
+
+/// The bearer token of a request, if it carries a non-empty one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

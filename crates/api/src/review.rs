@@ -31,12 +31,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
 
 /// The reviewer the request's bearer token names, or the 401 to answer.
 async fn member(s: &AppState, headers: &HeaderMap) -> Result<DeskMember, Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
+    let Some(token) = crate::bearer(headers) else {
         return Err(answer(
             StatusCode::UNAUTHORIZED,
             "a reviewer token is required (Authorization: Bearer …)",

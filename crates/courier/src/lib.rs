@@ -65,8 +65,11 @@ pub enum Input {
         status: CourierStatus,
         waybill: Value,
     },
-    /// The hall reported the document collected.
-    Collected,
+    /// A staffed hall's desk recorded the document's arrival at the counter (`by` the staff
+    /// member, at `hall`).
+    Arrived { hall: Value, by: Value },
+    /// The hall reported the document collected (`by`: the staff member at a staffed hall).
+    Collected { hall: Value, by: Value },
     /// The courier booked the shipment, or the hall took the document.
     Dispatched(EffectReport),
 }
@@ -85,10 +88,15 @@ impl Input {
                 let waybill = d.get("waybill").cloned().unwrap_or(Value::Null);
                 Ok(Input::Courier { status, waybill })
             }
-            Some(EventType::PickupReported) => match d.get("status").and_then(Value::as_str) {
-                Some("collected") => Ok(Input::Collected),
-                _ => Err("pickup status must be `collected`".into()),
-            },
+            Some(EventType::PickupReported) => {
+                let hall = d.get("hall").cloned().unwrap_or(Value::Null);
+                let by = d.get("by").cloned().unwrap_or(Value::Null);
+                match d.get("status").and_then(Value::as_str) {
+                    Some("arrived") => Ok(Input::Arrived { hall, by }),
+                    Some("collected") => Ok(Input::Collected { hall, by }),
+                    _ => Err("pickup status must be `arrived` or `collected`".into()),
+                }
+            }
             Some(EventType::EffectDone(Party::Courier | Party::Hall)) => {
                 Ok(Input::Dispatched(EffectReport::from_data(d)?))
             }
@@ -143,6 +151,18 @@ pub fn decide(case: &CaseRecord, input: &Input) -> Result<Decision, String> {
                 }
                 Effect::PickupNotice => {
                     let hall = report.text("hall")?;
+                    let awaiting = report.result().and_then(|r| r.get("awaiting_arrival"));
+                    if awaiting.and_then(Value::as_bool) == Some(true) {
+                        // A staffed hall: ready for pickup once its desk records the arrival.
+                        let detail = json!({"hall": hall});
+                        let sent = Decision::audit("sent_to_hall", detail.clone());
+                        return Ok(match case.state {
+                            State::Produced | State::Returned => {
+                                sent.recording("pickup_notice", detail)
+                            }
+                            _ => Decision::nothing(),
+                        });
+                    }
                     (Step::AnnouncePickup, "pickup_notice", json!({"hall": hall}))
                 }
                 _ => return Err(format!("courier asked for no effect {}", report.purpose)),
@@ -169,7 +189,17 @@ pub fn decide(case: &CaseRecord, input: &Input) -> Result<Decision, String> {
                 Decision::step(Step::ReturnDelivery, json!({"waybill": waybill}))
             }
         },
-        Input::Collected => Decision::step(Step::Collect, json!({})),
+        Input::Arrived { hall, by } => Decision::step(
+            Step::AnnouncePickup,
+            json!({"hall": hall, "arrived": true, "by": by}),
+        ),
+        Input::Collected { hall, by } => {
+            let detail = match by {
+                Value::Null => json!({}),
+                by => json!({"hall": hall, "by": by}),
+            };
+            Decision::step(Step::Collect, detail)
+        }
     })
 }
 
@@ -273,7 +303,25 @@ mod tests {
                 Decision::step(Step::AnnouncePickup, json!({"hall": "东城区出入境"})).recording("pickup_notice", json!({"hall": "东城区出入境"}))),
             ("delivered after it came back (out of order): the lifecycle refuses", Returned, "courier",
                 Input::Courier { status: CourierStatus::Delivered, waybill: json!("SF1") }, Decision::step(Step::Deliver, json!({"waybill": "SF1"}))),
-            ("collected", ReadyForPickup, "pickup", Input::Collected, Decision::step(Step::Collect, json!({}))),
+            ("collected (simulated hall)", ReadyForPickup, "pickup", Input::Collected { hall: Value::Null, by: Value::Null },
+                Decision::step(Step::Collect, json!({}))),
+            // A staffed hall: ready only once its desk records the arrival.
+            ("a staffed hall took it: sent, not yet ready", Produced, "pickup",
+                done(Effect::PickupNotice, json!({"hall": "东城大厅", "awaiting_arrival": true})),
+                Decision::audit("sent_to_hall", json!({"hall": "东城大厅"})).recording("pickup_notice", json!({"hall": "东城大厅"}))),
+            ("a staffed hall took the returned document", Returned, "courier",
+                done(Effect::PickupNotice, json!({"hall": "东城大厅", "awaiting_arrival": true})),
+                Decision::audit("sent_to_hall", json!({"hall": "东城大厅"})).recording("pickup_notice", json!({"hall": "东城大厅"}))),
+            ("the hall's answer after its arrival was recorded (late): nothing", ReadyForPickup, "pickup",
+                done(Effect::PickupNotice, json!({"hall": "东城大厅", "awaiting_arrival": true})), Decision::nothing()),
+            ("arrived at the counter: ready for pickup", Produced, "pickup",
+                Input::Arrived { hall: json!("dc"), by: json!("w1") },
+                Decision::step(Step::AnnouncePickup, json!({"hall": "dc", "arrived": true, "by": "w1"}))),
+            ("arrived twice (a repeated event): the lifecycle refuses", ReadyForPickup, "pickup",
+                Input::Arrived { hall: json!("dc"), by: json!("w1") },
+                Decision::step(Step::AnnouncePickup, json!({"hall": "dc", "arrived": true, "by": "w1"}))),
+            ("handed over at a staffed hall", ReadyForPickup, "pickup", Input::Collected { hall: json!("dc"), by: json!("w1") },
+                Decision::step(Step::Collect, json!({"hall": "dc", "by": "w1"}))),
         ];
         for (what, state, method, input, expected) in table {
             assert_eq!(
@@ -313,6 +361,17 @@ mod tests {
         assert!(Input::decode(&bad).unwrap_err().contains("courier status"));
         let bad = event(EventType::PickupReported, json!({}));
         assert!(Input::decode(&bad).unwrap_err().contains("pickup status"));
+        let arrived = event(
+            EventType::PickupReported,
+            json!({"status": "arrived", "hall": "dc", "by": "w1"}),
+        );
+        assert_eq!(
+            Input::decode(&arrived).unwrap(),
+            Input::Arrived {
+                hall: json!("dc"),
+                by: json!("w1")
+            }
+        );
         let bad = event(
             EventType::EffectDone(Party::Courier),
             json!({"purpose": "shipment"}),

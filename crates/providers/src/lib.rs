@@ -136,9 +136,13 @@ pub struct PickupNotice {
 #[derive(Clone, Debug)]
 pub struct PickupSlot {
     pub hall: String,
+    /// Whether the hall's staff will report the document's arrival (`pickup.reported`
+    /// `arrived`) before it is ready for pickup; false: ready at once (the simulated hall).
+    pub awaiting_arrival: bool,
 }
 
-/// The exit-entry hall; collection arrives later as `pickup.reported`.
+/// The exit-entry hall; arrival (from a staffed hall) and collection arrive later as
+/// `pickup.reported`.
 #[async_trait]
 pub trait PickupHall: Send + Sync {
     async fn announce(&self, notice: &PickupNotice) -> Result<PickupSlot, ProviderError>;

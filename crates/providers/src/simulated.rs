@@ -419,7 +419,10 @@ impl PickupHall for SimHall {
             Report::new(EventType::PickupReported, &n.case_id, collected)
         };
         let hall = self.0.once(&key, |_| (hall, report)).await?;
-        Ok(PickupSlot { hall })
+        Ok(PickupSlot {
+            hall,
+            awaiting_arrival: false,
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use wangban_store::{Office, Reviewer, Store, StoreError};
+use wangban_store::{Hall, HallStaff, Office, Reviewer, Store, StoreError};
 
 /// The parsed, checked reviewers file.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -23,11 +23,83 @@ use wangban_store::{Office, Reviewer, Store, StoreError};
 pub struct DeskFile {
     pub offices: Vec<Office>,
     pub reviewers: Vec<Reviewer>,
+    /// The pickup halls (optional): with them the hall desk is staffed, without them the hall
+    /// is simulated.
+    #[serde(default)]
+    pub halls: Vec<Hall>,
+    /// The halls' staff.
+    #[serde(default)]
+    pub hall_staff: Vec<HallStaff>,
 }
 
 /// The SHA-256 (hex) of a bearer token, as the reviewers file and the store keep it.
 pub fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Checks places (offices or halls): ids unique, each serving 2–6 digit districts that no other
+/// place of the kind serves. Returns their ids.
+fn check_places<'a>(
+    kind: &str,
+    places: impl Iterator<Item = (&'a str, &'a [String])>,
+) -> Result<HashSet<&'a str>, String> {
+    let mut ids = HashSet::new();
+    let mut districts = HashSet::new();
+    for (id, served) in places {
+        if id.is_empty() || !ids.insert(id) {
+            return Err(format!("{kind} `{id}` is empty or listed twice"));
+        }
+        if served.is_empty() {
+            return Err(format!("{kind} `{id}` serves no district"));
+        }
+        for d in served {
+            if !(2..=6).contains(&d.len()) || !d.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "{kind} `{id}`: district `{d}` is not a 2–6 digit code"
+                ));
+            }
+            if !districts.insert(d.as_str()) {
+                return Err(format!("district `{d}` is served by two {kind}s"));
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Checks a person (reviewer or hall staff): a unique id, a well-formed token digest shared
+/// with nobody, and only known places.
+fn check_person<'a>(
+    (kind, place): (&str, &str),
+    (id, token): (&'a str, &'a str),
+    places: &[&String],
+    known: &HashSet<&str>,
+    ids: &mut HashSet<&'a str>,
+    tokens: &mut HashSet<&'a str>,
+) -> Result<(), String> {
+    if id.is_empty() || !ids.insert(id) {
+        return Err(format!("{kind} `{id}` is empty or listed twice"));
+    }
+    if token.len() != 64
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(format!(
+            "{kind} `{id}`: token_sha256 must be 64 lower-case hex digits"
+        ));
+    }
+    if !tokens.insert(token) {
+        return Err(format!("{kind} `{id}` shares a token with another"));
+    }
+    if places.is_empty() {
+        return Err(format!("{kind} `{id}` belongs to no {place}"));
+    }
+    for p in places {
+        if !known.contains(p.as_str()) {
+            return Err(format!("{kind} `{id}`: unknown {place} `{p}`"));
+        }
+    }
+    Ok(())
 }
 
 impl DeskFile {
@@ -40,57 +112,50 @@ impl DeskFile {
     }
 
     fn check(&self) -> Result<(), String> {
-        let mut offices = HashSet::new();
-        let mut districts = HashSet::new();
-        for o in &self.offices {
-            if o.id.is_empty() || !offices.insert(o.id.as_str()) {
-                return Err(format!("office `{}` is empty or listed twice", o.id));
-            }
-            if o.districts.is_empty() {
-                return Err(format!("office `{}` serves no district", o.id));
-            }
-            for d in &o.districts {
-                if !(2..=6).contains(&d.len()) || !d.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(format!(
-                        "office `{}`: district `{d}` is not a 2–6 digit code",
-                        o.id
-                    ));
-                }
-                if !districts.insert(d.as_str()) {
-                    return Err(format!("district `{d}` is served by two offices"));
-                }
-            }
+        let offices = check_places(
+            "office",
+            self.offices
+                .iter()
+                .map(|o| (o.id.as_str(), &o.districts[..])),
+        )?;
+        let halls = check_places(
+            "hall",
+            self.halls.iter().map(|h| (h.id.as_str(), &h.districts[..])),
+        )?;
+        let mut tokens = HashSet::new();
+        let mut ids = HashSet::new();
+        for r in &self.reviewers {
+            let places: Vec<&String> = r.offices.iter().chain(&r.supervises).collect();
+            let who = (r.id.as_str(), r.token_sha256.as_str());
+            check_person(
+                ("reviewer", "office"),
+                who,
+                &places,
+                &offices,
+                &mut ids,
+                &mut tokens,
+            )?;
         }
         let mut ids = HashSet::new();
-        let mut tokens = HashSet::new();
-        for r in &self.reviewers {
-            if r.id.is_empty() || !ids.insert(r.id.as_str()) {
-                return Err(format!("reviewer `{}` is empty or listed twice", r.id));
-            }
-            let t = &r.token_sha256;
-            if t.len() != 64
-                || !t
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-            {
-                return Err(format!(
-                    "reviewer `{}`: token_sha256 must be 64 lower-case hex digits",
-                    r.id
-                ));
-            }
-            if !tokens.insert(t.as_str()) {
-                return Err(format!("reviewer `{}` shares a token with another", r.id));
-            }
-            if r.offices.is_empty() && r.supervises.is_empty() {
-                return Err(format!("reviewer `{}` belongs to no office", r.id));
-            }
-            for o in r.offices.iter().chain(&r.supervises) {
-                if !offices.contains(o.as_str()) {
-                    return Err(format!("reviewer `{}`: unknown office `{o}`", r.id));
-                }
-            }
+        for m in &self.hall_staff {
+            let places: Vec<&String> = m.halls.iter().collect();
+            let who = (m.id.as_str(), m.token_sha256.as_str());
+            check_person(
+                ("hall staff", "hall"),
+                who,
+                &places,
+                &halls,
+                &mut ids,
+                &mut tokens,
+            )?;
         }
         Ok(())
+    }
+
+    /// Loads the file into `store`: offices and reviewers, halls and their staff.
+    pub async fn load(&self, store: &Store) -> Result<(), StoreError> {
+        store.load_desk(&self.offices, &self.reviewers).await?;
+        store.load_halls(&self.halls, &self.hall_staff).await
     }
 }
 
@@ -127,10 +192,12 @@ impl Watched {
             .and_then(DeskFile::parse);
         let loaded = match parsed {
             Ok(desk) => {
-                store.load_desk(&desk.offices, &desk.reviewers).await?;
+                desk.load(store).await?;
                 tracing::info!(
                     offices = desk.offices.len(),
                     reviewers = desk.reviewers.len(),
+                    halls = desk.halls.len(),
+                    hall_staff = desk.hall_staff.len(),
                     "reviewers file changed; reloaded"
                 );
                 true
@@ -185,5 +252,37 @@ mod tests {
         assert!(twice.contains("served by two offices"), "{twice}");
         let raw = file(&["bj"], "1101").replace(&token_digest("t1"), "not-a-digest");
         assert!(DeskFile::parse(&raw).unwrap_err().contains("token_sha256"));
+    }
+
+    #[test]
+    fn halls_and_their_staff_are_checked_like_offices_and_reviewers() {
+        let with = |halls: serde_json::Value, staff: serde_json::Value| {
+            let mut f: serde_json::Value = serde_json::from_str(&file(&["bj"], "1101")).unwrap();
+            f["halls"] = halls;
+            f["hall_staff"] = staff;
+            DeskFile::parse(&f.to_string())
+        };
+        let hall = json!([{"id": "dc", "name": "东城大厅", "districts": ["110101"]}]);
+        let staff = |token: &str, halls: serde_json::Value| json!([{"id": "w1", "name": "王", "token_sha256": token_digest(token), "halls": halls}]);
+        let desk = with(hall.clone(), staff("w", json!(["dc"]))).unwrap();
+        assert_eq!(desk.halls[0].id, "dc");
+        assert_eq!(desk.hall_staff[0].halls, ["dc"]);
+        let e = with(hall.clone(), staff("w", json!(["xc"]))).unwrap_err();
+        assert!(e.contains("hall staff `w1`: unknown hall `xc`"), "{e}");
+        let e = with(hall.clone(), staff("t1", json!(["dc"]))).unwrap_err();
+        assert!(e.contains("shares a token"), "{e}");
+        let e = with(hall.clone(), staff("w", json!([]))).unwrap_err();
+        assert!(e.contains("belongs to no hall"), "{e}");
+        let twice = json!([{"id": "dc", "name": "东城", "districts": ["110101"]},
+                           {"id": "dc2", "name": "东城二", "districts": ["110101"]}]);
+        let e = with(twice, json!([])).unwrap_err();
+        assert!(e.contains("served by two halls"), "{e}");
+        // Halls are optional: a file without them is the desk of before.
+        assert!(
+            DeskFile::parse(&file(&["bj"], "1101"))
+                .unwrap()
+                .halls
+                .is_empty()
+        );
     }
 }

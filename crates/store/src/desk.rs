@@ -95,12 +95,7 @@ fn task_from_row(row: &sqlx::any::AnyRow) -> Result<Task, StoreError> {
 
 /// The office serving `hukou_region`: the longest district prefix listed.
 pub fn office_for<'a>(offices: &'a [Office], hukou_region: &str) -> Option<&'a Office> {
-    offices
-        .iter()
-        .flat_map(|o| o.districts.iter().map(move |d| (d, o)))
-        .filter(|(d, _)| hukou_region.starts_with(d.as_str()))
-        .max_by_key(|(d, _)| d.len())
-        .map(|(_, o)| o)
+    crate::serving(offices, |o| &o.districts, hukou_region)
 }
 
 impl Store {

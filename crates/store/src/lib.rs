@@ -20,6 +20,7 @@ mod audit;
 mod callbacks;
 mod desk;
 mod effects;
+mod hall;
 mod operations;
 mod read;
 mod tx;
@@ -28,6 +29,7 @@ pub use audit::{AuditProblem, AuditRecord, AuditReport, GENESIS, Snapshot};
 pub use callbacks::UnmatchedPayment;
 pub use desk::{DeskMember, Office, Reviewer, Task, office_for};
 pub use effects::{EffectCommand, EffectCounts};
+pub use hall::{Hall, HallDocument, HallMember, HallStaff, hall_for, serving};
 pub use operations::{ReplayClaim, Retry, StateSample};
 pub use read::{CaseView, DeadLetter};
 pub use tx::{CaseRecord, CaseTx, NewCase};
@@ -127,6 +129,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/postgres/0005_effect_commands.sql"),
     ),
+    (6, include_str!("../migrations/postgres/0006_hall_desk.sql")),
 ];
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -141,6 +144,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/postgres/0005_effect_commands.sql"),
     ),
+    (6, include_str!("../migrations/postgres/0006_hall_desk.sql")),
 ];
 
 /// Milliseconds since the Unix epoch: every timestamp in the store.

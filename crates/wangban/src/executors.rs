@@ -150,7 +150,7 @@ impl Executor for PartyExecutor {
                     hukou_region: application(case)?.applicant.hukou_region,
                 };
                 let slot = p.hall.announce(&notice).await?;
-                done(json!({"hall": slot.hall}))
+                done(json!({"hall": slot.hall, "awaiting_arrival": slot.awaiting_arrival}))
             }
             Effect::ReviewAssignment {
                 round,

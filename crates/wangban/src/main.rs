@@ -602,10 +602,12 @@ token_sha256: {digest}"
         Command::CheckReviewers { file } => match wangban::settings::load_desk(&file) {
             Ok(desk) => {
                 println!(
-                    "{}: {} offices, {} reviewers",
+                    "{}: {} offices, {} reviewers, {} halls, {} hall staff",
                     file.display(),
                     desk.offices.len(),
-                    desk.reviewers.len()
+                    desk.reviewers.len(),
+                    desk.halls.len(),
+                    desk.hall_staff.len()
                 );
                 Ok(ExitCode::SUCCESS)
             }

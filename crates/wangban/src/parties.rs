@@ -20,6 +20,7 @@
 
 use crate::settings::Settings;
 use anyhow::Context;
+use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use wangban_providers::http::{
@@ -27,7 +28,8 @@ use wangban_providers::http::{
 };
 use wangban_providers::simulated::Simulation;
 use wangban_providers::{
-    Courier, PaymentGateway, PickupHall, ProductionCentre, ReviewDesk, SmsGateway,
+    Courier, PaymentGateway, PickupHall, PickupNotice, PickupSlot, ProductionCentre, ProviderError,
+    ReviewDesk, SmsGateway,
 };
 
 /// The HTTP parties' configuration.
@@ -169,5 +171,45 @@ impl Parties {
             parties.courier = Arc::new(HttpCourier { party: party(e)? });
         }
         Ok(parties)
+    }
+}
+
+/// The pickup hall as the store says: with halls loaded from the reviewers file, a document goes
+/// to the hall serving the applicant's hukou district, whose staff record its arrival and its
+/// collection at the hall desk (`/hall`); with none, `unstaffed` (the simulated hall) takes it.
+/// Read from the store on every notice, so the courier's processes need no reviewers file.
+pub struct HallDesk {
+    pub store: wangban_store::Store,
+    pub unstaffed: Arc<dyn PickupHall>,
+}
+
+#[async_trait]
+impl PickupHall for HallDesk {
+    async fn announce(&self, notice: &PickupNotice) -> Result<PickupSlot, ProviderError> {
+        let store_error = |e: wangban_store::StoreError| {
+            if e.is_transient() {
+                ProviderError::Transient(format!("hall desk: {e}"))
+            } else {
+                ProviderError::Permanent(format!("hall desk: {e}"))
+            }
+        };
+        let halls = self.store.halls().await.map_err(store_error)?;
+        if halls.is_empty() {
+            return self.unstaffed.announce(notice).await;
+        }
+        let Some(hall) = wangban_store::hall_for(&halls, &notice.hukou_region) else {
+            return Err(ProviderError::Permanent(format!(
+                "no hall of the reviewers file serves hukou district {}",
+                notice.hukou_region
+            )));
+        };
+        self.store
+            .send_to_hall(notice.case_id.as_str(), &hall.id)
+            .await
+            .map_err(store_error)?;
+        Ok(PickupSlot {
+            hall: hall.name.clone(),
+            awaiting_arrival: true,
+        })
     }
 }

@@ -237,8 +237,7 @@ impl Pipeline {
         .await
         .context("connecting to the database")?;
         if let Some(desk) = &settings.desk {
-            store
-                .load_desk(&desk.offices, &desk.reviewers)
+            desk.load(&store)
                 .await
                 .context("loading the reviewers file into the store")?;
         }
@@ -248,7 +247,12 @@ impl Pipeline {
         let simulation = Simulation::new(late.clone(), settings.sim_delay)
             .with_faults(settings.sim_faults.clone())
             .with_retention(settings.sim_ledger_retention);
-        let parties = Arc::new(Parties::build(settings, &simulation)?);
+        let mut parties = Parties::build(settings, &simulation)?;
+        parties.hall = Arc::new(crate::parties::HallDesk {
+            store: store.clone(),
+            unstaffed: parties.hall.clone(),
+        });
+        let parties = Arc::new(parties);
         let handlers = handlers(settings);
         let topology = topology(&handlers, &settings.queue_prefix, settings.delivery_limit);
         let bus: Arc<dyn Bus> = match &settings.amqp_url {

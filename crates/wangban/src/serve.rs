@@ -75,6 +75,7 @@ pub async fn run(
             .map(|t| Arc::from(t.expose())),
         callbacks: settings.parties.callback_keys(),
         review_max_rounds: settings.review_max_rounds,
+        hall_uncollected_after: settings.hall_uncollected_after,
     };
     let listener = tokio::net::TcpListener::bind(&settings.http_addr)
         .await

@@ -69,6 +69,9 @@ pub struct Settings {
     pub reviewers_file: Option<std::path::PathBuf>,
     /// Review rounds a case may have (`WANGBAN_REVIEW_MAX_ROUNDS`).
     pub review_max_rounds: i64,
+    /// A document ready at the hall's counter this long is listed as uncollected
+    /// (`WANGBAN_HALL_UNCOLLECTED_DAYS`).
+    pub hall_uncollected_after: Duration,
     /// Time to resubmit after a correction request (`WANGBAN_RESUBMIT_WITHIN_SECS`).
     pub resubmit_within: Duration,
     /// A review task held this long goes back to the queue (`WANGBAN_REVIEW_HOLD_SECS`).
@@ -197,6 +200,9 @@ impl Settings {
             },
             reviewers_file,
             review_max_rounds: env_u64("WANGBAN_REVIEW_MAX_ROUNDS")?.unwrap_or(3).max(1) as i64,
+            hall_uncollected_after: Duration::from_secs(
+                env_u64("WANGBAN_HALL_UNCOLLECTED_DAYS")?.unwrap_or(30) * 86_400,
+            ),
             resubmit_within: Duration::from_secs(
                 env_u64("WANGBAN_RESUBMIT_WITHIN_SECS")?.unwrap_or(7 * 86_400),
             ),
