@@ -233,20 +233,28 @@ fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display
     );
 }
 
-/// Checks the bearer token of an operations call: `Some(refusal)` when it may not proceed.
-pub(crate) fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &state.operator_token else {
-        return Some(
-            (
+/// An operations call with the operator's bearer token: 503 while the operations API is closed
+/// (no `WANGBAN_OPERATOR_TOKEN`), 401 without the token — before any handler runs.
+pub(crate) struct Operator;
+
+impl axum::extract::FromRequestParts<AppState> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Operator, Response> {
+        let Some(token) = &state.operator_token else {
+            return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the operations API is closed: set WANGBAN_OPERATOR_TOKEN\n",
             )
-                .into_response(),
-        );
-    };
-    match bearer(headers) {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
-        _ => Some((StatusCode::UNAUTHORIZED, "operator token required\n").into_response()),
+                .into_response());
+        };
+        match bearer(&parts.headers) {
+            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(Operator),
+            _ => Err((StatusCode::UNAUTHORIZED, "operator token required\n").into_response()),
+        }
     }
 }
 

@@ -1,10 +1,10 @@
 //! The operations API behind the dashboard and for scripts. Every handler checks the operator
 //! token first. Responses never carry an ID number in the clear, a name, a phone or an address.
 
-use crate::{AppState, refusal, sla};
+use crate::{AppState, Operator, sla};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -34,18 +34,9 @@ async fn case_view(
     }
 }
 
-macro_rules! authorized {
-    ($state:expr, $headers:expr) => {
-        if let Some(r) = refusal(&$state, &$headers) {
-            return r;
-        }
-    };
-}
-
 /// Depth and consumers of every worker queue and dead-letter queue, from the broker, and what
 /// this process handled.
-pub async fn queues(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    authorized!(s, headers);
+pub async fn queues(State(s): State<AppState>, _: Operator) -> Response {
     // Rates over the last minute, across every process, from what the workers committed.
     let last_minute = s
         .runtime
@@ -87,10 +78,9 @@ pub struct WorkerFilter {
 /// Dead letters, newest first.
 pub async fn dead_letters(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     Query(q): Query<WorkerFilter>,
 ) -> Response {
-    authorized!(s, headers);
     match s
         .runtime
         .store
@@ -103,12 +93,7 @@ pub async fn dead_letters(
 }
 
 /// Replays one dead letter into its worker's queue.
-pub async fn replay_one(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Response {
-    authorized!(s, headers);
+pub async fn replay_one(State(s): State<AppState>, _: Operator, Path(id): Path<i64>) -> Response {
     match s.runtime.replay_dead_letter(id).await {
         Ok(true) => Json(json!({"replayed": [id]})).into_response(),
         Ok(false) => (
@@ -123,10 +108,9 @@ pub async fn replay_one(
 /// Replays every unreplayed dead letter of a worker (`?worker=` is required: all of one queue).
 pub async fn replay_all(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     Query(q): Query<WorkerFilter>,
 ) -> Response {
-    authorized!(s, headers);
     let Some(worker) = q.worker.filter(|w| !w.is_empty()) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -157,10 +141,9 @@ pub struct SearchBody {
 /// Finds cases by case id, application id, or ID number (matched by its keyed digest).
 pub async fn search(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     Json(body): Json<SearchBody>,
 ) -> Response {
-    authorized!(s, headers);
     let q = body.q.trim();
     let store = &s.runtime.store;
     let ids: Vec<String> = if let Ok(id) = IdNumber::parse(q) {
@@ -194,12 +177,7 @@ pub async fn search(
 
 /// A case with its whole timeline — audit records, retries, dead letters — and whether its audit
 /// chain verifies.
-pub async fn case(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    authorized!(s, headers);
+pub async fn case(State(s): State<AppState>, _: Operator, Path(id): Path<String>) -> Response {
     let store = &s.runtime.store;
     let view = match case_view(store, &id).await {
         Ok(v) => v,
@@ -296,10 +274,9 @@ pub struct EffectFilter {
 /// `?state=pending` (still being tried), oldest change first; with counts per party and state.
 pub async fn effects(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     Query(q): Query<EffectFilter>,
 ) -> Response {
-    authorized!(s, headers);
     let state = q.state.unwrap_or_else(|| "dead".into());
     if !["dead", "pending"].contains(&state.as_str()) {
         return (
@@ -329,10 +306,9 @@ pub async fn effects(
 /// under the same idempotency key.
 pub async fn retry_effect(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     Path((case_id, purpose)): Path<(String, String)>,
 ) -> Response {
-    authorized!(s, headers);
     match s.runtime.store.revive_effect(&case_id, &purpose).await {
         Ok(true) => {
             Json(json!({"retried": {"case_id": case_id, "purpose": purpose}})).into_response()
@@ -347,8 +323,7 @@ pub async fn retry_effect(
 }
 
 /// Cases past a promise, by promise.
-pub async fn sla(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    authorized!(s, headers);
+pub async fn sla(State(s): State<AppState>, _: Operator) -> Response {
     match sla::breaches(&s).await {
         Ok(b) => Json(json!(b)).into_response(),
         Err(e) => internal(e),
@@ -363,10 +338,9 @@ pub struct HistoryQuery {
 /// Cases per state over time (samples taken by `wangban serve`), plus the current counts.
 pub async fn history(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     Query(q): Query<HistoryQuery>,
 ) -> Response {
-    authorized!(s, headers);
     let since = wangban_store::now_ms() - q.hours.unwrap_or(24).clamp(1, 24 * 30) * 3_600_000;
     let samples = match s.runtime.store.state_history(since).await {
         Ok(v) => v,
@@ -378,12 +352,7 @@ pub async fn history(
 
 /// A case's payment: the fee order, every payment the gateway reported and what became of it,
 /// refunds due, and payments for its reference that matched no case.
-pub async fn payment(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    authorized!(s, headers);
+pub async fn payment(State(s): State<AppState>, _: Operator, Path(id): Path<String>) -> Response {
     let store = &s.runtime.store;
     let view = match case_view(store, &id).await {
         Ok(v) => v,
@@ -453,8 +422,7 @@ pub async fn payment(
 
 /// Money to give back: refunds due on cases (wrong amount, paid after the window) and payments
 /// that matched no case.
-pub async fn refunds(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    authorized!(s, headers);
+pub async fn refunds(State(s): State<AppState>, _: Operator) -> Response {
     let store = &s.runtime.store;
     let due = match store.effects_with_purpose_prefix("refund_due:").await {
         Ok(d) => d,
@@ -478,8 +446,7 @@ pub async fn refunds(State(s): State<AppState>, headers: HeaderMap) -> Response 
 /// The operators' delivery queue: shipments the courier could not deliver, on cases still
 /// `shipped` (the courier tries again, or an operator returns the document to the hall with
 /// [`return_to_hall`]), and documents that came back and are not yet at the hall.
-pub async fn delivery_problems(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    authorized!(s, headers);
+pub async fn delivery_problems(State(s): State<AppState>, _: Operator) -> Response {
     let store = &s.runtime.store;
     let (shipped, returned, problems) = match tokio::try_join!(
         store.cases_in_state("shipped"),
@@ -511,10 +478,9 @@ pub async fn delivery_problems(State(s): State<AppState>, headers: HeaderMap) ->
 /// back — `returned`, an SMS, then `ready_for_pickup` at the hall. Repeating it changes nothing.
 pub async fn return_to_hall(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
 ) -> Response {
-    authorized!(s, headers);
     let view = match case_view(&s.runtime.store, &id).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -560,8 +526,7 @@ pub async fn return_to_hall(
 
 /// The review desk's queues: open tasks per office and queue, how many wait for a reviewer, and
 /// each reviewer's load (empty without a reviewers file).
-pub async fn review_desk(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    authorized!(s, headers);
+pub async fn review_desk(State(s): State<AppState>, _: Operator) -> Response {
     let store = &s.runtime.store;
     let (queues, load) = match tokio::try_join!(store.desk_queues(), store.reviewer_load()) {
         Ok(both) => both,

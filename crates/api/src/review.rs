@@ -9,8 +9,9 @@
 
 use crate::AppState;
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -29,29 +30,27 @@ fn internal(e: impl std::fmt::Display) -> Response {
     answer(StatusCode::INTERNAL_SERVER_ERROR, e)
 }
 
-/// The reviewer the request's bearer token names, or the 401 to answer.
-async fn member(s: &AppState, headers: &HeaderMap) -> Result<DeskMember, Response> {
-    let Some(token) = crate::bearer(headers) else {
-        return Err(answer(
-            StatusCode::UNAUTHORIZED,
-            "a reviewer token is required (Authorization: Bearer …)",
-        ));
-    };
-    let digest = wangban_review::desk_file::token_digest(token);
-    match s.runtime.store.desk_member(&digest).await {
-        Ok(Some(m)) => Ok(m),
-        Ok(None) => Err(answer(StatusCode::UNAUTHORIZED, "unknown reviewer token")),
-        Err(e) => Err(internal(e)),
-    }
-}
+/// The reviewer the request's bearer token names; a request without a known token is answered
+/// 401 before any handler runs.
+pub struct Reviewer(pub DeskMember);
 
-macro_rules! signed_in {
-    ($s:expr, $headers:expr) => {
-        match member(&$s, &$headers).await {
-            Ok(m) => m,
-            Err(r) => return r,
+impl FromRequestParts<AppState> for Reviewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Reviewer, Response> {
+        let Some(token) = crate::bearer(&parts.headers) else {
+            return Err(answer(
+                StatusCode::UNAUTHORIZED,
+                "a reviewer token is required (Authorization: Bearer …)",
+            ));
+        };
+        let digest = wangban_review::desk_file::token_digest(token);
+        match s.runtime.store.desk_member(&digest).await {
+            Ok(Some(m)) => Ok(Reviewer(m)),
+            Ok(None) => Err(answer(StatusCode::UNAUTHORIZED, "unknown reviewer token")),
+            Err(e) => Err(internal(e)),
         }
-    };
+    }
 }
 
 macro_rules! case_id {
@@ -64,8 +63,7 @@ macro_rules! case_id {
 }
 
 /// The reviewer signed in.
-pub async fn me(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let m = signed_in!(s, headers);
+pub async fn me(Reviewer(m): Reviewer) -> Response {
     Json(json!(m)).into_response()
 }
 
@@ -77,10 +75,9 @@ pub struct Availability {
 /// Takes new assignments, or stops taking them.
 pub async fn availability(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Reviewer(m): Reviewer,
     Json(body): Json<Availability>,
 ) -> Response {
-    let m = signed_in!(s, headers);
     match s.runtime.store.set_available(&m.id, body.available).await {
         Ok(()) => Json(json!({"reviewer": m.id, "available": body.available})).into_response(),
         Err(e) => internal(e),
@@ -100,8 +97,7 @@ fn task_row(s: &AppState, t: &Task) -> Value {
 }
 
 /// The open tasks the reviewer holds.
-pub async fn tasks(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let m = signed_in!(s, headers);
+pub async fn tasks(State(s): State<AppState>, Reviewer(m): Reviewer) -> Response {
     let held = match s.runtime.store.tasks_held_by(&m.id).await {
         Ok(t) => t,
         Err(e) => return internal(e),
@@ -111,8 +107,7 @@ pub async fn tasks(State(s): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 /// Takes the oldest waiting task the reviewer may take: 200 with it, or 204 when none waits.
-pub async fn claim(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let m = signed_in!(s, headers);
+pub async fn claim(State(s): State<AppState>, Reviewer(m): Reviewer) -> Response {
     match s.runtime.store.claim_next(&m).await {
         Ok(Some(t)) => Json(task_row(&s, &t)).into_response(),
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
@@ -124,10 +119,9 @@ pub async fn claim(State(s): State<AppState>, headers: HeaderMap) -> Response {
 /// Puts a task the reviewer holds back in its queue.
 pub async fn release(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Reviewer(m): Reviewer,
     Path(raw): Path<String>,
 ) -> Response {
-    let m = signed_in!(s, headers);
     match s.runtime.store.release_task(&m.id, &raw).await {
         Ok(true) => Json(json!({"released": raw})).into_response(),
         Ok(false) => answer(
@@ -159,11 +153,10 @@ fn visible(m: &DeskMember, task: Option<Task>) -> Result<Task, (StatusCode, &'st
 /// and records who saw it), its review rounds and the corrections asked so far.
 pub async fn case(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Reviewer(m): Reviewer,
     Path(raw): Path<String>,
     Query(q): Query<Reveal>,
 ) -> Response {
-    let m = signed_in!(s, headers);
     let id = case_id!(raw);
     // Every round, once: the latest is the one the reviewer may or may not see.
     let rounds = match s.runtime.store.tasks_of(id.as_str()).await {
@@ -277,11 +270,10 @@ impl Decision {
 /// Decides the case's current review round.
 pub async fn decide(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Reviewer(m): Reviewer,
     Path(raw): Path<String>,
     body: Result<Json<Decision>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let m = signed_in!(s, headers);
     let id = case_id!(raw);
     let Json(decision) = match body {
         Ok(b) => b,
@@ -376,8 +368,7 @@ async fn decide_in_tx(
 }
 
 /// Open tasks per office and queue (operators; also shown to reviewers of the office).
-pub async fn queues(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let m = signed_in!(s, headers);
+pub async fn queues(State(s): State<AppState>, Reviewer(m): Reviewer) -> Response {
     match s.runtime.store.desk_queues().await {
         Ok(rows) => {
             let rows: Vec<Value> = rows
