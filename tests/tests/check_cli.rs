@@ -170,3 +170,60 @@ fn reviewers_files_are_checked_and_tokens_made() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Exit codes: 0 done, 1 the command found problems, 2 a usage or configuration mistake, 3 a
+/// failure while running. An inspecting command never creates the store it was asked to read.
+#[test]
+fn inspecting_commands_need_an_existing_store_and_say_so() {
+    let dir = std::env::temp_dir().join(format!("wangban-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(wangban_binary())
+            .current_dir(&dir)
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("AMQP_URL")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["audit", "verify"][..],
+        &["verify"],
+        &["case", "show", "APP-1"],
+        &["dlq", "list"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no database: set DATABASE_URL"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let missing = dir.join("missing.sqlite");
+    let url = format!("sqlite://{}", missing.display());
+    let out = run(&["audit", "verify", "--database-url", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such database file"));
+    assert!(!missing.exists(), "an inspecting command created a store");
+    assert!(
+        !dir.join("wangban.sqlite").exists(),
+        "an inspecting command created a store"
+    );
+    // A command that publishes needs a broker: a usage error, not a silent in-process bus.
+    let out = run(&[
+        "submit",
+        "examples/applications/accepted-passport-courier.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--amqp-url"));
+    // A store that cannot be reached is a failure while running.
+    let out = run(&[
+        "audit",
+        "verify",
+        "--database-url",
+        "postgres://nobody@127.0.0.1:9/none",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let _ = std::fs::remove_dir_all(&dir);
+}

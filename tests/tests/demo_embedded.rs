@@ -45,6 +45,12 @@ fn the_embedded_demo_ends_every_case_as_expected() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("final state"), "the tables go to stderr");
+    // Progress, when stderr is not a terminal, is one line per update.
+    assert!(stderr.contains("[demo] "), "{stderr}");
+    assert!(
+        !stderr.contains('\r'),
+        "carriage returns in a log: {stderr}"
+    );
     // Every scenario the demo drives is named, with its cases and how many went wrong.
     let scenarios = last["scenarios"].as_object().expect("scenarios");
     for name in [

@@ -24,7 +24,6 @@ use crate::settings::Settings;
 use anyhow::Context;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::time::{Duration, Instant};
 use wangban_bus::Outgoing;
 use wangban_domain::events::EventType;
@@ -442,11 +441,10 @@ async fn submit(
         n += out.len();
         submitted.extend(ids.into_iter().map(|id| (id, now)));
         if n % 5_000 < out.len() || n == opts.cases {
-            eprint!("\r[bench] submitted {n}/{} cases   ", opts.cases);
-            let _ = std::io::stderr().flush();
+            crate::progress::show(&format!("[bench] submitted {n}/{} cases", opts.cases));
         }
     }
-    eprintln!();
+    crate::progress::end();
     Ok(submitted)
 }
 
@@ -474,18 +472,17 @@ async fn wait_for_cases(
         let finished: usize = done.values().sum();
         let elapsed = started.elapsed();
         let rate = (finished - last.0.min(finished)) as f64 / last.1.elapsed().as_secs_f64();
-        eprint!(
-            "\r[bench] wangban: {finished}/{cases} cases final, {rate:.0} cases/s now, {:.1} s   ",
+        crate::progress::show(&format!(
+            "[bench] wangban: {finished}/{cases} cases final, {rate:.0} cases/s now, {:.1} s",
             elapsed.as_secs_f64()
-        );
-        let _ = std::io::stderr().flush();
+        ));
         last = (finished, Instant::now());
         if finished >= cases {
-            eprintln!();
+            crate::progress::end();
             return Ok((elapsed, done));
         }
         if elapsed > budget {
-            eprintln!();
+            crate::progress::end();
             anyhow::bail!(
                 "only {finished} of {cases} cases reached a final state within {budget:?}"
             );

@@ -5,7 +5,6 @@ use crate::pipeline::{Pipeline, WORKERS};
 use crate::settings::Settings;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::time::{Duration, Instant};
 use wangban_domain::id_number::check_character;
 
@@ -406,12 +405,11 @@ pub async fn drive(
             .filter(|(id, want)| states.get(*id).map(String::as_str) == Some(**want))
             .count();
         if progress && last_line.elapsed() > Duration::from_millis(500) {
-            eprint!(
-                "\r[demo] {done}/{} cases in their final state, {:.1} s",
+            crate::progress::show(&format!(
+                "[demo] {done}/{} cases in their final state, {:.1} s",
                 expected.len(),
                 started.elapsed().as_secs_f64()
-            );
-            let _ = std::io::stderr().flush();
+            ));
             last_line = Instant::now();
         }
         if done == expected.len() || started.elapsed() > budget {
@@ -420,7 +418,7 @@ pub async fn drive(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     if progress {
-        eprintln!();
+        crate::progress::end();
     }
     // Refused messages: wait until each is a dead letter.
     let dead = loop {

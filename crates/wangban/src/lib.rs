@@ -8,6 +8,7 @@ pub mod executors;
 pub mod parties;
 pub mod pipeline;
 pub mod processes;
+pub mod progress;
 pub mod serve;
 pub mod settings;
 pub mod show;

@@ -28,11 +28,63 @@ struct Services {
     database_url: Option<String>,
 }
 
+/// The services of a command that publishes (`submit`, `dlq replay`): a broker is required, the
+/// in-process bus living only as long as the command.
+#[derive(Args, Clone)]
+struct Broker {
+    /// RabbitMQ URL, required.
+    #[arg(long, env = "AMQP_URL")]
+    amqp_url: String,
+    /// `postgres://…` or `sqlite://FILE`.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl Broker {
+    fn services(&self) -> anyhow::Result<Services> {
+        if self.amqp_url.trim().is_empty() {
+            return Err(usage(
+                "AMQP_URL is empty: this command publishes, and the in-process bus would live only as long as it",
+            ));
+        }
+        Ok(Services {
+            amqp_url: Some(self.amqp_url.clone()),
+            database_url: self.database_url.clone(),
+        })
+    }
+}
+
+/// The store an inspecting command reads. There is no default: reading a store that does not
+/// exist is a mistake, never an empty success.
+#[derive(Args, Clone)]
+struct Database {
+    /// `postgres://…` or `sqlite://FILE` (an existing file: the demo prints its own).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+/// A mistake in how a command was called or configured (exit 2, as for clap's usage errors).
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check application files against every eligibility rule (all but
     /// duplicate_active_application, which needs the store). One JSON line per file.
     Check {
+        /// Application JSON files (the contract of domain.md).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// A pilot-city list replacing the shipped one.
@@ -96,10 +148,11 @@ enum Command {
         #[arg(long)]
         no_baseline: bool,
     },
-    /// Hand application files to intake as the portal does (needs AMQP_URL).
+    /// Hand application files to intake as the portal does, retrying while the broker is away.
     Submit {
         #[command(flatten)]
-        services: Services,
+        broker: Broker,
+        /// Application JSON files (the contract of domain.md).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Send as corrected resubmissions.
@@ -120,7 +173,7 @@ enum Command {
     /// where they belong); exit 1 naming the first violation.
     Verify {
         #[command(flatten)]
-        services: Services,
+        database: Database,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
@@ -136,8 +189,12 @@ enum Command {
     /// A fresh reviewer token and the SHA-256 the reviewers file keeps of it: give the token to
     /// the reviewer, put the digest in their `token_sha256`.
     ReviewerToken,
-    /// Check a reviewers file (offices, districts, reviewers); exit 1 naming the first problem.
-    CheckReviewers { file: PathBuf },
+    /// Check a reviewers file (offices, districts, reviewers, halls, hall staff); exit 1 naming
+    /// the first problem.
+    CheckReviewers {
+        /// The reviewers file (JSON: offices, reviewers, halls, hall staff).
+        file: PathBuf,
+    },
     /// Write the RabbitMQ definitions (exchanges, quorum queues, bindings) as JSON.
     Topology {
         /// Output file (default: standard output).
@@ -156,7 +213,7 @@ enum DlqCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        services: Services,
+        database: Database,
     },
     /// Put dead letters back into their worker's queue, each exactly once.
     Replay {
@@ -169,7 +226,7 @@ enum DlqCommand {
         #[arg(long)]
         worker: Option<String>,
         #[command(flatten)]
-        services: Services,
+        broker: Broker,
     },
 }
 
@@ -178,9 +235,10 @@ enum CaseCommand {
     /// A case's timeline, by case id, application id or ID number (`-` reads it from stdin,
     /// keeping it out of shell history), with the ID number masked.
     Show {
+        /// A case id, an application id, an ID number, or `-` to read one from stdin.
         id: String,
         #[command(flatten)]
-        services: Services,
+        database: Database,
     },
 }
 
@@ -189,14 +247,14 @@ enum AuditCommand {
     /// Recompute every case's hash chain; exit 1 naming the first broken record.
     Verify {
         #[command(flatten)]
-        services: Services,
+        database: Database,
     },
 }
 
 const DEFAULT_DATABASE: &str = "sqlite://wangban.sqlite";
 
 fn settings(services: &Services, default_database: &str) -> anyhow::Result<Settings> {
-    let mut s = Settings::from_env(default_database)?;
+    let mut s = Settings::from_env(default_database).map_err(|e| usage(format!("{e:#}")))?;
     if let Some(url) = &services.amqp_url {
         s.amqp_url = Some(url.clone()).filter(|u| !u.is_empty());
     }
@@ -204,6 +262,26 @@ fn settings(services: &Services, default_database: &str) -> anyhow::Result<Setti
         s.database_url = url.clone();
     }
     Ok(s)
+}
+
+/// The settings of an inspecting command and its store: the database must be named and, for
+/// SQLite, exist.
+async fn existing_store(db: &Database) -> anyhow::Result<(Settings, wangban_store::Store)> {
+    let Some(url) = db.database_url.clone().filter(|u| !u.is_empty()) else {
+        return Err(usage(
+            "no database: set DATABASE_URL or pass --database-url (postgres://… or sqlite://FILE)",
+        ));
+    };
+    if let Some(file) = url.strip_prefix("sqlite://") {
+        let path = file.split('?').next().unwrap_or(file);
+        if !std::path::Path::new(path).exists() {
+            return Err(usage(format!("no such database file: {path}")));
+        }
+    }
+    let mut s = Settings::from_env(&url).map_err(|e| usage(format!("{e:#}")))?;
+    s.database_url = url;
+    let store = wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
+    Ok((s, store))
 }
 
 fn init_logs(default: &str) {
@@ -245,9 +323,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
-        Err(e) => {
+        Err(e) if e.downcast_ref::<Usage>().is_some() => {
             eprintln!("wangban: {e:#}");
             ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("wangban: {e:#}");
+            ExitCode::from(3)
         }
     }
 }
@@ -275,7 +357,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .collect();
             tracing::info!(workers = ?names, embedded_bus = s.amqp_url.is_none(), "starting");
             let (_keep, never) = tokio::sync::watch::channel(false);
-            wangban::serve::run(&s, &names, never).await?;
+            if let Err(e) = wangban::serve::run(&s, &names, never).await {
+                // The one line a log shipper must not drop: JSON like every other.
+                tracing::error!(error = format!("{e:#}"), "wangban serve stopped");
+                return Ok(ExitCode::from(3));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq {
@@ -283,13 +369,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 DlqCommand::List {
                     worker,
                     json,
-                    services,
+                    database,
                 },
         } => {
             init_logs("warn");
-            let s = settings(&services, DEFAULT_DATABASE)?;
-            let store =
-                wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
+            let (_, store) = existing_store(&database).await?;
             let list = store.dead_letters(worker.as_deref()).await?;
             if json {
                 for d in &list {
@@ -306,15 +390,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     id,
                     all,
                     worker,
-                    services,
+                    broker,
                 },
         } => {
             init_logs("warn");
-            let s = settings(&services, DEFAULT_DATABASE)?;
-            anyhow::ensure!(
-                s.amqp_url.is_some(),
-                "replay needs AMQP_URL: the in-process bus lives only as long as this command"
-            );
+            let s = settings(&broker.services()?, DEFAULT_DATABASE)?;
             let pipeline = Pipeline::connect(&s).await?;
             let ids = if all {
                 pipeline
@@ -482,16 +562,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Submit {
-            services,
+            broker,
             files,
             resubmit,
         } => {
             init_logs("warn");
-            let s = settings(&services, DEFAULT_DATABASE)?;
-            anyhow::ensure!(
-                s.amqp_url.is_some(),
-                "submit needs AMQP_URL: the in-process bus lives only as long as this command"
-            );
+            let s = settings(&broker.services()?, DEFAULT_DATABASE)?;
             let pipeline = Pipeline::connect_as_portal(&s).await?;
             for f in files {
                 let text =
@@ -504,12 +580,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Case {
-            command: CaseCommand::Show { id, services },
+            command: CaseCommand::Show { id, database },
         } => {
             init_logs("warn");
-            let s = settings(&services, DEFAULT_DATABASE)?;
-            let store =
-                wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
+            let (_, store) = existing_store(&database).await?;
             let id = if id == "-" {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;
@@ -530,12 +604,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Audit {
-            command: AuditCommand::Verify { services },
+            command: AuditCommand::Verify { database },
         } => {
             init_logs("warn");
-            let s = settings(&services, DEFAULT_DATABASE)?;
-            let store =
-                wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
+            let (_, store) = existing_store(&database).await?;
             Ok(if wangban::show::audit(&store).await? {
                 ExitCode::SUCCESS
             } else {
@@ -543,14 +615,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Verify {
-            services,
+            database,
             json,
             grace_secs,
         } => {
             init_logs("warn");
-            let s = settings(&services, DEFAULT_DATABASE)?;
-            let store =
-                wangban_store::Store::connect(&s.database_url, s.fingerprint_key.expose()).await?;
+            let (s, store) = existing_store(&database).await?;
             let queues = wangban::pipeline::worker_queues(&s);
             let v =
                 wangban::verify::check(&store, &queues, std::time::Duration::from_secs(grace_secs))

@@ -12,7 +12,6 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -134,11 +133,10 @@ pub async fn lapin_chain(
             break;
         }
         if last_line.elapsed() > Duration::from_millis(500) {
-            eprint!(
-                "\r[bench] baseline: {got}/{messages} messages through {hops} hops, {:.1} s   ",
+            crate::progress::show(&format!(
+                "[bench] baseline: {got}/{messages} messages through {hops} hops, {:.1} s",
                 started.elapsed().as_secs_f64()
-            );
-            let _ = std::io::stderr().flush();
+            ));
             last_line = Instant::now();
         }
         anyhow::ensure!(
@@ -151,9 +149,10 @@ pub async fn lapin_chain(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    eprintln!(
-        "\r[bench] baseline: {messages}/{messages} messages through {hops} hops, {seconds:.1} s   "
-    );
+    crate::progress::show(&format!(
+        "[bench] baseline: {messages}/{messages} messages through {hops} hops, {seconds:.1} s"
+    ));
+    crate::progress::end();
     // Closing each stage's channel ends its consumer; the stage then closes its connection.
     for c in &channels {
         let _ = c.close(200, "baseline done".into()).await;
