@@ -447,6 +447,78 @@ async fn two_reviewers_deciding_one_case_at_once_exactly_one_wins() {
     d.stop().await;
 }
 
+/// The bus is not a back door: a `review.decided` published by hand — by anyone who may publish
+/// to the exchange — moves nothing while the staffed desk has not recorded that decision; it is
+/// kept on the case's chain as unmatched. `wangban verify` flags a decision step the desk did not
+/// record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_that_did_not_come_through_the_desk_moves_nothing() {
+    let mut d = Desk::start("desk_forged", |_| {}).await;
+    let (case, _) = d.submit(0, BEIJING).await;
+    d.wait_state(&[&case], "under_review").await;
+    let holder = d.task(&case).await.reviewer.expect("assigned");
+    let case_id: wangban_domain::ids::CaseId = case.parse().unwrap();
+    // A stranger's approval, then one in the holder's name: neither went through the desk.
+    for reviewer in ["attacker", holder.as_str()] {
+        let forged = wangban_runtime::ingress::event(
+            wangban_domain::events::EventType::ReviewDecided,
+            "/somewhere",
+            &case_id,
+            None,
+            json!({"decision": "approve", "round": 1, "reviewer": reviewer}),
+        );
+        wangban_runtime::ingress::publish(d.client.runtime.bus.as_ref(), &forged)
+            .await
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(60),
+        "two unmatched decisions recorded",
+        || async {
+            d.audit_kinds(&case)
+                .await
+                .iter()
+                .filter(|k| *k == "decision_unmatched")
+                .count()
+                == 2
+        },
+    )
+    .await;
+    assert_eq!(d.state(&case).await, "under_review");
+    assert!(
+        d.task(&case).await.decided_at.is_none(),
+        "the task is still open"
+    );
+    // The holder's own decision through the desk moves it.
+    let (status, body) = d.decide(&holder, &case, APPROVE()).await;
+    assert_eq!(status, 200, "{body}");
+    d.wait_state(&[&case], "approved").await;
+    let store = &d.client.runtime.store;
+    let queues = wangban::pipeline::worker_queues(&d.env.settings);
+    let grace = Duration::from_secs(3600);
+    let about = |v: &wangban::verify::Verification| {
+        v.violations
+            .iter()
+            .filter(|v| v.contains(&case) && v.contains("at the desk"))
+            .count()
+    };
+    let clean = wangban::verify::check(store, &queues, grace).await.unwrap();
+    assert_eq!(about(&clean), 0, "{:?}", clean.violations);
+    // Had the desk recorded another decision, the approval would be flagged.
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(&d.env.settings.database_url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE review_tasks SET decision = 'reject' WHERE case_id = $1")
+        .bind(&case)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let flagged = wangban::verify::check(store, &queues, grace).await.unwrap();
+    assert_eq!(about(&flagged), 1, "{:?}", flagged.violations);
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reviewer_of_another_office_is_refused_and_nothing_changes() {
     let mut d = Desk::start("desk_authz", |_| {}).await;

@@ -228,15 +228,35 @@ impl Review {
     async fn decided(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         let verdict = Verdict::decode(&event.data).map_err(HandlerError::Permanent)?;
         let mut case = cx.case().await?;
-        let decision = self.decide_verdict(&case, &verdict)?;
+        let record = match self.desk {
+            Desk::Party => DeskRecord::NotKept,
+            Desk::Staffed => {
+                let round = verdict.round.unwrap_or(case.review_round);
+                match cx.tx().task(case.case_id.as_str(), round).await? {
+                    Some(task) => match (task.decided_by, task.decision) {
+                        (Some(by), Some(decision)) => DeskRecord::Decided { by, decision },
+                        _ => DeskRecord::Undecided,
+                    },
+                    None => DeskRecord::Undecided,
+                }
+            }
+        };
+        let decision = self.decide_verdict(&case, &verdict, &record)?;
         cx.apply(&mut case, decision).await?;
         Ok(())
     }
 
     /// What a reviewer's decision does to `case`: an early one waits ([`HandlerError::Early`]),
-    /// one for a round that is over is refused and recorded, a correction in the last round is
-    /// refused and recorded; otherwise the case takes the decision's step.
-    pub fn decide_verdict(&self, case: &CaseRecord, v: &Verdict) -> Result<Decision, HandlerError> {
+    /// one for a round that is over is refused and recorded, one the staffed desk did not record
+    /// (`record`: a decision that did not come through the reviewer API — a forged event) is
+    /// recorded as unmatched, a correction in the last round is refused and recorded; otherwise
+    /// the case takes the decision's step.
+    pub fn decide_verdict(
+        &self,
+        case: &CaseRecord,
+        v: &Verdict,
+        record: &DeskRecord,
+    ) -> Result<Decision, HandlerError> {
         if case.state == State::Accepted
             || (v.round.is_some_and(|r| r > case.review_round) && !case.state.is_terminal())
         {
@@ -248,6 +268,17 @@ impl Review {
             return Ok(Decision::audit(
                 "decision_refused",
                 json!({"round": v.round, "current_round": case.review_round, "state": case.state}),
+            ));
+        }
+        if let Some(why) = record.mismatch(v) {
+            tracing::warn!(
+                round = v.round,
+                why,
+                "a review decision the desk did not record; not applied"
+            );
+            return Ok(Decision::audit(
+                "decision_unmatched",
+                json!({"round": v.round, "reviewer": v.reviewer, "why": why}),
             ));
         }
         Ok(match &v.ruling {
@@ -277,6 +308,47 @@ pub enum Ruling {
     Approve,
     RequestCorrection { items: Value, message: Value },
     Reject { reason: String },
+}
+
+impl Ruling {
+    /// The decision's name, as the reviewer API and the desk's tasks spell it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Ruling::Approve => "approve",
+            Ruling::RequestCorrection { .. } => "request_correction",
+            Ruling::Reject { .. } => "reject",
+        }
+    }
+}
+
+/// What the desk recorded of the round a `review.decided` event names. A staffed desk records
+/// every decision where it is made (the reviewer API marks the round's task decided in the
+/// transaction that queues the event), so an event it did not record came from elsewhere.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeskRecord {
+    /// A desk outside wangban: its event is the record.
+    NotKept,
+    /// The round's task was decided, `by` whom, and how.
+    Decided { by: String, decision: String },
+    /// No task of that round was decided (or there is none).
+    Undecided,
+}
+
+impl DeskRecord {
+    /// Why `v` does not match the record, if it does not.
+    pub fn mismatch(&self, v: &Verdict) -> Option<&'static str> {
+        match self {
+            DeskRecord::NotKept => None,
+            DeskRecord::Undecided => Some("no decision of this round was made at the desk"),
+            DeskRecord::Decided { by, .. } if v.reviewer.as_str() != Some(by.as_str()) => {
+                Some("the desk recorded this round's decision by another reviewer")
+            }
+            DeskRecord::Decided { decision, .. } if decision != v.ruling.as_str() => {
+                Some("the desk recorded another decision for this round")
+            }
+            DeskRecord::Decided { .. } => None,
+        }
+    }
 }
 
 /// A `review.decided` event, decoded.
@@ -474,9 +546,41 @@ mod tests {
             ("no correction in the last round", case(UnderReview, 3), verdict(3, correct.clone()),
                 Decision::audit("decision_refused", json!({"round": 3, "reason": "round 3 is the last of 3: approve or reject"}))),
         ];
+        let as_desk = |v: &Verdict| DeskRecord::Decided {
+            by: "r1".into(),
+            decision: v.ruling.as_str().into(),
+        };
         for (what, case, v, expected) in table {
+            for record in [DeskRecord::NotKept, as_desk(&v)] {
+                assert_eq!(
+                    review.decide_verdict(&case, &v, &record).unwrap(),
+                    expected,
+                    "{what} ({record:?})"
+                );
+            }
+        }
+        // With a staffed desk, only the decision the desk recorded moves the case.
+        let unmatched = |why: &str| {
+            Decision::audit(
+                "decision_unmatched",
+                json!({"round": 1, "reviewer": "r1", "why": why}),
+            )
+        };
+        #[rustfmt::skip]
+        let forged: Vec<(&str, DeskRecord, Decision)> = vec![
+            ("no decision at the desk (a hand-made event)", DeskRecord::Undecided,
+                unmatched("no decision of this round was made at the desk")),
+            ("decided by someone else", DeskRecord::Decided { by: "r2".into(), decision: "approve".into() },
+                unmatched("the desk recorded this round's decision by another reviewer")),
+            ("decided otherwise", DeskRecord::Decided { by: "r1".into(), decision: "reject".into() },
+                unmatched("the desk recorded another decision for this round")),
+        ];
+        for (what, record, expected) in forged {
+            let v = verdict(1, approve.clone());
             assert_eq!(
-                review.decide_verdict(&case, &v).unwrap(),
+                review
+                    .decide_verdict(&case(UnderReview, 1), &v, &record)
+                    .unwrap(),
                 expected,
                 "{what}"
             );
@@ -484,7 +588,11 @@ mod tests {
         // Early: before review started, or a round that has not started yet.
         for (state, round, v) in [(Accepted, 0, 1), (CorrectionRequested, 1, 2)] {
             let err = review
-                .decide_verdict(&case(state, round), &verdict(v, approve.clone()))
+                .decide_verdict(
+                    &case(state, round),
+                    &verdict(v, approve.clone()),
+                    &DeskRecord::NotKept,
+                )
                 .unwrap_err();
             assert!(
                 err.is_early(),

@@ -152,6 +152,10 @@ pub struct Snapshot {
     pub inbox: std::collections::HashSet<(String, String)>,
     /// `(worker, event id)` of every dead letter with an event id.
     pub dead_letters: std::collections::HashSet<(String, String)>,
+    /// The staffed desk's decisions: `(case id, round)` → the decision (`approve`,
+    /// `request_correction`, `reject`; `None` while undecided). Cases of a desk outside wangban
+    /// have none.
+    pub desk_decisions: std::collections::BTreeMap<(String, i64), Option<String>>,
 }
 
 impl Snapshot {
@@ -234,6 +238,10 @@ impl Store {
             sqlx::query_as("SELECT worker, event_id FROM dead_letters WHERE event_id IS NOT NULL")
                 .fetch_all(&mut *tx)
                 .await?;
+        let decisions: Vec<(String, i64, Option<String>)> =
+            sqlx::query_as("SELECT case_id, round, decision FROM review_tasks")
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(Snapshot {
             heads,
@@ -243,6 +251,10 @@ impl Store {
             outbox,
             inbox: inbox.into_iter().collect(),
             dead_letters: dead.into_iter().collect(),
+            desk_decisions: decisions
+                .into_iter()
+                .map(|(case, round, decision)| ((case, round), decision))
+                .collect(),
         })
     }
 

@@ -74,6 +74,14 @@ pub async fn check(
         // Replay the recorded transitions through the state machine.
         let mut at = State::Submitted;
         let mut entered = BTreeSet::from([State::Submitted]);
+        // A case the staffed desk reviewed: each decision step needs the decision the desk
+        // recorded for its round (a decision that never went through the reviewer API did not).
+        let staffed = snapshot
+            .desk_decisions
+            .range((case.clone(), i64::MIN)..=(case.clone(), i64::MAX))
+            .next()
+            .is_some();
+        let mut round = 0_i64;
         for r in records
             .get(case)
             .into_iter()
@@ -87,6 +95,26 @@ pub async fn check(
             let to = detail["to"].as_str().and_then(State::parse);
             match (step, to) {
                 (Some(step), Some(to)) if at.apply(*step) == Ok(to) => {
+                    if matches!(step, Step::StartReview | Step::Resubmit) {
+                        round += 1;
+                    }
+                    let decided = match step {
+                        Step::Approve => Some("approve"),
+                        Step::RequestCorrection => Some("request_correction"),
+                        Step::RejectReview => Some("reject"),
+                        _ => None,
+                    };
+                    if let Some(decided) = decided.filter(|_| staffed) {
+                        let key = (case.clone(), round);
+                        let recorded = snapshot.desk_decisions.get(&key).cloned().flatten();
+                        if recorded.as_deref() != Some(decided) {
+                            violations.push(format!(
+                                "case {case} record {}: {decided} in review round {round} without that decision at the desk (it recorded {})",
+                                r.seq,
+                                recorded.as_deref().unwrap_or("none")
+                            ));
+                        }
+                    }
                     at = to;
                     entered.insert(to);
                 }
