@@ -129,6 +129,20 @@ async fn metrics_move_and_a_dead_letter_is_replayed_to_completion() {
     );
     assert!(after.contains("wangban_handle_seconds_bucket{worker=\"courier\",le=\"+Inf\"}"));
     assert!(after.contains("wangban_sla_breaches{sla=\"review_clock\"} 0"));
+    // The build and the standard process metrics, as every Prometheus client exports them.
+    assert!(after.contains("wangban_build_info{version=\""), "{after}");
+    assert!(
+        metric(&after, "process_resident_memory_bytes") > 1e6,
+        "{after}"
+    );
+    assert!(metric(&after, "process_cpu_seconds_total") > 0.0, "{after}");
+    assert!(metric(&after, "process_open_fds") > 3.0, "{after}");
+    let started = metric(&after, "process_start_time_seconds");
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        started > now - 3600.0 && started <= now + 1.0,
+        "{started} vs {now}"
+    );
     // The last cases' SMS answers may still be committing events: the backlog drains to 0.
     assert!(after.contains("wangban_outbox_backlog "), "{after}");
     eventually(

@@ -221,7 +221,75 @@ async fn metrics(State(s): State<AppState>) -> Response {
             b.review_escalated.len(),
         );
     }
+    process_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The build (`wangban_build_info`, always 1) and the Prometheus client libraries' standard
+/// process metrics, read from `/proc/self` (Linux; left out elsewhere).
+fn process_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP wangban_build_info The running build: always 1, the version in its label.\n# TYPE wangban_build_info gauge\nwangban_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name (which may contain spaces) from its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok());
+    // proc(5): utime and stime (fields 14, 15) and starttime (22, since boot) in clock ticks,
+    // which /proc reports at USER_HZ = 100 per second on every architecture; `fields` starts
+    // at field 3.
+    let ticks = 100.0;
+    if let (Some(user), Some(system)) = (field(11), field(12)) {
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}",
+            (user + system) / ticks
+        );
+    }
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        });
+    if let Some(kib) = rss_kib {
+        gauge(
+            out,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            kib * 1024.0,
+        );
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|b| b.trim().parse::<f64>().ok())
+    });
+    if let (Some(boot), Some(start)) = (boot, field(19)) {
+        gauge(
+            out,
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            boot + start / ticks,
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            out,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            fds.count(),
+        );
+    }
 }
 
 /// Writes an unlabelled gauge with its HELP and TYPE lines.
