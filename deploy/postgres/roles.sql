@@ -14,7 +14,7 @@ END $$;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON cases, inbox, outbox, effects, dead_letters, retries, state_samples,
     callback_nonces, unmatched_payments, review_offices, reviewers, reviewer_offices, review_tasks, effect_commands,
-    halls, hall_staff, hall_documents
+    halls, hall_staff, hall_documents, scheduled
     TO wangban_worker;
 GRANT SELECT ON schema_migrations TO wangban_worker;
 -- The audit log is append-only for the workers: no UPDATE, no DELETE, no TRUNCATE.

@@ -30,6 +30,7 @@ async fn batches_commit_together_and_a_failure_is_handled_alone(
         if n % 8 == 3 {
             let other = ApplicationId::parse(&format!("BATCH-OTHER-{n}")).unwrap();
             let event = ingress::event(
+                pipeline.runtime.store.clock(),
                 EventType::ApplicationSubmitted,
                 "/portal",
                 &CaseId::for_application(&other),

@@ -56,6 +56,7 @@ fn the_embedded_demo_ends_every_case_as_expected() {
     for name in [
         "courier_returned",
         "correction_lapsed",
+        "late_production",
         "uncollected",
         "correction",
         "unpaid",

@@ -86,6 +86,7 @@ async fn metrics_move_and_a_dead_letter_is_replayed_to_completion() {
         &ApplicationId::parse(unpaid["application_id"].as_str().unwrap()).unwrap(),
     );
     let early = ingress::event(
+        client.runtime.store.clock(),
         EventType::PaymentReported,
         "/payment-gateway",
         &case,

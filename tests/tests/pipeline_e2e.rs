@@ -10,6 +10,8 @@ async fn two_hundred_mixed_applications_reach_their_expected_states() {
     let mut env = RealServices::new("e2e").await;
     // Short enough that the demo drives an unanswered correction to its lapse.
     env.settings.resubmit_within = std::time::Duration::from_secs(12);
+    // A clock the demo moves past the production promise once every other case has ended.
+    env.settings.clock = wangban_domain::clock::Clock::controlled_now();
     let (pipeline, report) = demo::run(&env.settings, 200, 7, false)
         .await
         .expect("demo runs");
@@ -53,6 +55,14 @@ async fn two_hundred_mixed_applications_reach_their_expected_states() {
         audit.records > 1000,
         "expected a rich audit log, got {} records",
         audit.records
+    );
+
+    // The late orders are late on the record, and only they.
+    let late = store.late_productions().await.unwrap();
+    assert_eq!(
+        late.len(),
+        report.scenarios["late_production"].cases,
+        "{late:?}"
     );
 
     // Effects: exactly one invalidation per accepted case, one shipment per delivered case.

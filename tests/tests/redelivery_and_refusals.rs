@@ -21,6 +21,7 @@ async fn the_same_message_twice_has_one_effect() {
     let app = application("REDEL", 1, Scenario::PassportCourier, &mut Rng::new(3));
     let case = case_of(&app);
     let event = ingress::event(
+        pipeline.runtime.store.clock(),
         EventType::ApplicationSubmitted,
         "/portal",
         &case,
@@ -112,6 +113,7 @@ async fn malformed_messages_are_dead_lettered_with_their_reason() {
     // 3. an envelope of a version this build does not know
     let good = application("REFUSE", 2, Scenario::PassportCourier, &mut Rng::new(5));
     let mut v2 = ingress::event(
+        pipeline.runtime.store.clock(),
         EventType::ApplicationSubmitted,
         "/portal",
         &case_of(&good),

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use wangban::demo::{self, Rng, Scenario};
+use wangban_domain::clock::Clock;
 use wangban_review::desk_file::{DeskFile, token_digest};
 use wangban_tests::{RealServices, Served, eventually, http};
 
@@ -461,6 +462,7 @@ async fn a_decision_that_did_not_come_through_the_desk_moves_nothing() {
     // A stranger's approval, then one in the holder's name: neither went through the desk.
     for reviewer in ["attacker", holder.as_str()] {
         let forged = wangban_runtime::ingress::event(
+            d.client.runtime.store.clock(),
             wangban_domain::events::EventType::ReviewDecided,
             "/somewhere",
             &case_id,
@@ -492,7 +494,8 @@ async fn a_decision_that_did_not_come_through_the_desk_moves_nothing() {
     // The holder's own decision through the desk moves it.
     let (status, body) = d.decide(&holder, &case, APPROVE()).await;
     assert_eq!(status, 200, "{body}");
-    d.wait_state(&[&case], "approved").await;
+    // (`approved` lasts only until the payment order: wait for the end of the line.)
+    d.wait_state(&[&case], "delivered").await;
     let store = &d.client.runtime.store;
     let queues = wangban::pipeline::worker_queues(&d.env.settings);
     let grace = Duration::from_secs(3600);
@@ -621,19 +624,21 @@ async fn a_reviewer_of_another_office_is_refused_and_nothing_changes() {
 /// National Day 2026: 1–7 October are holidays, Saturday 10 October a make-up working day.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_review_clock_escalates_across_a_holiday_and_a_make_up_working_day() {
-    let clock = wangban_review::Clock::fixed(0);
     let at = |t: &str| {
         chrono::DateTime::parse_from_rfc3339(t)
             .unwrap()
             .timestamp_millis()
     };
+    // The process's one clock, from the last holiday on: store, events and timers read it.
+    let clock = Clock::controlled(at("2026-10-07T12:00:00+08:00"));
     let shared = clock.clone();
     let mut d = Desk::start("desk_clock", move |s| {
-        s.review_clock = shared;
+        s.clock = shared;
         s.review_working_days = 2;
+        // The clock moves days here: held tasks would go back to their queue (4 h) on the way.
+        s.review_hold = Duration::from_secs(30 * 86_400);
     })
     .await;
-    clock.set(at("2026-10-07T12:00:00+08:00"));
     let cases = d.submit_for_review(0, 3).await;
     let (monday, wednesday, after) = (&cases[0], &cases[1], &cases[2]);
     d.opened_at(monday, "2026-09-28T10:00:00+08:00").await;

@@ -450,6 +450,73 @@ async fn hall_conformance(url: &str) {
     store.close().await;
 }
 
+/// Deadlines: scheduled only with a committed transaction, once per event id, fired when the
+/// clock passes their time — by exactly one of two processes firing at once (PostgreSQL; the
+/// embedded SQLite store serves one process).
+async fn scheduled_conformance(url: &str) {
+    use std::time::Duration;
+    use wangban_domain::events::{Envelope, EventType};
+    use wangban_domain::ids::EventId;
+    let clock = wangban_domain::clock::Clock::controlled_now();
+    let a = Store::connect(url, "k")
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+    let b = Store::connect(url, "k")
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+    let case = CaseId::for_application(&ApplicationId::parse("SCHED-1").unwrap());
+    let event = |name: &str| {
+        Envelope::new(
+            EventId::derived(&[case.as_str(), "payment", name]),
+            EventType::PaymentDeadline,
+            "/test",
+            clock.now(),
+            case.clone(),
+            None,
+            json!({"deadline": name}),
+        )
+    };
+    let (hour, now) = (3_600_000, clock.now_ms());
+    let mut tx = a.begin().await.unwrap();
+    tx.schedule(&event("rolled_back"), now).await.unwrap();
+    drop(tx); // rolled back: nothing scheduled
+    let mut tx = a.begin().await.unwrap();
+    tx.schedule(&event("expiry"), now + hour).await.unwrap();
+    tx.commit().await.unwrap();
+    // Scheduled again (a redelivered decision, a worker catching up): the first stays.
+    a.schedule(&event("expiry"), now + 5 * hour).await.unwrap();
+    a.schedule(&event("reminder"), now + 2 * hour)
+        .await
+        .unwrap();
+    let waiting = a.scheduled_for(case.as_str()).await.unwrap();
+    let due: Vec<i64> = waiting.iter().map(|s| s.due_at - now).collect();
+    assert_eq!(due, [hour, 2 * hour], "{waiting:?}");
+    assert_eq!(waiting[0].routing_key, "payment.deadline");
+
+    let backlog = a.outbox_backlog().await.unwrap();
+    assert_eq!(a.fire_due(10).await.unwrap(), 0, "nothing is due yet");
+    clock.advance(Duration::from_secs(3600));
+    let fired = if a.backend() == wangban_store::Backend::Postgres {
+        let (x, y) = tokio::join!(a.fire_due(10), b.fire_due(10));
+        x.unwrap() + y.unwrap()
+    } else {
+        a.fire_due(10).await.unwrap() + b.fire_due(10).await.unwrap()
+    };
+    assert_eq!(fired, 1, "fired once, by one of the two");
+    assert_eq!(a.outbox_backlog().await.unwrap(), backlog + 1);
+    let waiting = a.scheduled_for(case.as_str()).await.unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].event_id, event("reminder").id.as_str());
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(b.fire_due(10).await.unwrap(), 1);
+    assert!(a.scheduled_for(case.as_str()).await.unwrap().is_empty());
+    assert_eq!(a.outbox_backlog().await.unwrap(), backlog + 2);
+    a.close().await;
+    b.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_backend() {
     let path = std::env::temp_dir().join(format!(
@@ -461,6 +528,7 @@ async fn sqlite_backend() {
     tamper_and_verify(&url).await;
     desk_conformance(&url).await;
     hall_conformance(&url).await;
+    scheduled_conformance(&url).await;
     let _ = std::fs::remove_file(path);
 }
 
@@ -472,6 +540,7 @@ async fn postgres_backend() {
     tamper_and_verify(&url).await;
     desk_conformance(&url).await;
     hall_conformance(&url).await;
+    scheduled_conformance(&url).await;
     let pipeline = wangban::pipeline::Pipeline::connect(&env.settings)
         .await
         .unwrap();

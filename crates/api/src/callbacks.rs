@@ -138,8 +138,14 @@ pub async fn receive(
                 data,
             } => match store.case_state(case.as_str()).await {
                 Ok(Some(_)) => {
-                    let event =
-                        ingress::event(kind, &format!("/parties/{party}"), &case, Some(id), data);
+                    let event = ingress::event(
+                        store.clock(),
+                        kind,
+                        &format!("/parties/{party}"),
+                        &case,
+                        Some(id),
+                        data,
+                    );
                     if let Err(e) = s.runtime.publish_ingress(&event).await {
                         return refuse(
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -181,7 +187,7 @@ fn unmatched(data: &Value, reference: &str, why: &str) -> UnmatchedPayment {
         amount_cny: data["amount_cny"].as_i64().unwrap_or(0),
         status: data["status"].as_str().unwrap_or_default().to_owned(),
         why: why.to_owned(),
-        received_at: wangban_store::now_ms(),
+        received_at: 0, // stamped when recorded
     }
 }
 

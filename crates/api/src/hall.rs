@@ -75,7 +75,7 @@ fn status(s: &AppState, d: &HallDocument, now: i64) -> &'static str {
 /// ready (at the counter) and uncollected (ready for longer than the configured period). The
 /// applicant's name is shown for the counter; the ID number and phone only masked.
 pub async fn documents(State(s): State<AppState>, Staff(m): Staff) -> Response {
-    let now = wangban_store::now_ms();
+    let now = s.runtime.store.clock().now_ms();
     let mut rows = Vec::new();
     for hall in &m.halls {
         let docs = match s.runtime.store.hall_documents(hall).await {
@@ -143,7 +143,7 @@ async fn report(mut tx: CaseTx, doc: &HallDocument, status: &str, m: &HallMember
         EventId::derived(&[case.as_str(), "hall", status]),
         EventType::PickupReported,
         "/wangban/hall-desk",
-        chrono::Utc::now(),
+        tx.clock().now(),
         case,
         None,
         json!({"status": status, "hall": doc.hall_id, "by": m.id}),

@@ -41,7 +41,7 @@ pub async fn queues(State(s): State<AppState>, _: Operator) -> Response {
     let last_minute = s
         .runtime
         .store
-        .handled_since(wangban_store::now_ms() - 60_000)
+        .handled_since(s.runtime.store.clock().now_ms() - 60_000)
         .await
         .unwrap_or_default();
     let mut rows = Vec::new();
@@ -232,14 +232,17 @@ pub async fn case(State(s): State<AppState>, _: Operator, Path(id): Path<String>
             ))
         })
         .collect();
-    let promise =
-        match wangban_domain::promise::clock(&entries, wangban_store::now_ms(), &s.calendar) {
-            Ok(Some(c)) => json!({"working_days": wangban_domain::promise::WORKING_DAYS,
+    let promise = match wangban_domain::promise::clock(
+        &entries,
+        s.runtime.store.clock().now_ms(),
+        &s.calendar,
+    ) {
+        Ok(Some(c)) => json!({"working_days": wangban_domain::promise::WORKING_DAYS,
             "counted": c.counted, "paused": c.paused, "completed": c.completed,
             "broken": c.broken(wangban_domain::promise::WORKING_DAYS)}),
-            Ok(None) => Value::Null,
-            Err(e) => json!({"error": e.to_string()}),
-        };
+        Ok(None) => Value::Null,
+        Err(e) => json!({"error": e.to_string()}),
+    };
     let c = &view.case;
     Json(json!({
         "promise": promise,
@@ -253,6 +256,7 @@ pub async fn case(State(s): State<AppState>, _: Operator, Path(id): Path<String>
         "chain_problem": chain_problem,
         "timeline": timeline,
         "effects": effects,
+        "deadlines": store.scheduled_for(&case_id).await.unwrap_or_default(),
     }))
     .into_response()
 }
@@ -341,7 +345,8 @@ pub async fn history(
     _: Operator,
     Query(q): Query<HistoryQuery>,
 ) -> Response {
-    let since = wangban_store::now_ms() - q.hours.unwrap_or(24).clamp(1, 24 * 30) * 3_600_000;
+    let since =
+        s.runtime.store.clock().now_ms() - q.hours.unwrap_or(24).clamp(1, 24 * 30) * 3_600_000;
     let samples = match s.runtime.store.state_history(since).await {
         Ok(v) => v,
         Err(e) => return internal(e),
@@ -501,6 +506,7 @@ pub async fn return_to_hall(
         .map_or(Value::Null, |d| d["waybill"].clone());
     let case = view.case.case_id.clone();
     let event = wangban_runtime::ingress::event(
+        s.runtime.store.clock(),
         wangban_domain::events::EventType::CourierReported,
         "/ops",
         &case,

@@ -351,7 +351,7 @@ async fn decide_in_tx(
         EventId::derived(&[id.as_str(), "review", &round.to_string()]),
         EventType::ReviewDecided,
         "/wangban/review-desk",
-        chrono::Utc::now(),
+        s.runtime.store.clock().now(),
         id.clone(),
         None,
         data.clone(),

@@ -34,7 +34,7 @@ pub struct Breaches {
 /// Reads the breaches from the store.
 pub async fn breaches(s: &AppState) -> Result<Breaches, StoreError> {
     let store = &s.runtime.store;
-    let now = wangban_store::now_ms();
+    let now = s.runtime.store.clock().now_ms();
     let today = beijing_date(now);
     let mut b = Breaches::default();
     for state in ["accepted", "under_review"] {

@@ -7,6 +7,7 @@
 //! - [`pilot`]: the pilot cities, configuration with start dates.
 //! - [`lifecycle`]: the case state machine; every transition not in the diagram is refused.
 //! - [`calendar`]: the working-day calendar (statutory holidays and make-up working days).
+//! - [`clock`]: the one clock every "now" is read from (controlled in tests and the demo).
 //! - [`effects`]: effects on the outside world as commands for parties, and their reports.
 //! - [`events`]: the versioned CloudEvents envelope and the event types on the bus.
 //! - [`ids`]: identifier newtypes.
@@ -15,6 +16,7 @@
 
 pub mod application;
 pub mod calendar;
+pub mod clock;
 pub mod effects;
 pub mod eligibility;
 pub mod events;

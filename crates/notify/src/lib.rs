@@ -20,9 +20,8 @@ use wangban_domain::application::DocumentKind;
 use wangban_domain::effects::{Effect, EffectReport, Party};
 use wangban_domain::eligibility::ReasonCode;
 use wangban_domain::events::{Envelope, EventType};
-use wangban_domain::ids::EventId;
 use wangban_domain::lifecycle::{State, Step};
-use wangban_runtime::{CaseRecord, Cx, Decision, Handler, HandlerError, Runtime, ingress};
+use wangban_runtime::{CaseRecord, Cx, Decision, Handler, HandlerError, Runtime};
 
 /// Fees and the payment window (domain.md §6).
 #[derive(Clone, Debug)]
@@ -63,39 +62,26 @@ impl FeeConfig {
 /// carry out what it asks for after its transaction commits.
 pub struct Notify {
     fees: FeeConfig,
-    /// When this process last published each due deadline: a deadline still waiting in the queue
-    /// is not published again on every tick (a backlog would fill the queue with copies).
-    clock: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Whether this process has scheduled the deadlines of the cases that were already waiting
+    /// for payment when it started (cases of a version that scanned instead of scheduling).
+    caught_up: std::sync::atomic::AtomicBool,
 }
-
-/// How long before a due deadline that is still unhandled is published again (its first copy may
-/// have been lost with a crashed process before it reached the broker).
-const REPUBLISH_AFTER: Duration = Duration::from_secs(60);
 
 impl Notify {
     /// The worker with its fees and payment window.
     pub fn new(fees: FeeConfig) -> Notify {
         Notify {
             fees,
-            clock: Default::default(),
+            caught_up: Default::default(),
         }
     }
 
-    /// Whether the deadline `key` should be published now (not published by this process within
-    /// [`REPUBLISH_AFTER`]).
-    fn due_to_publish(&self, key: &str) -> bool {
-        let mut clock = self.clock.lock().expect("clock lock");
-        let now = std::time::Instant::now();
-        clock.retain(|_, at| now.duration_since(*at) < REPUBLISH_AFTER);
-        !clock.contains_key(key)
-    }
-
-    /// Notes that the deadline `key` was published (confirmed by the broker).
-    fn published(&self, key: String) {
-        self.clock
-            .lock()
-            .expect("clock lock")
-            .insert(key, std::time::Instant::now());
+    /// The payment clock's deadlines, from the case's entry into `awaiting_payment`.
+    fn deadlines(&self) -> [wangban_runtime::Deadline; 2] {
+        [
+            Deadline::Reminder.after(self.fees.reminder_after),
+            Deadline::Expiry.after(self.fees.payment_window),
+        ]
     }
 }
 
@@ -148,6 +134,26 @@ fn kind_of(case: &CaseRecord) -> Option<DocumentKind> {
 pub enum Deadline {
     Reminder,
     Expiry,
+}
+
+impl Deadline {
+    /// Its name in `payment.deadline` events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Deadline::Reminder => "reminder",
+            Deadline::Expiry => "expiry",
+        }
+    }
+
+    /// The `payment.deadline` event fired `after` the case began waiting for payment.
+    fn after(self, after: Duration) -> wangban_runtime::Deadline {
+        wangban_runtime::Deadline {
+            kind: EventType::PaymentDeadline,
+            data: json!({"deadline": self.name()}),
+            key: vec!["payment".into(), self.name().into()],
+            after,
+        }
+    }
 }
 
 /// What the fee notification worker consumes, decoded from the event.
@@ -265,9 +271,12 @@ impl Notify {
                     ("amount".into(), amount_cny.to_string()),
                     ("days".into(), days.to_string()),
                 ]);
+                let [reminder, expiry] = self.deadlines();
                 decision
                     .recording("payment_order", d)
                     .requesting(sms_effect(case, Purpose::FeeDue, params, None))
+                    .scheduling(reminder)
+                    .scheduling(expiry)
             }
             Input::PaymentReported {
                 payment_id,
@@ -444,43 +453,26 @@ impl Handler for Notify {
         let input = Input::decode(event).map_err(HandlerError::Permanent)?;
         let mut case = cx.case().await?;
         let decision = self
-            .decide(&case, &input, wangban_runtime::now_ms())
+            .decide(&case, &input, cx.tx().clock().now_ms())
             .map_err(HandlerError::Permanent)?;
         cx.apply(&mut case, decision).await?;
         Ok(())
     }
 
-    /// The payment clock: publishes a `payment.deadline` for each case whose reminder or window
-    /// is due. Its event id is derived from (case, deadline), so publishing it again on every tick
-    /// until the case moves on has no second effect.
+    /// The payment clock's deadlines are scheduled with the fee request; once per process, this
+    /// schedules them for the cases that were already waiting when it started (a deadline already
+    /// waiting stays as it is; one that had fired fires again and changes nothing).
     async fn tick(&self, rt: &Runtime) -> Result<(), HandlerError> {
-        let now = wangban_runtime::now_ms();
-        let due = [
-            ("reminder", self.fees.reminder_after, "sms:payment_reminder"),
-            ("expiry", self.fees.payment_window, "payment_expiry"),
-        ];
-        for (deadline, after, unless) in due {
-            let since = now - after.as_millis() as i64;
-            for case in rt.store.awaiting_payment_since(since, unless, 500).await? {
-                let key = format!("{case}:{deadline}");
-                if !self.due_to_publish(&key) {
-                    continue;
-                }
-                let id = EventId::derived(&[case.as_str(), "payment", deadline]);
-                let event = ingress::event(
-                    EventType::PaymentDeadline,
-                    "/wangban/notify/clock",
-                    &case,
-                    Some(id),
-                    json!({"deadline": deadline}),
-                );
-                rt.publish_ingress(&event)
-                    .await
-                    .map_err(HandlerError::Transient)?;
-                // Only a confirmed publish counts: after a failed one the next tick tries again.
-                self.published(key);
+        if self.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        for (case, since, _) in rt.store.waiting_in(State::AwaitingPayment.as_str()).await? {
+            for deadline in self.deadlines() {
+                rt.schedule(self.worker(), &case, since, deadline).await?;
             }
         }
+        self.caught_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }
@@ -531,6 +523,13 @@ mod tests {
         let approved = case(Approved, "passport", 0);
         let awaiting = case(AwaitingPayment, "passport", 0);
         let refund = |why: &str| json!({"payment_id": "PAY1", "amount_cny": 60, "why": why});
+        // The payment clock, from the entry into awaiting_payment: reminder after 3 days, lapse after 7.
+        let deadline = |name: &str, days: u64| wangban_runtime::Deadline {
+            kind: EventType::PaymentDeadline,
+            data: json!({"deadline": name}),
+            key: vec!["payment".into(), name.into()],
+            after: Duration::from_secs(days * 86_400),
+        };
         #[rustfmt::skip]
         let table: Vec<(&str, CaseRecord, Input, i64, Decision)> = vec![
             ("approved: a payment order of the passport fee", approved.clone(), Input::Approved, 0,
@@ -541,7 +540,8 @@ mod tests {
                 Decision::step(Step::RequestFee, json!({}))),
             ("ordered: record, await payment, fee SMS", approved.clone(), ordered(json!({"gateway_order_id": "G1"})), 0,
                 Decision::step(Step::RequestFee, order.clone()).recording("payment_order", order.clone())
-                    .requesting(sms(&approved, Purpose::FeeDue, &[("amount", "120"), ("days", "7")]))),
+                    .requesting(sms(&approved, Purpose::FeeDue, &[("amount", "120"), ("days", "7")]))
+                    .scheduling(deadline("reminder", 3)).scheduling(deadline("expiry", 7))),
             ("ordered again (late duplicate): step only, refused", awaiting.clone(), ordered(json!({"gateway_order_id": "G1"})), 0,
                 Decision::step(Step::RequestFee, order.clone())),
             ("paid", awaiting.clone(), paid(120), 0,
@@ -637,23 +637,6 @@ mod tests {
         assert!(Input::decode(&odd).unwrap_err().contains("reminder"));
         let receipt = ev(EventType::SmsReported, json!({"purpose": "fee_due"}));
         assert!(Input::decode(&receipt).unwrap_err().contains("delivered"));
-    }
-
-    #[test]
-    fn a_due_deadline_is_published_once_per_period() {
-        let n = Notify::new(FeeConfig::default());
-        assert!(n.due_to_publish("case_a:expiry"));
-        assert!(
-            n.due_to_publish("case_a:expiry"),
-            "not published yet (the broker was away, say)"
-        );
-        n.published("case_a:expiry".into());
-        assert!(
-            !n.due_to_publish("case_a:expiry"),
-            "a queued deadline is not published again"
-        );
-        assert!(n.due_to_publish("case_a:reminder"));
-        assert!(n.due_to_publish("case_b:expiry"));
     }
 
     #[test]

@@ -9,7 +9,6 @@
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde_json::{Value, json};
-use wangban_domain::application::beijing;
 use wangban_domain::calendar::WorkingCalendar;
 use wangban_domain::effects::{Effect, EffectReport, Party};
 use wangban_domain::events::{Envelope, EventType};
@@ -59,11 +58,6 @@ impl Input {
             _ => Err(format!("production does not handle {}", event.event_type)),
         }
     }
-}
-
-/// Today in Beijing.
-pub fn today() -> NaiveDate {
-    chrono::Utc::now().with_timezone(&beijing()).date_naive()
 }
 
 /// The due date a recorded production order carries, if it has one.
@@ -152,7 +146,7 @@ impl Handler for Production {
             _ => None,
         };
         let decision = self
-            .decide(&case, &input, order_due, today())
+            .decide(&case, &input, order_due, cx.tx().clock().today())
             .map_err(HandlerError::Permanent)?;
         if let Some((_, detail)) = &decision.step
             && detail.pointer("/due/error").is_some()

@@ -7,6 +7,9 @@
 //! | `-CORR-` | the reviewer asks for a correction in round 1, approves the resubmission |
 //! | `-REVREJ-` | the reviewer rejects |
 //! | `-UNPAID-` | the applicant never pays |
+//! | `-RETURN-` | the courier brings the document back (refused at the door) |
+//! | `-NOCOLLECT-` | nobody comes to the hall for the document |
+//! | `-LATE-` | the centre reports the document produced [`LATE_BY`] after it took the order, by the simulation's clock |
 //! | (none) | approve, pay, produce, deliver or collect |
 //!
 //! The simulated SMS gateway refuses, for good, numbers starting with `100` (no such block).
@@ -25,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use wangban_domain::clock::Clock;
 
 /// How a simulated case behaves, from its application id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +40,15 @@ pub struct Script {
     pub courier_returns: bool,
     /// Nobody comes to the hall for the document.
     pub never_collects: bool,
+    /// The centre finishes the document [`LATE_BY`] after taking the order.
+    pub produced_late: bool,
 }
+
+/// How long after taking a `-LATE-` order the simulated centre reports it produced: past the
+/// 3-working-day promise across any holiday of the calendar. Measured on the simulation's clock,
+/// which `wangban demo` moves forward to show the late order; a late answer waits in memory and
+/// is lost with the process (the order stays in production, as a centre that never answered).
+pub const LATE_BY: Duration = Duration::from_secs(30 * 86_400);
 
 impl Script {
     /// The script of an application id.
@@ -47,6 +59,7 @@ impl Script {
             never_pays: application_id.contains("-UNPAID-"),
             courier_returns: application_id.contains("-RETURN-"),
             never_collects: application_id.contains("-NOCOLLECT-"),
+            produced_late: application_id.contains("-LATE-"),
         }
     }
 }
@@ -134,6 +147,7 @@ pub struct Simulation {
     retention: Option<Duration>,
     counter: Arc<AtomicU64>,
     faults: SimFaults,
+    clock: Clock,
 }
 
 impl Simulation {
@@ -146,7 +160,14 @@ impl Simulation {
             ledger: Default::default(),
             retention: None,
             counter: Default::default(),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same parties, reading `clock` for the answers they give later (`-LATE-`).
+    pub fn with_clock(mut self, clock: Clock) -> Simulation {
+        self.clock = clock;
+        self
     }
 
     /// Forget idempotency keys older than `retention` (a real party keeps them for a day or so;
@@ -263,9 +284,24 @@ impl Simulation {
     }
 
     fn send_later(&self, kind: EventType, case: CaseId, data: Value, delay: Duration) {
+        let due = self.clock.now_ms() + delay.as_millis() as i64;
+        self.send_when(kind, case, data, due);
+    }
+
+    /// Reports `data` once the simulation's clock reads `due` (ms since the Unix epoch),
+    /// retrying while the bus is away.
+    fn send_when(&self, kind: EventType, case: CaseId, data: Value, due: i64) {
         let ingress = self.ingress.clone();
+        let clock = self.clock.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            loop {
+                let left = due - clock.now_ms();
+                if left <= 0 {
+                    break;
+                }
+                // The clock may be moved forward meanwhile: look again at least every 200 ms.
+                tokio::time::sleep(Duration::from_millis(left.clamp(1, 200) as u64)).await;
+            }
             for attempt in 1..=50u32 {
                 match ingress.report(kind, &case, data.clone()).await {
                     Ok(()) => return,
@@ -369,6 +405,12 @@ impl ProductionCentre for SimProduction {
                 let number = format!("{prefix}{:08}", n % 100_000_000);
                 let data =
                     json!({"centre_order_id": id, "status": "produced", "document_number": number});
+                if Script::of(&o.application_id).produced_late {
+                    let due = self.0.clock.now_ms() + LATE_BY.as_millis() as i64;
+                    let kind = EventType::ProductionReported;
+                    self.0.send_when(kind, o.case_id.clone(), data, due);
+                    return (id, None);
+                }
                 (
                     id,
                     Report::new(EventType::ProductionReported, &o.case_id, data),

@@ -15,8 +15,6 @@ pub mod desk_file;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use wangban_domain::application::beijing_date;
 use wangban_domain::calendar::WorkingCalendar;
@@ -24,7 +22,9 @@ use wangban_domain::effects::{Effect, Party};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::EventId;
 use wangban_domain::lifecycle::{State, Step};
-use wangban_runtime::{CaseRecord, Cx, Decision, Handler, HandlerError, Runtime, ingress};
+use wangban_runtime::{
+    CaseRecord, Cx, Deadline, Decision, Handler, HandlerError, Runtime, ingress,
+};
 
 /// Who reviews.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,35 +48,6 @@ pub struct ReviewRules {
     pub resubmit_within: Duration,
     /// A task held this long without a decision goes back to its queue.
     pub hold: Duration,
-    /// The clock's "now".
-    pub clock: Clock,
-}
-
-/// The review clock's "now": the system's, or one set from outside (tests of the calendar's
-/// holidays, drills). Clones share the setting.
-#[derive(Clone, Debug, Default)]
-pub struct Clock(Option<Arc<AtomicI64>>);
-
-impl Clock {
-    /// A clock stopped at `ms` (milliseconds since the Unix epoch) until [`Clock::set`].
-    pub fn fixed(ms: i64) -> Clock {
-        Clock(Some(Arc::new(AtomicI64::new(ms))))
-    }
-
-    /// Moves a fixed clock to `ms`; a system clock ignores it.
-    pub fn set(&self, ms: i64) {
-        if let Some(c) = &self.0 {
-            c.store(ms, Ordering::SeqCst);
-        }
-    }
-
-    /// Now, in milliseconds since the Unix epoch.
-    pub fn now_ms(&self) -> i64 {
-        match &self.0 {
-            Some(c) => c.load(Ordering::SeqCst),
-            None => wangban_store::now_ms(),
-        }
-    }
 }
 
 impl Default for ReviewRules {
@@ -87,7 +58,6 @@ impl Default for ReviewRules {
             max_rounds: 3,
             resubmit_within: Duration::from_secs(7 * 86_400),
             hold: Duration::from_secs(4 * 3600),
-            clock: Clock::default(),
         }
     }
 }
@@ -98,6 +68,9 @@ pub struct Review {
     pub rules: ReviewRules,
     /// The reviewers file of a staffed desk, reloaded into the store when it changes.
     pub reviewers_file: Option<desk_file::Watched>,
+    /// Whether this process has scheduled the correction deadlines of the cases that were
+    /// already waiting for a correction when it started.
+    pub caught_up: std::sync::atomic::AtomicBool,
 }
 
 impl Review {
@@ -209,8 +182,10 @@ impl Review {
                 Ok(())
             }
             Some("correction") => {
-                let waited = self.rules.clock.now_ms() - case.state_since;
+                let waited = cx.tx().clock().now_ms() - case.state_since;
+                let round = event.data.get("round").and_then(Value::as_i64);
                 if case.state != State::CorrectionRequested
+                    || round.is_some_and(|r| r != case.review_round)
                     || waited < self.rules.resubmit_within.as_millis() as i64
                 {
                     return Ok(()); // resubmitted meanwhile, or not due
@@ -244,6 +219,17 @@ impl Review {
         let decision = self.decide_verdict(&case, &verdict, &record)?;
         cx.apply(&mut case, decision).await?;
         Ok(())
+    }
+
+    /// The `review.deadline` that closes the case if round `round`'s correction is not answered
+    /// within the window, from the case's entry into `correction_requested`.
+    fn correction_lapse(&self, round: i64) -> Deadline {
+        Deadline {
+            kind: EventType::ReviewDeadline,
+            data: json!({"deadline": "correction", "round": round}),
+            key: vec!["review".into(), "correction".into(), round.to_string()],
+            after: self.rules.resubmit_within,
+        }
     }
 
     /// What a reviewer's decision does to `case`: an early one waits ([`HandlerError::Early`]),
@@ -293,7 +279,8 @@ impl Review {
             Ruling::RequestCorrection { items, message } => Decision::step(
                 Step::RequestCorrection,
                 json!({"reviewer": v.reviewer, "items": items, "message": message}),
-            ),
+            )
+            .scheduling(self.correction_lapse(case.review_round)),
             Ruling::Reject { reason } => Decision::step(
                 Step::RejectReview,
                 json!({"reviewer": v.reviewer, "reason": reason}),
@@ -431,11 +418,13 @@ impl Handler for Review {
         }
     }
 
-    /// The clock: tasks held too long go back to their queue; tasks past the review clock and
-    /// corrections past their time are published as `review.deadline` events (ids derived from
-    /// the case and round, so a repeat on the next tick has no second effect).
+    /// The desk's clock: tasks held too long go back to their queue; tasks past the review clock
+    /// are published as `review.deadline` events (ids derived from the case and round, so a
+    /// repeat on the next tick has no second effect). Correction deadlines are scheduled with the
+    /// correction request; once per process, this schedules them for the cases that were already
+    /// waiting when it started.
     async fn tick(&self, rt: &Runtime) -> Result<(), HandlerError> {
-        let now = self.rules.clock.now_ms();
+        let now = rt.store.clock().now_ms();
         if let Some(file) = &self.reviewers_file {
             file.reload_if_changed(&rt.store).await?;
         }
@@ -463,12 +452,14 @@ impl Handler for Review {
                 }
             }
         }
-        let lapsed_before = now - self.rules.resubmit_within.as_millis() as i64;
-        for (case, since) in rt.store.cases_in_state("correction_requested").await? {
-            if since <= lapsed_before {
-                let id = EventId::derived(&[&case, "review", "correction", &since.to_string()]);
-                publish_deadline(rt, &case, id, json!({"deadline": "correction"})).await?;
+        if !self.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
+            let waiting = rt.store.waiting_in(State::CorrectionRequested.as_str());
+            for (case, since, round) in waiting.await? {
+                let lapse = self.correction_lapse(round);
+                rt.schedule(self.worker(), &case, since, lapse).await?;
             }
+            self.caught_up
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -484,6 +475,7 @@ async fn publish_deadline(
         .parse()
         .map_err(|e: String| HandlerError::Permanent(format!("stored case id: {e}")))?;
     let event = ingress::event(
+        rt.store.clock(),
         EventType::ReviewDeadline,
         "/wangban/review/clock",
         &case,
@@ -521,6 +513,7 @@ mod tests {
             desk: Desk::Staffed,
             rules: ReviewRules::default(),
             reviewers_file: None,
+            caught_up: Default::default(),
         };
         let approve = json!({"decision": "approve"});
         let correct =
@@ -536,7 +529,9 @@ mod tests {
             ("approve round 1", case(UnderReview, 1), verdict(1, approve.clone()),
                 Decision::step(Step::Approve, json!({"reviewer": "r1"}))),
             ("a correction", case(UnderReview, 1), verdict(1, correct.clone()),
-                Decision::step(Step::RequestCorrection, json!({"reviewer": "r1", "items": ["photo"], "message": "白底"}))),
+                Decision::step(Step::RequestCorrection, json!({"reviewer": "r1", "items": ["photo"], "message": "白底"}))
+                    .scheduling(Deadline { kind: EventType::ReviewDeadline, data: json!({"deadline": "correction", "round": 1}),
+                        key: vec!["review".into(), "correction".into(), "1".into()], after: Duration::from_secs(7 * 86_400) })),
             ("reject", case(UnderReview, 2), verdict(2, json!({"decision": "reject", "reason": "照片不符"})),
                 Decision::step(Step::RejectReview, json!({"reviewer": "r1", "reason": "照片不符"}))),
             ("a decision of round 1 again (duplicate, case approved)", case(Approved, 1), verdict(1, approve.clone()),

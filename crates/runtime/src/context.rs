@@ -140,13 +140,31 @@ impl<'a> Cx<'a> {
         self.cause
     }
 
+    /// Schedules `deadline` for `case`, `deadline.after` the time the case entered its state; it
+    /// is fired only if the transaction commits.
+    pub async fn schedule(
+        &mut self,
+        case: &CaseRecord,
+        deadline: crate::Deadline,
+    ) -> Result<(), HandlerError> {
+        let event = deadline.event(
+            self.tx.clock(),
+            self.worker,
+            &case.case_id,
+            Some(self.cause),
+        );
+        let due = case.state_since + deadline.after.as_millis() as i64;
+        self.tx.schedule(&event, due).await?;
+        Ok(())
+    }
+
     /// Queues an event about the case being handled; published only if the transaction commits.
     pub fn emit(&mut self, kind: EventType, data: Value) {
         let event = Envelope::new(
             fresh_event_id(),
             kind,
             &format!("/wangban/{}", self.worker),
-            chrono::Utc::now(),
+            self.tx.clock().now(),
             self.cause.subject.clone(),
             Some(self.cause),
             data,
@@ -195,7 +213,7 @@ impl<'a> Cx<'a> {
         match case.state.apply(step) {
             Ok(to) => {
                 let from = case.state;
-                case.version = self
+                (case.version, case.state_since) = self
                     .tx
                     .set_state(case, to, review_round, reviewer.as_deref())
                     .await?;

@@ -4,13 +4,17 @@
 
 use crate::{Cx, HandlerError, StepOutcome};
 use serde_json::Value;
+use std::time::Duration;
+use wangban_domain::clock::Clock;
 use wangban_domain::effects::Effect;
-use wangban_domain::events::EventType;
+use wangban_domain::events::{Envelope, EventType};
+use wangban_domain::ids::{CaseId, EventId};
 use wangban_domain::lifecycle::Step;
 use wangban_store::CaseRecord;
 
 /// What to do with the case, in the order it is applied: record the party's answers the step
-/// rests on, take the step, write the audit records, request the effects, emit the events.
+/// rests on, take the step, write the audit records, request the effects, emit the events,
+/// schedule the deadlines.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Decision {
     /// `effects` rows: `(purpose, detail)`.
@@ -23,6 +27,63 @@ pub struct Decision {
     pub request: Vec<Effect>,
     /// Events about the case.
     pub emit: Vec<(EventType, Value)>,
+    /// Deadlines: events fired once their time has come.
+    pub schedule: Vec<Deadline>,
+}
+
+/// An event to fire `after` the case entered the state it is in once the decision is applied
+/// (the state's own clock: the payment window, the correction window). Its id is derived from
+/// the case and `key`, so a deadline decided twice is scheduled once and delivered once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deadline {
+    pub kind: EventType,
+    pub data: Value,
+    pub key: Vec<String>,
+    pub after: Duration,
+}
+
+impl Deadline {
+    /// The event `worker` schedules for `case`, timed by `clock`.
+    pub(crate) fn event(
+        &self,
+        clock: &Clock,
+        worker: &str,
+        case: &CaseId,
+        cause: Option<&Envelope>,
+    ) -> Envelope {
+        let mut key: Vec<&str> = vec![case.as_str()];
+        key.extend(self.key.iter().map(String::as_str));
+        Envelope::new(
+            EventId::derived(&key),
+            self.kind,
+            &format!("/wangban/{worker}/clock"),
+            clock.now(),
+            case.clone(),
+            cause,
+            self.data.clone(),
+        )
+    }
+}
+
+impl crate::Runtime {
+    /// Schedules `deadline` for `case` (a stored case id), `deadline.after` the time
+    /// `entered_at` (ms) the case entered its state: for deadlines of cases already waiting
+    /// when a worker starts. A deadline already waiting stays as it is.
+    pub async fn schedule(
+        &self,
+        worker: &str,
+        case: &str,
+        entered_at: i64,
+        deadline: Deadline,
+    ) -> Result<(), HandlerError> {
+        let case: CaseId = case
+            .parse()
+            .map_err(|e: String| HandlerError::Permanent(format!("stored case id: {e}")))?;
+        let event = deadline.event(self.store.clock(), worker, &case, None);
+        let due = entered_at + deadline.after.as_millis() as i64;
+        self.store.schedule(&event, due).await?;
+        Ok(())
+    }
 }
 
 impl Decision {
@@ -66,6 +127,12 @@ impl Decision {
         self.request.push(effect);
         self
     }
+
+    /// Also schedule `deadline` (see [`Deadline`]).
+    pub fn scheduling(mut self, deadline: Deadline) -> Decision {
+        self.schedule.push(deadline);
+        self
+    }
 }
 
 impl Cx<'_> {
@@ -94,6 +161,9 @@ impl Cx<'_> {
         }
         for (kind, data) in decision.emit {
             self.emit(kind, data);
+        }
+        for deadline in decision.schedule {
+            self.schedule(case, deadline).await?;
         }
         Ok(outcome)
     }

@@ -171,7 +171,7 @@ impl Runtime {
                     self.metrics.effect(party.as_str(), "retried", took);
                     let delay = self.effect_backoff(command.attempts);
                     tracing::info!(%error, retry_in_ms = delay.as_millis() as u64, "transient failure of the party; trying again later");
-                    let at = wangban_store::now_ms() + delay.as_millis() as i64;
+                    let at = self.store.clock().now_ms() + delay.as_millis() as i64;
                     if let Err(e) = self
                         .store
                         .retry_effect_at(&command.case_id, &command.purpose, &error, at)
@@ -236,7 +236,7 @@ impl Runtime {
             id,
             event_type,
             &format!("/wangban/effects/{party}"),
-            chrono::Utc::now(),
+            self.store.clock().now(),
             case,
             None,
             data,

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use wangban_bus::{Bus, BusError, Outgoing};
+use wangban_domain::clock::Clock;
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::{CaseId, EventId};
 use wangban_providers::Ingress;
@@ -19,8 +20,9 @@ pub async fn publish(bus: &dyn Bus, event: &Envelope) -> Result<(), BusError> {
     bus.publish(&[out]).await
 }
 
-/// A fresh ingress event from `source` about `case`.
+/// A fresh ingress event from `source` about `case`, timed by `clock`.
 pub fn event(
+    clock: &Clock,
     kind: EventType,
     source: &str,
     case: &CaseId,
@@ -28,15 +30,7 @@ pub fn event(
     data: Value,
 ) -> Envelope {
     let id = id.unwrap_or_else(|| EventId::from_random(*uuid::Uuid::new_v4().as_bytes()));
-    Envelope::new(
-        id,
-        kind,
-        source,
-        chrono::Utc::now(),
-        case.clone(),
-        None,
-        data,
-    )
+    Envelope::new(id, kind, source, clock.now(), case.clone(), None, data)
 }
 
 /// The [`Ingress`] the simulated parties answer through.
@@ -49,7 +43,14 @@ pub struct BusIngress {
 impl Ingress for BusIngress {
     async fn report(&self, kind: EventType, case: &CaseId, data: Value) -> Result<(), String> {
         self.runtime
-            .publish_ingress(&event(kind, &self.source, case, None, data))
+            .publish_ingress(&event(
+                self.runtime.store.clock(),
+                kind,
+                &self.source,
+                case,
+                None,
+                data,
+            ))
             .await
     }
 }

@@ -21,16 +21,12 @@ pub mod ingress;
 pub mod metrics;
 pub mod relay;
 
-pub use context::{Cx, HandlerError, StepOutcome};
-pub use decision::{Decision, case_in};
-pub use effects::Executor;
-/// The case as stored, as a worker's decision sees it.
-pub use wangban_store::CaseRecord;
 /// Now, in milliseconds since the Unix epoch: the time every record of the store carries.
-pub use wangban_store::now_ms;
-
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
+pub use context::{Cx, HandlerError, StepOutcome};
+pub use decision::{Deadline, Decision, case_in};
+pub use effects::Executor;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -38,6 +34,8 @@ use tracing::{Instrument, info_span};
 use wangban_bus::{Bus, DeadLetterNote, Delivery, WorkerQueue};
 use wangban_domain::effects::Party;
 use wangban_domain::events::Envelope;
+/// The case as stored, as a worker's decision sees it.
+pub use wangban_store::CaseRecord;
 use wangban_store::Store;
 
 /// A worker: the routing keys it consumes and how it handles one event.
@@ -369,7 +367,7 @@ impl Runtime {
             if let Err(e) = &result
                 && e.is_early()
             {
-                let age = chrono::Utc::now() - envelope.time;
+                let age = self.store.clock().now() - envelope.time;
                 if age.to_std().unwrap_or_default() < self.config.early_wait {
                     return self.defer(worker, delivery, &e.to_string()).await;
                 }

@@ -11,8 +11,16 @@ use wangban_bus::Outgoing;
 const BATCH: i64 = 256;
 
 impl Runtime {
-    /// Publishes every pending outbox row once; returns how many were published.
+    /// Fires the scheduled events whose time has come (into the outbox), then publishes every
+    /// pending outbox row once; returns how many were published.
     pub async fn relay_once(&self) -> Result<usize, String> {
+        while self
+            .store
+            .fire_due(BATCH)
+            .await
+            .map_err(|e| e.to_string())?
+            == BATCH as usize
+        {}
         let mut total = 0;
         loop {
             let batch = self
@@ -44,7 +52,7 @@ impl Runtime {
     }
 
     /// Relays until shutdown: woken by commits, and every 250 ms regardless (events committed by
-    /// other processes sharing the database). After shutdown, one last flush.
+    /// other processes sharing the database, deadlines come due). After shutdown, one last flush.
     pub async fn run_relay(&self, mut shutdown: watch::Receiver<bool>) {
         let mut pause = Duration::from_millis(50);
         loop {

@@ -1,7 +1,7 @@
 //! What the parties' signed callbacks leave behind besides events: the nonces that make a replayed
 //! callback detectable, and payments that match no case (kept for refund).
 
-use crate::{Store, StoreError, now_ms};
+use crate::{Store, StoreError};
 use serde::Serialize;
 
 /// How long a callback nonce is remembered; callbacks older than the signature tolerance are
@@ -17,13 +17,14 @@ pub struct UnmatchedPayment {
     pub amount_cny: i64,
     pub status: String,
     pub why: String,
+    /// Stamped by the store's clock when the payment is recorded.
     pub received_at: i64,
 }
 
 impl Store {
     /// Remembers `nonce` of `party`; false when it was seen before (a replay).
     pub async fn claim_nonce(&self, party: &str, nonce: &str) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let inserted = sqlx::query(
             "INSERT INTO callback_nonces (party, nonce, seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
@@ -55,7 +56,7 @@ impl Store {
         .bind(p.amount_cny)
         .bind(&p.status)
         .bind(&p.why)
-        .bind(p.received_at)
+        .bind(self.clock.now_ms())
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -5,7 +5,7 @@
 //! never wait on each other in a circle. Assignments of one office are serialised by its row, so
 //! "least open tasks" is read and acted on by one writer at a time.
 
-use crate::{Backend, CaseTx, Store, StoreError, now_ms};
+use crate::{Backend, CaseTx, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -290,7 +290,7 @@ impl Store {
              WHERE case_id = $3 AND round = $4 AND reviewer IS NULL AND decided_at IS NULL",
         )
         .bind(&member.id)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(&case_id)
         .bind(round)
         .execute(&mut *tx)
@@ -445,7 +445,7 @@ impl CaseTx {
             .fetch_optional(&mut *self.tx)
             .await?;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         sqlx::query(
             "INSERT INTO review_tasks (case_id, round, office_id, queue, reviewer, assigned_at, opened_at) \
              VALUES ($1, $2, $3, 'office', $4, $5, $6)",
@@ -475,7 +475,7 @@ impl CaseTx {
             "UPDATE review_tasks SET decided_at = $1, decided_by = $2, decision = $3 \
              WHERE case_id = $4 AND round = $5 AND decided_at IS NULL",
         )
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(by)
         .bind(decision)
         .bind(case_id)
@@ -508,7 +508,7 @@ impl CaseTx {
         .bind(&task.office_id)
         .fetch_optional(&mut *self.tx)
         .await?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         sqlx::query(
             "UPDATE review_tasks SET queue = 'supervisor', escalated_at = $1, reviewer = $2, assigned_at = $3 \
              WHERE case_id = $4 AND round = $5",

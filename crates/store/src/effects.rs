@@ -8,7 +8,7 @@
 //! makes the second call harmless.
 
 use crate::tx::{CaseRecord, CaseTx, case_columns, case_from_row};
-use crate::{Backend, Store, StoreError, now_ms};
+use crate::{Backend, Store, StoreError};
 use serde::Serialize;
 use wangban_domain::ids::CaseId;
 
@@ -91,7 +91,7 @@ impl CaseTx {
         cause_id: &str,
         correlation_id: &str,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let done = sqlx::query(
             "INSERT INTO effect_commands (case_id, purpose, party, command, state, attempts, last_error, not_before, cause_id, correlation_id, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, 'pending', 0, NULL, $5, $6, $7, $5, $5) ON CONFLICT (case_id, purpose) DO NOTHING",
@@ -145,7 +145,7 @@ impl CaseTx {
         )
         .bind(state)
         .bind(error)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(case_id)
         .bind(purpose)
         .execute(&mut *self.tx)
@@ -180,7 +180,7 @@ impl Store {
                 command_columns!()
             ),
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let rows: Vec<CommandRow> = sqlx::query_as(sql)
             .bind(now + lease_ms)
             .bind(now)
@@ -205,7 +205,7 @@ impl Store {
         )
         .bind(error)
         .bind(not_before)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(case_id)
         .bind(purpose)
         .execute(&self.pool)
@@ -216,7 +216,7 @@ impl Store {
     /// An operator's retry of a dead command: pending again, attempts from zero, due now.
     /// False when there is no dead command with that key.
     pub async fn revive_effect(&self, case_id: &str, purpose: &str) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let done = sqlx::query(
             "UPDATE effect_commands SET state = 'pending', attempts = 0, not_before = $1, updated_at = $1 \
              WHERE case_id = $2 AND purpose = $3 AND state = 'dead'",
@@ -285,7 +285,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         Ok(EffectCounts {
             by_party,
             oldest_pending_ms: oldest.into_iter().map(|(p, t)| (p, now - t)).collect(),

@@ -7,7 +7,7 @@
 //! for pickup and the applicant gets the pickup SMS) and its collection, after checking the
 //! applicant's identity card at the counter.
 
-use crate::{Backend, CaseTx, Store, StoreError, now_ms};
+use crate::{Backend, CaseTx, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -180,7 +180,7 @@ impl Store {
         )
         .bind(case_id)
         .bind(hall_id)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -227,7 +227,7 @@ impl CaseTx {
             "UPDATE hall_documents SET arrived_at = $1, arrived_by = $2 \
              WHERE case_id = $3 AND arrived_at IS NULL",
         )
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(staff)
         .bind(case_id)
         .execute(&mut *self.tx)
@@ -242,7 +242,7 @@ impl CaseTx {
             "UPDATE hall_documents SET collected_at = $1, collected_by = $2 \
              WHERE case_id = $3 AND arrived_at IS NOT NULL AND collected_at IS NULL",
         )
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(staff)
         .bind(case_id)
         .execute(&mut *self.tx)

@@ -23,6 +23,7 @@ mod effects;
 mod hall;
 mod operations;
 mod read;
+mod scheduled;
 mod tx;
 
 pub use audit::{AuditProblem, AuditRecord, AuditReport, GENESIS, Snapshot};
@@ -32,11 +33,13 @@ pub use effects::{EffectCommand, EffectCounts};
 pub use hall::{Hall, HallDocument, HallMember, HallStaff, hall_for, serving};
 pub use operations::{ReplayClaim, Retry, StateSample};
 pub use read::{CaseView, DeadLetter};
+pub use scheduled::ScheduledEvent;
 pub use tx::{CaseRecord, CaseTx, NewCase};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 use std::time::Duration;
+use wangban_domain::clock::Clock;
 
 /// Which database is behind the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +107,8 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     fingerprint_key: String,
+    /// Every timestamp the store writes or compares with (milliseconds since the Unix epoch).
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Store {
@@ -130,6 +135,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0005_effect_commands.sql"),
     ),
     (6, include_str!("../migrations/postgres/0006_hall_desk.sql")),
+    (7, include_str!("../migrations/postgres/0007_scheduled.sql")),
 ];
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -145,12 +151,8 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0005_effect_commands.sql"),
     ),
     (6, include_str!("../migrations/postgres/0006_hall_desk.sql")),
+    (7, include_str!("../migrations/postgres/0007_scheduled.sql")),
 ];
-
-/// Milliseconds since the Unix epoch: every timestamp in the store.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 impl Store {
     /// Connects to `postgres://…` or `sqlite://FILE` (created when missing) and applies the
@@ -206,6 +208,7 @@ impl Store {
             pool,
             backend,
             fingerprint_key: fingerprint_key.to_owned(),
+            clock: Clock::system(),
         };
         store.migrate().await?;
         Ok(store)
@@ -214,6 +217,17 @@ impl Store {
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The store reading `clock` for every timestamp (the process's one clock).
+    pub fn with_clock(mut self, clock: Clock) -> Store {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock every timestamp of the store is read from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The key for ID-number fingerprints.
@@ -270,7 +284,7 @@ impl Store {
             sqlx::raw_sql(*sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(*version)
-                .bind(now_ms())
+                .bind(self.clock.now_ms())
                 .execute(&mut *tx)
                 .await?;
             tracing::info!(version, "applied store migration");
@@ -285,6 +299,7 @@ impl Store {
             self.pool.begin().await?,
             self.backend,
             self.fingerprint_key.clone(),
+            self.clock.clone(),
         ))
     }
 
@@ -306,6 +321,7 @@ impl Store {
             tx,
             rows,
             backend: self.backend,
+            clock: self.clock.clone(),
         })
     }
 
@@ -325,6 +341,7 @@ pub struct RelayBatch {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     rows: Vec<(i64, String, String)>,
     backend: Backend,
+    clock: Clock,
 }
 
 impl RelayBatch {
@@ -362,7 +379,7 @@ impl RelayBatch {
         let ids: Vec<String> = self.rows.iter().map(|(id, _, _)| id.to_string()).collect();
         let sql = format!(
             "UPDATE outbox SET published_at = {} WHERE id IN ({})",
-            now_ms(),
+            self.clock.now_ms(),
             ids.join(",")
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))

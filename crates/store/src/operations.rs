@@ -2,7 +2,7 @@
 //! per-case chain verification, and the history of cases per state.
 
 use crate::audit::{AuditProblem, AuditRecord, record_from_row, verify_chain};
-use crate::{Backend, Store, StoreError, now_ms};
+use crate::{Backend, Store, StoreError};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -33,13 +33,14 @@ pub struct ReplayClaim {
     pub id: i64,
     pub worker: String,
     pub payload: Vec<u8>,
+    clock: wangban_domain::clock::Clock,
 }
 
 impl ReplayClaim {
     /// Marks the dead letter replayed.
     pub async fn complete(mut self) -> Result<(), StoreError> {
         sqlx::query("UPDATE dead_letters SET replayed_at = $1 WHERE id = $2")
-            .bind(now_ms())
+            .bind(self.clock.now_ms())
             .bind(self.id)
             .execute(&mut *self.tx)
             .await?;
@@ -68,7 +69,7 @@ impl Store {
         .bind(event_type)
         .bind(attempt)
         .bind(error)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -116,6 +117,7 @@ impl Store {
             id,
             worker,
             payload,
+            clock: self.clock.clone(),
         }))
     }
 
@@ -267,7 +269,7 @@ impl Store {
     /// Records the current number of cases per state.
     pub async fn sample_states(&self) -> Result<(), StoreError> {
         let counts = self.count_by_state().await?;
-        let at = now_ms();
+        let at = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
         for (state, n) in counts {
             sqlx::query("INSERT INTO state_samples (at, state, n) VALUES ($1, $2, $3)")

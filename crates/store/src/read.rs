@@ -3,7 +3,7 @@
 
 use crate::audit::AuditRecord;
 use crate::tx::{CaseRecord, case_columns, case_from_row};
-use crate::{Store, StoreError, now_ms};
+use crate::{Store, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use wangban_domain::ids::CaseId;
@@ -150,7 +150,7 @@ impl Store {
         reason: &str,
         payload: &[u8],
     ) -> Result<i64, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
         if let Some(event_id) = event_id {
             // The latest record of this event, locked: a replay of it may be committing right

@@ -2,8 +2,9 @@
 //! the case row, its audit records, its effects, its outgoing events (outbox) and the inbox mark.
 
 use crate::audit::{self, AuditRecord};
-use crate::{Backend, StoreError, now_ms};
+use crate::{Backend, StoreError};
 use sqlx::{Any, Row, Transaction};
+use wangban_domain::clock::Clock;
 use wangban_domain::events::Envelope;
 use wangban_domain::ids::CaseId;
 use wangban_domain::lifecycle::State;
@@ -41,6 +42,7 @@ pub struct CaseTx {
     pub(crate) tx: Transaction<'static, Any>,
     pub(crate) backend: Backend,
     fingerprint_key: String,
+    pub(crate) clock: Clock,
     /// Audit chain heads (sequence, hash) read or written in this transaction, by case: the
     /// next record needs no read. The `UPDATE` that moves a head still checks it.
     heads: std::collections::HashMap<String, (i64, String)>,
@@ -81,14 +83,21 @@ impl CaseTx {
         tx: Transaction<'static, Any>,
         backend: Backend,
         fingerprint_key: String,
+        clock: Clock,
     ) -> Self {
         CaseTx {
             tx,
             backend,
             fingerprint_key,
+            clock,
             heads: Default::default(),
             saved_heads: None,
         }
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The backend of the store.
@@ -131,7 +140,7 @@ impl CaseTx {
         )
         .bind(consumer)
         .bind(event_id)
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -146,7 +155,7 @@ impl CaseTx {
         open: bool,
         event_id: &str,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         sqlx::query(
             "INSERT INTO cases (case_id, application_id, id_fingerprint, document_kind, delivery_method, state, is_open, version, review_round, reviewer, application, audit_seq, audit_head, created_at, state_since) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, NULL, $8, 0, $9, $10, $10)",
@@ -226,15 +235,16 @@ impl CaseTx {
     }
 
     /// Moves a case to `to` if it is still at `expected_version`; a concurrent change is a conflict.
-    /// Also sets the reviewer and review round as given.
+    /// Also sets the reviewer and review round as given. Returns the new version and the time
+    /// the case entered `to`.
     pub async fn set_state(
         &mut self,
         case: &CaseRecord,
         to: State,
         review_round: i64,
         reviewer: Option<&str>,
-    ) -> Result<i64, StoreError> {
-        let now = now_ms();
+    ) -> Result<(i64, i64), StoreError> {
+        let now = self.clock.now_ms();
         let done = sqlx::query(
             "UPDATE cases SET state = $1, is_open = $2, version = version + 1, review_round = $3, reviewer = $4, state_since = $5 \
              WHERE case_id = $6 AND version = $7",
@@ -254,7 +264,7 @@ impl CaseTx {
                 case.case_id
             )));
         }
-        Ok(case.version + 1)
+        Ok((case.version + 1, now))
     }
 
     /// Replaces the application JSON (a resubmission's corrected content).
@@ -290,7 +300,7 @@ impl CaseTx {
         let record = AuditRecord::next(
             case_id.as_str(),
             seq + 1,
-            now_ms(),
+            self.clock.now_ms(),
             kind,
             event_id,
             detail,
@@ -344,7 +354,7 @@ impl CaseTx {
         .bind(case_id.as_str())
         .bind(purpose)
         .bind(detail.to_string())
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -373,7 +383,7 @@ impl CaseTx {
             .bind(event.id.as_str())
             .bind(event.routing_key())
             .bind(String::from_utf8(event.encode()).map_err(|e| StoreError::Data(e.to_string()))?)
-            .bind(now_ms())
+            .bind(self.clock.now_ms())
             .execute(&mut *self.tx)
             .await?;
         Ok(())

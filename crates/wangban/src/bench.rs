@@ -418,6 +418,7 @@ async fn submit(
                 &ApplicationId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?,
             );
             let event = wangban_runtime::ingress::event(
+                pipeline.runtime.store.clock(),
                 EventType::ApplicationSubmitted,
                 "/bench",
                 &case,
@@ -437,7 +438,7 @@ async fn submit(
             .publish(&out)
             .await
             .map_err(|e| anyhow::anyhow!("submitting: {e}"))?;
-        let now = wangban_store::now_ms();
+        let now = pipeline.runtime.store.clock().now_ms();
         n += out.len();
         submitted.extend(ids.into_iter().map(|id| (id, now)));
         if n % 5_000 < out.len() || n == opts.cases {

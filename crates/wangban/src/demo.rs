@@ -32,11 +32,12 @@ pub enum Scenario {
     CourierReturned,
     CorrectionLapsed,
     Uncollected,
+    LateProduction,
     Malformed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 22] = [
+    pub const ALL: [Scenario; 23] = [
         Scenario::PassportCourier,
         Scenario::PermitPickup,
         Scenario::TaiwanStolenCourier,
@@ -58,6 +59,7 @@ impl Scenario {
         Scenario::CourierReturned,
         Scenario::CorrectionLapsed,
         Scenario::Uncollected,
+        Scenario::LateProduction,
         Scenario::Malformed,
     ];
 
@@ -66,7 +68,7 @@ impl Scenario {
         use Scenario::*;
         match self {
             PassportCourier | TaiwanStolenCourier | Correction | SubmittedTwice
-            | SmsNumberInvalid => "delivered",
+            | SmsNumberInvalid | LateProduction => "delivered",
             PermitPickup | VisaPagesFullPickup | CourierReturned => "collected",
             ReviewRejected => "review_rejected",
             Unpaid => "payment_expired",
@@ -103,6 +105,7 @@ impl Scenario {
             CourierReturned => "courier_returned",
             CorrectionLapsed => "correction_lapsed",
             Uncollected => "uncollected",
+            LateProduction => "late_production",
             Malformed => "malformed",
         }
     }
@@ -117,6 +120,8 @@ impl Scenario {
             // The simulated desk asks for a correction, and the applicant never answers.
             CorrectionLapsed => "-CORR-LAPSE-",
             Uncollected => "-NOCOLLECT-",
+            // The centre finishes after the promise (see `LATE_BY` of the simulated parties).
+            LateProduction => "-LATE-",
             _ => "-",
         }
     }
@@ -297,10 +302,17 @@ pub async fn drive(
     // An unanswered correction lapses only after WANGBAN_RESUBMIT_WITHIN_SECS (7 days by
     // default): that scenario is driven only when the window is short enough to wait for.
     let lapse_in_reach = settings.resubmit_within <= LAPSE_IN_REACH;
+    // A production order finishes late only on a clock that can be moved past the promise: the
+    // driver moves the workers' clock (`settings.clock`, shared with the workers of this process)
+    // once every other case has ended.
+    let late_in_reach = settings.clock.is_controlled();
     while made < cases {
         let mut scenario = Scenario::ALL[n % Scenario::ALL.len()];
         if scenario == Scenario::CorrectionLapsed && !lapse_in_reach {
             scenario = Scenario::Correction;
+        }
+        if scenario == Scenario::LateProduction && !late_in_reach {
+            scenario = Scenario::PassportCourier;
         }
         if scenario == Scenario::DuplicateActive && made + 2 > cases {
             scenario = Scenario::PassportCourier; // the pair would not fit in N
@@ -364,6 +376,12 @@ pub async fn drive(
             Duration::ZERO
         };
     let mut resubmitted: BTreeSet<String> = BTreeSet::new();
+    let late: BTreeSet<&String> = scenario_of
+        .iter()
+        .filter(|(_, s)| **s == Scenario::LateProduction)
+        .map(|(id, _)| id)
+        .collect();
+    let mut clock_moved = late.is_empty();
     let mut last_line = Instant::now();
     let states = loop {
         // The store may be away for a while (a fault-injection run restarts it): keep waiting.
@@ -404,6 +422,25 @@ pub async fn drive(
             .iter()
             .filter(|(id, want)| states.get(*id).map(String::as_str) == Some(**want))
             .count();
+        // Every other case has ended and the late orders are with the centre: the days pass.
+        if !clock_moved
+            && done == expected.len() - late.len()
+            && late
+                .iter()
+                .all(|id| states.get(*id).map(String::as_str) == Some("in_production"))
+        {
+            settings
+                .clock
+                .advance(wangban_providers::simulated::LATE_BY);
+            clock_moved = true;
+            if progress {
+                crate::progress::show(&format!(
+                    "[demo] the clock moves {} days on: the centre finishes the late orders",
+                    wangban_providers::simulated::LATE_BY.as_secs() / 86_400
+                ));
+                crate::progress::end();
+            }
+        }
         if progress && last_line.elapsed() > Duration::from_millis(500) {
             crate::progress::show(&format!(
                 "[demo] {done}/{} cases in their final state, {:.1} s",
@@ -437,6 +474,18 @@ pub async fn drive(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
+    // A late order is late on the record too (the production step says so).
+    let late_on_record: BTreeSet<String> = if late.is_empty() {
+        BTreeSet::new()
+    } else {
+        pipeline
+            .runtime
+            .store
+            .late_productions()
+            .await?
+            .into_iter()
+            .collect()
+    };
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
     let mut unexpected = Vec::new();
     let mut scenarios: BTreeMap<&'static str, ScenarioCount> = Scenario::ALL
@@ -453,6 +502,9 @@ pub async fn drive(
         if got != *want {
             count.unexpected += 1;
             unexpected.push((id.clone(), want.to_string(), got));
+        } else if late.contains(id) && !late_on_record.contains(&case_of(id)) {
+            count.unexpected += 1;
+            unexpected.push((id.clone(), format!("{want} (late)"), got));
         }
     }
     let malformed = scenarios.entry(Scenario::Malformed.name()).or_default();
@@ -482,4 +534,11 @@ pub async fn drive(
         sample_case,
         run_id,
     })
+}
+
+/// The case id of an application id (the id the store keys cases by).
+fn case_of(application_id: &str) -> String {
+    wangban_domain::ids::ApplicationId::parse(application_id)
+        .map(|a| wangban_domain::ids::CaseId::for_application(&a).to_string())
+        .unwrap_or_default()
 }

@@ -129,6 +129,7 @@ pub fn handlers(settings: &Settings) -> Vec<Arc<dyn Handler>> {
                 .reviewers_file
                 .clone()
                 .map(wangban_review::desk_file::Watched::new),
+            caught_up: Default::default(),
         }),
         Arc::new(wangban_notify::Notify::new(settings.fees.clone())),
         Arc::new(wangban_production::Production {
@@ -235,7 +236,8 @@ impl Pipeline {
             settings.db_pool_size,
         )
         .await
-        .context("connecting to the database")?;
+        .context("connecting to the database")?
+        .with_clock(settings.clock.clone());
         if let Some(desk) = &settings.desk {
             desk.load(&store)
                 .await
@@ -246,7 +248,8 @@ impl Pipeline {
         let late = Arc::new(LateIngress::default());
         let simulation = Simulation::new(late.clone(), settings.sim_delay)
             .with_faults(settings.sim_faults.clone())
-            .with_retention(settings.sim_ledger_retention);
+            .with_retention(settings.sim_ledger_retention)
+            .with_clock(settings.clock.clone());
         let mut parties = Parties::build(settings, &simulation)?;
         parties.hall = Arc::new(crate::parties::HallDesk {
             store: store.clone(),
@@ -342,7 +345,14 @@ impl Pipeline {
         };
         // The same event (the same id) on every try: if a confirm was lost with the connection,
         // intake's inbox drops the copy.
-        let event = ingress::event(kind, "/portal", &case, None, application.clone());
+        let event = ingress::event(
+            self.runtime.store.clock(),
+            kind,
+            "/portal",
+            &case,
+            None,
+            application.clone(),
+        );
         self.patiently("handing the application to intake", || async {
             ingress::publish(self.runtime.bus.as_ref(), &event).await
         })

@@ -5,6 +5,7 @@ use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
 use wangban_domain::calendar::WorkingCalendar;
+use wangban_domain::clock::Clock;
 use wangban_domain::eligibility::Rules;
 use wangban_domain::pilot::PilotCities;
 use wangban_notify::FeeConfig;
@@ -76,8 +77,8 @@ pub struct Settings {
     pub resubmit_within: Duration,
     /// A review task held this long goes back to the queue (`WANGBAN_REVIEW_HOLD_SECS`).
     pub review_hold: Duration,
-    /// The review clock (the system's; tests set it).
-    pub review_clock: wangban_review::Clock,
+    /// The one clock of the process (the system's; tests and the demo control it).
+    pub clock: Clock,
     /// Declare only the queues of the workers this process runs (`WANGBAN_DECLARE=own`), for
     /// broker users limited to their own queues; the definitions file declares the rest.
     pub declare_own: bool,
@@ -209,7 +210,7 @@ impl Settings {
             review_hold: Duration::from_secs(
                 env_u64("WANGBAN_REVIEW_HOLD_SECS")?.unwrap_or(4 * 3600),
             ),
-            review_clock: wangban_review::Clock::default(),
+            clock: Clock::system(),
             declare_own: match std::env::var("WANGBAN_DECLARE").as_deref() {
                 Ok("own") => true,
                 Ok("all") | Err(_) => false,
@@ -253,7 +254,6 @@ impl Settings {
             max_rounds: self.review_max_rounds,
             resubmit_within: self.resubmit_within,
             hold: self.review_hold,
-            clock: self.review_clock.clone(),
         }
     }
 

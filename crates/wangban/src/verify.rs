@@ -146,7 +146,7 @@ pub async fn check(
         }
     }
     // Every committed event: published, and handled or dead-lettered by each worker it routes to.
-    let horizon = wangban_store::now_ms() - grace.as_millis() as i64;
+    let horizon = store.clock().now_ms() - grace.as_millis() as i64;
     for (event, key, created, published) in &snapshot.outbox {
         if *created > horizon {
             continue;

@@ -32,6 +32,9 @@ pub async fn run(
         // enough that the demo's answered corrections are always in time.
         s.resubmit_within = std::time::Duration::from_millis(10_000 + 30 * cases as u64);
     }
+    // Nor 3 working days for a late production order: the demo's workers read a clock it moves
+    // forward once every other case has ended (see `wangban::demo::drive`).
+    s.clock = wangban_domain::clock::Clock::controlled_now();
     if s.amqp_url.is_some() && s.queue_prefix.is_empty() {
         s.queue_prefix = format!("demo-{}.", std::process::id());
     }
