@@ -18,7 +18,7 @@ try {
   await page.fill("#token", "wrong-token");
   await page.click("#signin-form button");
   await page.waitForSelector("#signin:not([hidden])");
-  seen.wrong_token_refused = (await page.textContent("#status")).includes("token required");
+  seen.wrong_token_refused = (await page.textContent("#status")).includes("unknown operator token");
   await page.fill("#token", token);
   await page.click("#signin-form button");
   await page.waitForSelector("#queues tbody tr");

@@ -56,17 +56,9 @@ async fn start(test: &str, payment_window: Duration) -> Harness {
     let pipeline = Pipeline::connect(&env.settings)
         .await
         .expect("pipeline connects");
-    let state = wangban_api::AppState {
-        runtime: pipeline.runtime.clone(),
-        topology: pipeline.topology.clone(),
-        calendar: env.settings.calendar.clone(),
-        review_working_days: 2,
-        payment_window: env.settings.fees.payment_window,
-        operator_token: Some(OPERATOR.into()),
-        callbacks: env.settings.parties.callback_keys(),
-        review_max_rounds: env.settings.review_max_rounds,
-        hall_uncollected_after: env.settings.hall_uncollected_after,
-    };
+    let mut settings = env.settings.clone();
+    settings.operator_token = Some(wangban::settings::Secret::new(OPERATOR));
+    let state = wangban::serve::app_state(&settings, &pipeline);
     tokio::spawn(wangban_api::serve(state, listener, std::future::pending()));
     let running = Some(pipeline.spawn(&WORKERS).expect("workers start"));
     Harness {

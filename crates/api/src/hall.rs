@@ -11,7 +11,7 @@
 //! listed as uncollected, for the staff to call the applicant. Each action is one transaction
 //! that locks the case, marks the document and queues the `pickup.reported` event.
 
-use crate::{AppState, bearer};
+use crate::AppState;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
@@ -26,13 +26,7 @@ use wangban_domain::ids::{CaseId, EventId};
 use wangban_domain::lifecycle::State as CaseState;
 use wangban_store::{CaseTx, HallDocument, HallMember, StoreError};
 
-fn answer(status: StatusCode, error: impl std::fmt::Display) -> Response {
-    (status, Json(json!({"error": error.to_string()}))).into_response()
-}
-
-fn internal(e: impl std::fmt::Display) -> Response {
-    answer(StatusCode::INTERNAL_SERVER_ERROR, e)
-}
+use crate::{error_response as answer, internal};
 
 /// The member of a hall's staff the request's bearer token names; a request without a known
 /// token is answered 401 before any handler runs.
@@ -42,18 +36,16 @@ impl FromRequestParts<AppState> for Staff {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Staff, Response> {
-        let Some(token) = bearer(&parts.headers) else {
-            return Err(answer(
-                StatusCode::UNAUTHORIZED,
-                "a hall staff token is required (Authorization: Bearer …)",
-            ));
-        };
-        let digest = wangban_review::desk_file::token_digest(token);
-        match s.runtime.store.hall_member(&digest).await {
-            Ok(Some(m)) => Ok(Staff(m)),
-            Ok(None) => Err(answer(StatusCode::UNAUTHORIZED, "unknown hall staff token")),
-            Err(e) => Err(internal(e)),
-        }
+        crate::authenticate(
+            parts,
+            s,
+            ("a hall staff", "hall staff"),
+            |token| async move {
+                let digest = wangban_review::desk_file::token_digest(&token);
+                Ok(s.runtime.store.hall_member(&digest).await?.map(Staff))
+            },
+        )
+        .await
     }
 }
 

@@ -24,7 +24,10 @@ pub mod callbacks;
 pub mod hall;
 mod ops;
 pub mod review;
+pub mod server;
 pub mod sla;
+
+pub use server::{AuthFailures, HttpLimits, HttpStats, PeerAddr};
 
 use axum::Router;
 use axum::extract::State;
@@ -57,6 +60,10 @@ pub struct AppState {
     pub review_max_rounds: i64,
     /// How long a document may wait at the hall's counter before it is listed as uncollected.
     pub hall_uncollected_after: Duration,
+    /// The HTTP server's limits, its counters, and failed authentications per client address.
+    pub http_limits: HttpLimits,
+    pub http_stats: Arc<HttpStats>,
+    pub auth_failures: Arc<AuthFailures>,
 }
 
 /// The router of every endpoint.
@@ -116,15 +123,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `addr` until `shutdown` resolves.
+/// Serves every endpoint on `listener` until `shutdown` resolves (see [`server`]).
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(state, listener, shutdown).await
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -152,6 +157,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::new();
     s.runtime.metrics.render(&mut out);
+    s.http_stats.render(&mut out);
     use std::fmt::Write;
     if let Ok(n) = s.runtime.store.outbox_backlog().await {
         gauge(
@@ -312,17 +318,86 @@ impl axum::extract::FromRequestParts<AppState> for Operator {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Operator, Response> {
-        let Some(token) = &state.operator_token else {
-            return Err((
+        let Some(token) = state.operator_token.clone() else {
+            return Err(error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the operations API is closed: set WANGBAN_OPERATOR_TOKEN\n",
-            )
-                .into_response());
+                "the operations API is closed: set WANGBAN_OPERATOR_TOKEN",
+            ));
         };
-        match bearer(&parts.headers) {
-            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(Operator),
-            _ => Err((StatusCode::UNAUTHORIZED, "operator token required\n").into_response()),
+        authenticate(
+            parts,
+            state,
+            ("an operator", "operator"),
+            |given| async move {
+                Ok(constant_time_eq(given.as_bytes(), token.as_bytes()).then_some(Operator))
+            },
+        )
+        .await
+    }
+}
+
+/// An application error as JSON: `{"error": "…"}`.
+pub(crate) fn error_response(status: StatusCode, error: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({"error": error.to_string()}))).into_response()
+}
+
+/// A 500 naming what failed (never personal data: store and broker errors only).
+pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+/// Who the request's bearer token names, by `lookup`: 401 (with `WWW-Authenticate: Bearer`)
+/// without a token or with one `lookup` does not know. A client address that has failed
+/// [`server::HttpLimits::auth_failures_per_minute`] times this minute gets 429 with
+/// `Retry-After` and its token is not looked at; every failure is logged (with the address, never
+/// the token) and counted in `/metrics`. `who` is the kind of token, with and without its article.
+pub(crate) async fn authenticate<T, F, Fut>(
+    parts: &axum::http::request::Parts,
+    s: &AppState,
+    who: (&str, &str),
+    lookup: F,
+) -> Result<T, Response>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, wangban_store::StoreError>>,
+{
+    let peer = parts.extensions.get::<server::PeerAddr>().map(|p| p.0.ip());
+    if let Some(wait) = peer.and_then(|ip| s.auth_failures.blocked(ip)) {
+        s.http_stats.auth_throttled.fetch_add(1, Ordering::Relaxed);
+        let mut r = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentications from this address: try again later",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+        return Err(r);
+    }
+    let unauthorized = |message: String| {
+        let mut r = error_response(StatusCode::UNAUTHORIZED, message);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"wangban\""),
+        );
+        r
+    };
+    let Some(token) = bearer(&parts.headers) else {
+        return Err(unauthorized(format!(
+            "{} token is required (Authorization: Bearer …)",
+            who.0
+        )));
+    };
+    match lookup(token.to_owned()).await {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => {
+            s.http_stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            if let Some(ip) = peer {
+                s.auth_failures.record(ip);
+            }
+            let path = parts.uri.path();
+            tracing::warn!(peer = ?peer, path, token = who.1, "authentication failed: unknown token");
+            Err(unauthorized(format!("unknown {} token", who.1)))
         }
+        Err(e) => Err(internal(e)),
     }
 }
 

@@ -10,13 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wangban_domain::id_number::{IdNumber, mask};
 
-fn internal(e: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({"error": e.to_string()})),
-    )
-        .into_response()
-}
+use crate::internal;
 
 /// The case named by `id` (case or application id), or the answer when there is none.
 async fn case_view(

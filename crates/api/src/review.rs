@@ -22,13 +22,7 @@ use wangban_domain::lifecycle::State as CaseState;
 use wangban_domain::review::correction_item_zh;
 use wangban_store::{DeskMember, Task};
 
-fn answer(status: StatusCode, error: impl std::fmt::Display) -> Response {
-    (status, Json(json!({"error": error.to_string()}))).into_response()
-}
-
-fn internal(e: impl std::fmt::Display) -> Response {
-    answer(StatusCode::INTERNAL_SERVER_ERROR, e)
-}
+use crate::{error_response as answer, internal};
 
 /// The reviewer the request's bearer token names; a request without a known token is answered
 /// 401 before any handler runs.
@@ -38,18 +32,11 @@ impl FromRequestParts<AppState> for Reviewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Reviewer, Response> {
-        let Some(token) = crate::bearer(&parts.headers) else {
-            return Err(answer(
-                StatusCode::UNAUTHORIZED,
-                "a reviewer token is required (Authorization: Bearer …)",
-            ));
-        };
-        let digest = wangban_review::desk_file::token_digest(token);
-        match s.runtime.store.desk_member(&digest).await {
-            Ok(Some(m)) => Ok(Reviewer(m)),
-            Ok(None) => Err(answer(StatusCode::UNAUTHORIZED, "unknown reviewer token")),
-            Err(e) => Err(internal(e)),
-        }
+        crate::authenticate(parts, s, ("a reviewer", "reviewer"), |token| async move {
+            let digest = wangban_review::desk_file::token_digest(&token);
+            Ok(s.runtime.store.desk_member(&digest).await?.map(Reviewer))
+        })
+        .await
     }
 }
 

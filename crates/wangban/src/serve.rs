@@ -63,20 +63,7 @@ pub async fn run(
         })
     };
 
-    let state = wangban_api::AppState {
-        runtime: pipeline.runtime.clone(),
-        topology: pipeline.topology.clone(),
-        calendar: settings.calendar.clone(),
-        review_working_days: settings.review_working_days,
-        payment_window: settings.fees.payment_window,
-        operator_token: settings
-            .operator_token
-            .as_ref()
-            .map(|t| Arc::from(t.expose())),
-        callbacks: settings.parties.callback_keys(),
-        review_max_rounds: settings.review_max_rounds,
-        hall_uncollected_after: settings.hall_uncollected_after,
-    };
+    let state = app_state(settings, &pipeline);
     let listener = tokio::net::TcpListener::bind(&settings.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", settings.http_addr))?;
@@ -142,4 +129,27 @@ pub async fn probe(url: &str) -> bool {
         tokio::time::timeout(Duration::from_secs(5), attempt).await,
         Ok(Some(true))
     )
+}
+
+/// What the HTTP handlers of `pipeline` share, from `settings`.
+pub fn app_state(settings: &Settings, pipeline: &Pipeline) -> wangban_api::AppState {
+    wangban_api::AppState {
+        runtime: pipeline.runtime.clone(),
+        topology: pipeline.topology.clone(),
+        calendar: settings.calendar.clone(),
+        review_working_days: settings.review_working_days,
+        payment_window: settings.fees.payment_window,
+        operator_token: settings
+            .operator_token
+            .as_ref()
+            .map(|t| Arc::from(t.expose())),
+        callbacks: settings.parties.callback_keys(),
+        review_max_rounds: settings.review_max_rounds,
+        hall_uncollected_after: settings.hall_uncollected_after,
+        http_limits: settings.http_limits.clone(),
+        http_stats: Default::default(),
+        auth_failures: Arc::new(wangban_api::AuthFailures::new(
+            settings.http_limits.auth_failures_per_minute,
+        )),
+    }
 }

@@ -79,6 +79,9 @@ pub struct Settings {
     pub review_hold: Duration,
     /// The one clock of the process (the system's; tests and the demo control it).
     pub clock: Clock,
+    /// The HTTP server's limits (`WANGBAN_HTTP_MAX_CONNECTIONS`, `…_HEADER_TIMEOUT_SECS`,
+    /// `…_REQUEST_TIMEOUT_SECS`, `…_AUTH_FAILURES_PER_MINUTE`).
+    pub http_limits: wangban_api::HttpLimits,
     /// Declare only the queues of the workers this process runs (`WANGBAN_DECLARE=own`), for
     /// broker users limited to their own queues; the definitions file declares the rest.
     pub declare_own: bool,
@@ -163,7 +166,21 @@ impl Settings {
         if let Some(ms) = env_u64("WANGBAN_EFFECT_MAX_RETRY_MS")? {
             runtime.effect_retry_max = Duration::from_millis(ms.max(1));
         }
+        let mut http_limits = wangban_api::HttpLimits::default();
+        if let Some(n) = env_u64("WANGBAN_HTTP_MAX_CONNECTIONS")? {
+            http_limits.max_connections = n.clamp(1, 1_000_000) as usize;
+        }
+        if let Some(s) = env_u64("WANGBAN_HTTP_HEADER_TIMEOUT_SECS")? {
+            http_limits.header_read_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(s) = env_u64("WANGBAN_HTTP_REQUEST_TIMEOUT_SECS")? {
+            http_limits.request_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(n) = env_u64("WANGBAN_HTTP_AUTH_FAILURES_PER_MINUTE")? {
+            http_limits.auth_failures_per_minute = n.clamp(1, u64::from(u32::MAX)) as u32;
+        }
         Ok(Settings {
+            http_limits,
             amqp_url: std::env::var("AMQP_URL").ok().filter(|s| !s.is_empty()),
             amqp_ca_file: std::env::var_os("WANGBAN_AMQP_CA_FILE")
                 .filter(|s| !s.is_empty())
