@@ -322,7 +322,8 @@ fn callbacks_for(
         }
         "payment" => vec![(
             notify,
-            json!({"out_trade_no": v["out_trade_no"], "payment_id": format!("PAY{}", answer["order_id"].as_str().unwrap_or("")),
+            json!({"out_trade_no": v["out_trade_no"], "order_id": answer["order_id"],
+                   "payment_id": format!("PAY{}", answer["order_id"].as_str().unwrap_or("")),
                                           "amount_cny": v["amount_cny"], "status": "succeeded"}),
         )],
         "production" => {

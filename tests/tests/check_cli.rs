@@ -227,3 +227,38 @@ fn inspecting_commands_need_an_existing_store_and_say_so() {
     assert_eq!(out.status.code(), Some(3));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn help_never_prints_secrets_from_the_environment() {
+    for command in ["serve", "submit", "demo", "dlq", "audit"] {
+        let out = Command::new(wangban_binary())
+            .args([command, "--help"])
+            .env("AMQP_URL", "amqp://guest:s3cret-broker@127.0.0.1:5672/%2f")
+            .env(
+                "DATABASE_URL",
+                "postgres://wangban:s3cret-db@127.0.0.1/test",
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command} --help: {text}");
+        assert!(
+            !text.contains("s3cret"),
+            "{command} --help shows a secret:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_short_operator_token_is_refused_at_start() {
+    let out = Command::new(wangban_binary())
+        .args(["serve", "--workers", "none", "--http-addr", "127.0.0.1:0"])
+        .env("WANGBAN_OPERATOR_TOKEN", "CHANGE-ME")
+        .env("DATABASE_URL", "sqlite::memory:")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("at least 16 characters"), "{err}");
+    assert!(!err.contains("CHANGE-ME"), "the token was printed: {err}");
+}

@@ -1,7 +1,8 @@
 //! Deadlines on a controlled clock, on RabbitMQ and PostgreSQL: the payment window's reminder and
 //! lapse are scheduled with the fee request and fire when the clock passes their time — the
 //! policy's days, moved through in seconds with no sleep — and a process that starts while a case
-//! is already waiting (an upgrade from a version that scanned instead) schedules them again.
+//! is already waiting (an upgrade from a version that scanned instead) schedules them again. A
+//! payment report forged on the bus for another order than the case's moves nothing.
 
 use serde_json::Value;
 use std::time::Duration;
@@ -65,9 +66,37 @@ async fn the_payment_window_reminds_and_lapses_when_the_clock_passes_it() {
         "{scheduled:?}"
     );
 
+    // A payment report forged on the bus — the fee, but for an order that is not the case's —
+    // moves nothing: the money is kept for refund.
+    let case_id: wangban_domain::ids::CaseId = case.parse().unwrap();
+    let forged = wangban_runtime::ingress::event(
+        &clock,
+        wangban_domain::events::EventType::PaymentReported,
+        "/somewhere",
+        &case_id,
+        None,
+        serde_json::json!({"payment_id": "PAY-FORGED", "gateway_order_id": "ORD-MADE-UP",
+                           "amount_cny": 120, "status": "succeeded"}),
+    );
+    d.client.runtime.publish_ingress(&forged).await.unwrap();
+    let store = &d.client.runtime.store;
+    eventually(
+        Duration::from_secs(30),
+        "the forged payment to be kept for refund",
+        || async {
+            let view = store.case_view(&case).await.unwrap().unwrap();
+            view.audit.iter().any(|a| a.kind == "payment_unmatched")
+                && view
+                    .effects
+                    .iter()
+                    .any(|(p, _)| p == "refund_due:PAY-FORGED")
+        },
+    )
+    .await;
+    assert_eq!(view().await["case"]["state"], "awaiting_payment");
+
     // A process started now (this version, after one that scanned): the case's deadlines are
     // scheduled again, at the same times.
-    let store = &d.client.runtime.store;
     {
         use sqlx::Connection;
         let mut conn = sqlx::AnyConnection::connect(&d.env.settings.database_url)

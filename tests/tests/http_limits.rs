@@ -74,6 +74,50 @@ async fn one_client_cannot_exhaust_the_http_surface() {
     })
     .await;
 
+    // Pages run only their own script and are framed by no one; answers are not sniffed; API
+    // answers (personal data) are not cached.
+    let page = raw(&addr, &get("/dashboard", "-"))
+        .await
+        .to_ascii_lowercase();
+    assert!(page.starts_with("http/1.1 200"), "{page}");
+    for header in [
+        "content-security-policy: default-src 'none'; script-src 'sha256-",
+        "frame-ancestors 'none'",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+    ] {
+        assert!(page.contains(header), "{header} missing:\n{page}");
+    }
+    let api = raw(&addr, &get("/api/ops/queues", OPERATOR))
+        .await
+        .to_ascii_lowercase();
+    assert!(api.starts_with("http/1.1 200"), "{api}");
+    assert!(
+        api.contains("cache-control: no-store") && api.contains("x-content-type-options: nosniff"),
+        "{api}"
+    );
+
+    // A NUL byte in a path or a search is refused, naming it, before the database sees it.
+    let nul_path = raw(&addr, &get("/api/ops/cases/%00case", OPERATOR)).await;
+    assert!(
+        nul_path.starts_with("HTTP/1.1 400") && nul_path.contains("NUL"),
+        "{nul_path}"
+    );
+    let body = r#"{"q":"case\u0000x"}"#;
+    let nul_search = raw(
+        &addr,
+        &format!(
+            "POST /api/ops/search HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {OPERATOR}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(
+        nul_search.starts_with("HTTP/1.1 400") && nul_search.contains("`q`"),
+        "{nul_search}"
+    );
+
     // An idle connection is closed after the header-read timeout.
     let mut idle = TcpStream::connect(&addr).await.unwrap();
     let opened = Instant::now();

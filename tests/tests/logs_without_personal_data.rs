@@ -44,7 +44,7 @@ async fn no_personal_data_in_any_log_line() {
             .env("DATABASE_URL", &s.database_url)
             .env("WANGBAN_QUEUE_PREFIX", &s.queue_prefix)
             .env("WANGBAN_SIM_DELAY_MS", "5")
-            .env("WANGBAN_OPERATOR_TOKEN", "pii-token")
+            .env("WANGBAN_OPERATOR_TOKEN", "pii-test-operator-token")
             .env("RUST_LOG", "debug");
     };
     let mut serve = Command::new(wangban_binary());

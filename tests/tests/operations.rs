@@ -13,7 +13,7 @@ use wangban_domain::ids::{ApplicationId, CaseId};
 use wangban_runtime::ingress;
 use wangban_tests::{RealServices, eventually, free_port, http, wangban_binary};
 
-const TOKEN: &str = "ops-test-token";
+const TOKEN: &str = "ops-test-operator-token";
 
 fn metric(body: &str, line_start: &str) -> f64 {
     body.lines()
@@ -91,7 +91,8 @@ async fn metrics_move_and_a_dead_letter_is_replayed_to_completion() {
         "/payment-gateway",
         &case,
         None,
-        serde_json::json!({"payment_id": "PAY-EARLY-1", "amount_cny": 120, "status": "succeeded"}),
+        serde_json::json!({"payment_id": "PAY-EARLY-1", "amount_cny": 120, "status": "succeeded",
+                           "gateway_order_id": wangban_providers::simulated::gateway_order_id(&case)}),
     );
     client.runtime.publish_ingress(&early).await.unwrap();
     let store = client.runtime.store.clone();

@@ -119,6 +119,27 @@ async fn case_json(h: &Harness, id: &str) -> Value {
     ops_get(h, &format!("/api/ops/cases/{id}")).await
 }
 
+/// `key` of what the case's effect `purpose` recorded: the gateway's order, the booked waybill.
+async fn recorded(h: &Harness, case: &str, purpose: &str, key: &str) -> String {
+    let view = h
+        .pipeline
+        .runtime
+        .store
+        .case_view(case)
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, detail) = view
+        .effects
+        .iter()
+        .find(|(p, _)| p == purpose)
+        .unwrap_or_else(|| panic!("no {purpose} recorded"));
+    serde_json::from_str::<Value>(detail).unwrap()[key]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_cases_through_the_http_parties_with_faults_and_a_crash() {
     let mut h = start("http_parties", Duration::from_secs(600)).await;
@@ -429,9 +450,11 @@ async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep
     .await;
     let url = format!("{}/callbacks/payment", h.api);
     let now = wangban_providers::signing::unix_now();
-    let pay = |amount: u32, id: &str| {
-        json!({"out_trade_no": format!("{case}:fee"), "payment_id": id, "amount_cny": amount, "status": "succeeded"}).to_string()
+    let order = recorded(&h, &case, "payment_order", "gateway_order_id").await;
+    let pay_for = |order: &str, amount: u32, id: &str| {
+        json!({"out_trade_no": format!("{case}:fee"), "order_id": order, "payment_id": id, "amount_cny": amount, "status": "succeeded"}).to_string()
     };
+    let pay = |amount: u32, id: &str| pay_for(&order, amount, id);
     let fee_body = pay(120, "PAY-OK-1");
 
     // Refused, nothing changed: a wrong secret, a stale timestamp, an unknown key id, a bad body.
@@ -477,7 +500,7 @@ async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep
     )
     .await;
     assert_eq!(s, 400, "{body}");
-    assert!(body.contains("payment_id"), "{body}");
+    assert!(body.contains("order_id"), "{body}");
     let (s, _) = signed_post(
         &format!("{}/callbacks/courier", h.api),
         KEY_ID,
@@ -502,8 +525,12 @@ async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep
     )
     .await;
     assert_eq!(s, 200, "{body}");
+    // The fee, for another order than the case's: kept for refund; the case still waits.
+    let other = pay_for("ORD-NOT-OURS", 120, "PAY-OTHER-1");
+    let (s, body) = signed_post(&url, KEY_ID, SECRET, other.as_bytes(), now, "n-other").await;
+    assert_eq!(s, 200, "{body}");
     // Money for no case we know: recorded for refund, acknowledged.
-    let stray = json!({"out_trade_no": "case_000000000000000000000000:fee", "payment_id": "PAY-STRAY-1", "amount_cny": 120, "status": "succeeded"}).to_string();
+    let stray = json!({"out_trade_no": "case_000000000000000000000000:fee", "order_id": "ORD-STRAY", "payment_id": "PAY-STRAY-1", "amount_cny": 120, "status": "succeeded"}).to_string();
     let (s, body) = signed_post(&url, KEY_ID, SECRET, stray.as_bytes(), now, "n-stray").await;
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("\"recorded_for_refund\":1"), "{body}");
@@ -549,8 +576,10 @@ async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep
     assert_eq!(s, 200, "{body}");
     let p: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(p["status"], "paid", "{p}");
-    assert_eq!(p["payments"].as_array().unwrap().len(), 2, "{p}");
+    assert_eq!(p["payments"].as_array().unwrap().len(), 3, "{p}");
     assert_eq!(p["refunds_due"][0]["payment_id"], "PAY-WRONG-1", "{p}");
+    assert_eq!(p["refunds_due"][1]["payment_id"], "PAY-OTHER-1", "{p}");
+    assert_eq!(p["payments"][1]["outcome"], "other_order_for_refund", "{p}");
     let (s, body) = http(
         "GET",
         &format!("{}/api/ops/refunds", h.api),
@@ -576,8 +605,10 @@ async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep
     // operators' queue and leaves the case shipped; delivered ends it; a late, stale
     // `in_transit` changes nothing.
     let courier = format!("{}/callbacks/courier", h.api);
+    let waybill = recorded(&h, &case, "shipment", "waybill").await;
     let report = |status: &str| {
-        json!({"order_id": format!("{case}:shipment"), "waybill_no": "SF000000000777", "status": status}).to_string()
+        json!({"order_id": format!("{case}:shipment"), "waybill_no": waybill, "status": status})
+            .to_string()
     };
     let unknown = json!({"order_id": "case_000000000000000000000000:shipment", "waybill_no": "SF1", "status": "delivered"}).to_string();
     let (s, _) = signed_post(
@@ -657,6 +688,35 @@ async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep
         "{metrics}"
     );
     h.running.take().unwrap().stop().await;
+    // Had the case's fee order been another, `wangban verify` would flag the payment.
+    let store = &h.pipeline.runtime.store;
+    let workers = &h.pipeline.topology.workers;
+    let flagged = |v: &wangban::verify::Verification| {
+        v.violations
+            .iter()
+            .filter(|v| v.contains(&case) && v.contains("payment confirmed"))
+            .count()
+    };
+    let grace = Duration::from_secs(3600);
+    let clean = wangban::verify::check(store, workers, grace).await.unwrap();
+    assert_eq!(flagged(&clean), 0, "{:?}", clean.violations);
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&h.env.settings.database_url)
+            .await
+            .unwrap();
+        let other = r#"{"amount_cny":120,"gateway_order_id":"ORD-OTHER"}"#;
+        sqlx::query(
+            "UPDATE effects SET detail = $1 WHERE case_id = $2 AND purpose = 'payment_order'",
+        )
+        .bind(other)
+        .bind(&case)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let tampered = wangban::verify::check(store, workers, grace).await.unwrap();
+    assert_eq!(flagged(&tampered), 1, "{:?}", tampered.violations);
     h.env.cleanup(&h.pipeline).await;
 }
 
@@ -675,7 +735,8 @@ async fn a_payment_after_the_window_closed_is_kept_for_refund() {
         },
     )
     .await;
-    let body = json!({"out_trade_no": format!("{case}:fee"), "payment_id": "PAY-LATE-1", "amount_cny": 120, "status": "succeeded"}).to_string();
+    let order = recorded(&h, &case, "payment_order", "gateway_order_id").await;
+    let body = json!({"out_trade_no": format!("{case}:fee"), "order_id": order, "payment_id": "PAY-LATE-1", "amount_cny": 120, "status": "succeeded"}).to_string();
     let now = wangban_providers::signing::unix_now();
     let (s, answer) = signed_post(
         &format!("{}/callbacks/payment", h.api),
@@ -813,8 +874,20 @@ async fn a_document_the_courier_brings_back_goes_to_the_hall_of_the_household_re
     wait_all_in(&h, &run, &[&refused_id, &attempted_id], "shipped").await;
     let courier = format!("{}/callbacks/courier", h.api);
     let now = wangban_providers::signing::unix_now();
+    let waybills = [
+        (
+            refused_case.clone(),
+            recorded(&h, &refused_case, "shipment", "waybill").await,
+        ),
+        (
+            attempted_case.clone(),
+            recorded(&h, &attempted_case, "shipment", "waybill").await,
+        ),
+    ];
     let report = |case: &str, status: &str| {
-        json!({"order_id": format!("{case}:shipment"), "waybill_no": format!("SF-{case}"), "status": status}).to_string()
+        let waybill = &waybills.iter().find(|(c, _)| c == case).unwrap().1;
+        json!({"order_id": format!("{case}:shipment"), "waybill_no": waybill, "status": status})
+            .to_string()
     };
 
     // Refused at the door (到付): the courier brings it back.

@@ -513,6 +513,13 @@ async fn scheduled_conformance(url: &str) {
     assert_eq!(b.fire_due(10).await.unwrap(), 1);
     assert!(a.scheduled_for(case.as_str()).await.unwrap().is_empty());
     assert_eq!(a.outbox_backlog().await.unwrap(), backlog + 2);
+
+    // Callback nonces are forgotten on the clock, not before their time.
+    assert!(a.claim_nonce("sms", "n-1").await.unwrap());
+    assert!(!a.claim_nonce("sms", "n-1").await.unwrap(), "a replay");
+    assert_eq!(a.sweep_nonces(Duration::from_secs(600)).await.unwrap(), 0);
+    clock.advance(Duration::from_secs(601));
+    assert_eq!(a.sweep_nonces(Duration::from_secs(600)).await.unwrap(), 1);
     a.close().await;
     b.close().await;
 }

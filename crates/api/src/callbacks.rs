@@ -57,11 +57,15 @@ impl CallbackKeys {
             tolerance_s,
         }
     }
+
+    /// How long a seen nonce must be remembered: a callback's timestamp is accepted within the
+    /// tolerance either side of now, so twice the tolerance (and at least an hour).
+    pub fn nonce_memory(&self) -> std::time::Duration {
+        std::time::Duration::from_secs((2 * self.tolerance_s.max(0) as u64).max(3600))
+    }
 }
 
-fn refuse(status: StatusCode, why: impl std::fmt::Display) -> Response {
-    (status, Json(json!({"error": why.to_string()}))).into_response()
-}
+use crate::error_response as refuse;
 
 /// One report of a callback.
 enum Report {
@@ -192,11 +196,20 @@ fn unmatched(data: &Value, reference: &str, why: &str) -> UnmatchedPayment {
 }
 
 fn text<'a>(v: &'a Value, field: &str) -> Result<&'a str, String> {
-    v.get(field)
+    let s = v
+        .get(field)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty() && s.len() <= 100)
-        .ok_or_else(|| format!("`{field}` must be a string of 1 to 100 characters"))
+        .ok_or_else(|| format!("`{field}` must be a string of 1 to 100 characters"))?;
+    if s.contains('\0') {
+        return Err(format!("`{field}` contains a NUL character"));
+    }
+    Ok(s)
 }
+
+/// The largest amount a payment report may carry: far above any fee, far below where an
+/// integer column overflows.
+const MAX_AMOUNT_CNY: u64 = 1_000_000;
 
 fn one_of<'a>(v: &'a Value, field: &str, allowed: &[&str]) -> Result<&'a str, String> {
     let s = text(v, field)?;
@@ -222,13 +235,18 @@ fn parse(party: &str, v: &Value) -> Result<Vec<Report>, String> {
     match party {
         "payment" => {
             let reference = text(v, "out_trade_no")?;
+            let order_id = text(v, "order_id")?;
             let payment_id = text(v, "payment_id")?;
             let status = one_of(v, "status", &["succeeded", "failed", "closed"])?;
             let amount = v
                 .get("amount_cny")
                 .and_then(Value::as_u64)
-                .ok_or("`amount_cny` must be a whole number of yuan")?;
-            let data = json!({"payment_id": payment_id, "amount_cny": amount, "status": status});
+                .filter(|a| *a <= MAX_AMOUNT_CNY)
+                .ok_or(format!(
+                    "`amount_cny` must be a whole number of yuan from 0 to {MAX_AMOUNT_CNY}"
+                ))?;
+            let data = json!({"payment_id": payment_id, "gateway_order_id": order_id,
+                              "amount_cny": amount, "status": status});
             Ok(vec![match case_of(reference, FEE) {
                 Some(case) => Report::Event {
                     case,
@@ -308,5 +326,41 @@ fn parse(party: &str, v: &Value) -> Result<Vec<Report>, String> {
                 .collect()
         }
         _ => Err("unknown party".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payment(payment_id: &str, amount: Value) -> Value {
+        json!({"out_trade_no": "case_0123456789abcdef01234567:fee", "order_id": "G1",
+               "payment_id": payment_id, "status": "succeeded", "amount_cny": amount})
+    }
+
+    fn refusal(party: &str, body: &Value) -> String {
+        match parse(party, body) {
+            Err(why) => why,
+            Ok(_) => panic!("{body} was taken"),
+        }
+    }
+
+    #[test]
+    fn a_nul_or_an_absurd_amount_is_refused_naming_the_field() {
+        assert!(parse("payment", &payment("P1", json!(120))).is_ok());
+        let mut no_order = payment("P1", json!(120));
+        no_order.as_object_mut().unwrap().remove("order_id");
+        assert!(refusal("payment", &no_order).contains("`order_id`"));
+        assert!(refusal("payment", &payment("P\u{0}1", json!(120))).contains("`payment_id`"));
+        for amount in [
+            json!(1_000_001),
+            json!(9_223_372_036_854_775_808_u64),
+            json!(-1),
+        ] {
+            assert!(refusal("payment", &payment("P1", amount)).contains("`amount_cny`"));
+        }
+        let courier = json!({"order_id": "case_0123456789abcdef01234567:shipment",
+                             "waybill_no": "SF\u{0}1", "status": "delivered"});
+        assert!(refusal("courier", &courier).contains("`waybill_no`"));
     }
 }

@@ -23,6 +23,7 @@
 pub mod callbacks;
 pub mod hall;
 mod ops;
+mod pages;
 pub mod review;
 pub mod server;
 pub mod sla;
@@ -32,7 +33,7 @@ pub use server::{AuthFailures, HttpLimits, HttpStats, PeerAddr};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use std::sync::Arc;
@@ -74,7 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route(
             "/dashboard",
-            get(|| async { Html(include_str!("dashboard.html")) }),
+            get(|| async { pages::page(include_str!("dashboard.html")) }),
         )
         .route(
             "/",
@@ -104,7 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/callbacks/{party}", post(callbacks::receive))
         .route(
             "/review",
-            get(|| async { Html(include_str!("review.html")) }),
+            get(|| async { pages::page(include_str!("review.html")) }),
         )
         .route("/api/review/openapi.json", get(review::openapi))
         .route("/api/review/me", get(review::me))
@@ -115,11 +116,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/review/cases/{case_id}", get(review::case))
         .route("/api/review/cases/{case_id}/decision", post(review::decide))
         .route("/api/review/cases/{case_id}/release", post(review::release))
-        .route("/hall", get(|| async { Html(include_str!("hall.html")) }))
+        .route(
+            "/hall",
+            get(|| async { pages::page(include_str!("hall.html")) }),
+        )
         .route("/api/hall/me", get(hall::me))
         .route("/api/hall/documents", get(hall::documents))
         .route("/api/hall/documents/{case_id}/arrived", post(hall::arrived))
         .route("/api/hall/documents/{case_id}/collect", post(hall::collect))
+        .layer(axum::middleware::from_fn(pages::headers))
         .with_state(state)
 }
 

@@ -139,6 +139,9 @@ pub async fn search(
     Json(body): Json<SearchBody>,
 ) -> Response {
     let q = body.q.trim();
+    if q.contains('\0') {
+        return crate::error_response(StatusCode::BAD_REQUEST, "`q` contains a NUL character");
+    }
     let store = &s.runtime.store;
     let ids: Vec<String> = if let Ok(id) = IdNumber::parse(q) {
         match store
@@ -379,6 +382,7 @@ pub async fn payment(State(s): State<AppState>, _: Operator, Path(id): Path<Stri
                 "transition" if d["step"] == "confirm_payment" => "confirmed",
                 "payment_refused" => "refused_for_refund",
                 "payment_after_expiry" => "after_expiry_for_refund",
+                "payment_unmatched" => "other_order_for_refund",
                 "payment_not_completed" => "not_completed",
                 _ => return None,
             };

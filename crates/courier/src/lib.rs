@@ -117,8 +117,18 @@ fn method(case: &CaseRecord) -> Result<DeliveryMethod, String> {
     }
 }
 
-/// What the courier worker does with `input` for `case`.
-pub fn decide(case: &CaseRecord, input: &Input) -> Result<Decision, String> {
+/// What the courier worker does with `input` for `case`, whose shipment was booked under
+/// `booked` (the waybill recorded, if any). A courier's report about another waybill is kept for
+/// the operators and moves nothing.
+pub fn decide(case: &CaseRecord, input: &Input, booked: Option<&str>) -> Result<Decision, String> {
+    if let (Input::Courier { status, waybill }, Some(booked)) = (input, booked)
+        && waybill.as_str() != Some(booked)
+    {
+        return Ok(Decision::audit(
+            "courier_report_unmatched",
+            json!({"status": status.as_str(), "waybill": waybill, "booked": booked}),
+        ));
+    }
     Ok(match input {
         Input::Produced => {
             let (step, effect) = match method(case)? {
@@ -226,7 +236,12 @@ impl Handler for Dispatch {
     async fn handle(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         let input = Input::decode(event).map_err(HandlerError::Permanent)?;
         let mut case = cx.case().await?;
-        let decision = decide(&case, &input).map_err(HandlerError::Permanent)?;
+        let booked = match input {
+            Input::Courier { .. } => cx.tx().effect(&case.case_id, "shipment").await?,
+            _ => None,
+        };
+        let booked = booked.as_ref().and_then(|s| s["waybill"].as_str());
+        let decision = decide(&case, &input, booked).map_err(HandlerError::Permanent)?;
         cx.apply(&mut case, decision).await?;
         Ok(())
     }
@@ -322,10 +337,18 @@ mod tests {
                 Decision::step(Step::AnnouncePickup, json!({"hall": "dc", "arrived": true, "by": "w1"}))),
             ("handed over at a staffed hall", ReadyForPickup, "pickup", Input::Collected { hall: json!("dc"), by: json!("w1") },
                 Decision::step(Step::Collect, json!({"hall": "dc", "by": "w1"}))),
+            ("delivered, another waybill than booked: for the operators, no step", Shipped, "courier",
+                Input::Courier { status: CourierStatus::Delivered, waybill: json!("SF2") },
+                Decision::audit("courier_report_unmatched", json!({"status": "delivered", "waybill": "SF2", "booked": "SF1"}))),
+            ("returned, no waybill at all: no step", Shipped, "courier",
+                Input::Courier { status: CourierStatus::Returned, waybill: Value::Null },
+                Decision::audit("courier_report_unmatched", json!({"status": "returned", "waybill": null, "booked": "SF1"}))),
         ];
         for (what, state, method, input, expected) in table {
+            // Booked as SF1 once the case has shipped.
+            let booked = (!matches!(state, Produced | Paid)).then_some("SF1");
             assert_eq!(
-                decide(&case(state, method), &input).unwrap(),
+                decide(&case(state, method), &input, booked).unwrap(),
                 expected,
                 "{what}"
             );
@@ -378,11 +401,11 @@ mod tests {
         );
         assert!(Input::decode(&bad).unwrap_err().contains("command"));
         let no_waybill = done(Effect::Shipment, json!({}));
-        let err = decide(&case(State::Produced, "courier"), &no_waybill).unwrap_err();
+        let err = decide(&case(State::Produced, "courier"), &no_waybill, None).unwrap_err();
         assert!(err.contains("waybill"), "{err}");
         let odd = case(State::Produced, "drone");
         assert!(
-            decide(&odd, &Input::Produced)
+            decide(&odd, &Input::Produced, None)
                 .unwrap_err()
                 .contains("delivery method")
         );

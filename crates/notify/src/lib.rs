@@ -163,9 +163,10 @@ pub enum Input {
     Approved,
     /// The payment gateway made the order.
     PaymentOrdered(EffectReport),
-    /// The gateway reported a payment.
+    /// The gateway reported a payment for its order `gateway_order_id`.
     PaymentReported {
         payment_id: String,
+        gateway_order_id: Option<String>,
         status: String,
         amount_cny: u64,
     },
@@ -200,6 +201,8 @@ impl Input {
                 };
                 Input::PaymentReported {
                     payment_id: payment_id.to_owned(),
+                    gateway_order_id: text("gateway_order_id")
+                        .map(|g| g.chars().take(100).collect()),
                     status: text("status").unwrap_or("").chars().take(32).collect(),
                     amount_cny,
                 }
@@ -242,12 +245,15 @@ fn detail_of(data: &Value, key: &str) -> String {
 }
 
 impl Notify {
-    /// What the fee notification worker does with `input` for `case`, at `now_ms`.
+    /// What the fee notification worker does with `input` for `case`, at `now_ms`, the case's
+    /// payment order being `ordered` (the gateway's order id recorded with the fee request).
+    /// A payment is taken only for that order and the fee due; other money is kept for refund.
     pub fn decide(
         &self,
         case: &CaseRecord,
         input: &Input,
         now_ms: i64,
+        ordered: Option<&str>,
     ) -> Result<Decision, String> {
         let amount = self.fees.fee(kind_of(case));
         Ok(match input {
@@ -280,6 +286,7 @@ impl Notify {
             }
             Input::PaymentReported {
                 payment_id,
+                gateway_order_id,
                 status,
                 amount_cny,
             } => {
@@ -296,13 +303,26 @@ impl Notify {
                 };
                 if *amount_cny != u64::from(amount) {
                     refund("amount does not match the fee", "payment_refused")
+                } else if let Some(ordered) = ordered
+                    && gateway_order_id.as_deref() != Some(ordered)
+                {
+                    // Not the order we made for this case (a report forged on the bus, say):
+                    // no transition; if money moved, it is kept for refund.
+                    tracing::warn!(
+                        "a payment report names another order than the case's; not applied"
+                    );
+                    refund(
+                        "payment for another order than the case's",
+                        "payment_unmatched",
+                    )
                 } else if case.state == State::PaymentExpired {
                     // Money for a lapsed application: kept for refund, never lost.
                     refund("payment after the window closed", "payment_after_expiry")
                 } else {
                     Decision::step(
                         Step::ConfirmPayment,
-                        json!({"payment_id": payment_id, "amount_cny": amount_cny}),
+                        json!({"payment_id": payment_id, "amount_cny": amount_cny,
+                               "gateway_order_id": gateway_order_id}),
                     )
                 }
             }
@@ -452,8 +472,14 @@ impl Handler for Notify {
     async fn handle(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         let input = Input::decode(event).map_err(HandlerError::Permanent)?;
         let mut case = cx.case().await?;
+        let order = match input {
+            Input::PaymentReported { .. } => cx.tx().effect(&case.case_id, "payment_order").await?,
+            _ => None,
+        };
+        let ordered = order.as_ref().and_then(|o| o["gateway_order_id"].as_str());
+        let now = cx.tx().clock().now_ms();
         let decision = self
-            .decide(&case, &input, cx.tx().clock().now_ms())
+            .decide(&case, &input, now, ordered)
             .map_err(HandlerError::Permanent)?;
         cx.apply(&mut case, decision).await?;
         Ok(())
@@ -491,8 +517,13 @@ mod tests {
     }
 
     fn paid(amount: u64) -> Input {
+        paid_for("G1", amount)
+    }
+
+    fn paid_for(order: &str, amount: u64) -> Input {
         Input::PaymentReported {
             payment_id: "PAY1".into(),
+            gateway_order_id: Some(order.into()),
             status: "succeeded".into(),
             amount_cny: amount,
         }
@@ -545,9 +576,9 @@ mod tests {
             ("ordered again (late duplicate): step only, refused", awaiting.clone(), ordered(json!({"gateway_order_id": "G1"})), 0,
                 Decision::step(Step::RequestFee, order.clone())),
             ("paid", awaiting.clone(), paid(120), 0,
-                Decision::step(Step::ConfirmPayment, json!({"payment_id": "PAY1", "amount_cny": 120}))),
+                Decision::step(Step::ConfirmPayment, json!({"payment_id": "PAY1", "amount_cny": 120, "gateway_order_id": "G1"}))),
             ("paid before the order was recorded: the lifecycle waits", approved.clone(), paid(120), 0,
-                Decision::step(Step::ConfirmPayment, json!({"payment_id": "PAY1", "amount_cny": 120}))),
+                Decision::step(Step::ConfirmPayment, json!({"payment_id": "PAY1", "amount_cny": 120, "gateway_order_id": "G1"}))),
             ("paid the wrong amount: kept for refund", awaiting.clone(), paid(60), 0,
                 Decision::audit("payment_refused", refund("amount does not match the fee"))
                     .recording("refund_due:PAY1", refund("amount does not match the fee"))),
@@ -555,8 +586,17 @@ mod tests {
                 let r = json!({"payment_id": "PAY1", "amount_cny": 120, "why": "payment after the window closed"});
                 Decision::audit("payment_after_expiry", r.clone()).recording("refund_due:PAY1", r)
             }),
+            ("paid for another order (forged on the bus): kept for refund, no step", awaiting.clone(), paid_for("G9", 120), 0, {
+                let r = json!({"payment_id": "PAY1", "amount_cny": 120, "why": "payment for another order than the case's"});
+                Decision::audit("payment_unmatched", r.clone()).recording("refund_due:PAY1", r)
+            }),
+            ("paid naming no order at all: kept for refund, no step", awaiting.clone(),
+                Input::PaymentReported { payment_id: "PAY1".into(), gateway_order_id: None, status: "succeeded".into(), amount_cny: 120 }, 0, {
+                let r = json!({"payment_id": "PAY1", "amount_cny": 120, "why": "payment for another order than the case's"});
+                Decision::audit("payment_unmatched", r.clone()).recording("refund_due:PAY1", r)
+            }),
             ("a failed payment: recorded only", awaiting.clone(),
-                Input::PaymentReported { payment_id: "PAY1".into(), status: "failed".into(), amount_cny: 120 }, 0,
+                Input::PaymentReported { payment_id: "PAY1".into(), gateway_order_id: Some("G1".into()), status: "failed".into(), amount_cny: 120 }, 0,
                 Decision::audit("payment_not_completed", json!({"payment_id": "PAY1", "status": "failed"}))),
             ("reminder not due yet (early timer)", awaiting.clone(), Input::Deadline(Deadline::Reminder), 2 * day, Decision::nothing()),
             ("reminder due", awaiting.clone(), Input::Deadline(Deadline::Reminder), 3 * day,
@@ -590,7 +630,13 @@ mod tests {
                 Decision::request(sms(&case(ReadyForPickup, "passport", 0), Purpose::Returned, &[("waybill", "SF1")]))),
         ];
         for (what, case, input, now, expected) in table {
-            assert_eq!(n.decide(&case, &input, now).unwrap(), expected, "{what}");
+            // The order G1 is recorded with the fee request.
+            let ordered = (case.state != State::Approved).then_some("G1");
+            assert_eq!(
+                n.decide(&case, &input, now, ordered).unwrap(),
+                expected,
+                "{what}"
+            );
         }
     }
 
@@ -604,6 +650,7 @@ mod tests {
                 &c,
                 &Input::Announce(EventType::Entered(State::CorrectionRequested), data),
                 0,
+                None,
             )
             .unwrap();
         assert_eq!(d.request.len(), 1);

@@ -93,8 +93,10 @@ pub fn verify<'a>(
         .and_then(|s| hex::decode(s.trim()).ok())
         .ok_or(SignatureError::Missing(SIGNATURE))?;
     let secret = secret_of(key_id).ok_or(SignatureError::UnknownKey)?;
-    if (now - timestamp).abs() > tolerance_s {
-        return Err(SignatureError::Stale(now - timestamp));
+    // Checked: a timestamp near i64::MIN or MAX must be stale, not overflow into "fresh".
+    match now.checked_sub(timestamp) {
+        Some(age) if age.checked_abs().is_some_and(|a| a <= tolerance_s) => {}
+        age => return Err(SignatureError::Stale(age.unwrap_or(i64::MIN))),
     }
     // constant-time comparison
     mac(secret, timestamp, nonce, body)
@@ -172,6 +174,22 @@ mod tests {
         let s = Signed::at("k1", b"shared-secret", body, 1_000_000, "n1");
         assert_eq!(check(&s, body, 1_000_301), Err(SignatureError::Stale(301)));
         assert_eq!(check(&s, body, 999_600), Err(SignatureError::Stale(-400)));
+        // Timestamps at the ends of the range are stale, never an overflow that looks fresh.
+        for timestamp in [
+            i64::MIN,
+            1_000_000 + i64::MIN,
+            1_000_000 - i64::MAX,
+            i64::MAX,
+        ] {
+            let odd = Signed {
+                timestamp,
+                ..s.clone()
+            };
+            assert!(
+                matches!(check(&odd, body, 1_000_000), Err(SignatureError::Stale(_))),
+                "{timestamp}"
+            );
+        }
         let unknown = Signed {
             key_id: "k9".into(),
             ..s.clone()

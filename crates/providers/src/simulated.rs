@@ -64,6 +64,12 @@ impl Script {
     }
 }
 
+/// The order id the simulated payment gateway gives a case's fee (one order per case): known in
+/// advance, so a test can hand-make a payment report for it.
+pub fn gateway_order_id(case: &CaseId) -> String {
+    format!("SIMPAY-{}", case.as_str().trim_start_matches("case_"))
+}
+
 /// Faults the simulated parties can be told to show (for fault-injection runs).
 #[derive(Clone, Debug, Default)]
 pub struct SimFaults {
@@ -372,10 +378,10 @@ impl PaymentGateway for SimPayment {
         let key = format!("payment:{}", r.idempotency_key);
         let id = self
             .0
-            .once(&key, |n| {
-                let id = format!("SIMPAY{n:08}");
+            .once(&key, |_| {
+                let id = gateway_order_id(&r.case_id);
                 let paid = (!Script::of(&r.application_id).never_pays).then(
-                    || json!({"payment_id": id, "amount_cny": r.amount_cny, "status": "succeeded"}),
+                    || json!({"payment_id": id, "gateway_order_id": id, "amount_cny": r.amount_cny, "status": "succeeded"}),
                 );
                 let report =
                     paid.and_then(|d| Report::new(EventType::PaymentReported, &r.case_id, d));

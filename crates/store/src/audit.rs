@@ -156,6 +156,8 @@ pub struct Snapshot {
     /// `request_correction`, `reject`; `None` while undecided). Cases of a desk outside wangban
     /// have none.
     pub desk_decisions: std::collections::BTreeMap<(String, i64), Option<String>>,
+    /// The gateway order recorded with each case's fee request: case id → order id.
+    pub payment_orders: std::collections::BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -242,8 +244,19 @@ impl Store {
             sqlx::query_as("SELECT case_id, round, decision FROM review_tasks")
                 .fetch_all(&mut *tx)
                 .await?;
+        let orders: Vec<(String, String)> =
+            sqlx::query_as("SELECT case_id, detail FROM effects WHERE purpose = 'payment_order'")
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(Snapshot {
+            payment_orders: orders
+                .into_iter()
+                .filter_map(|(case, detail)| {
+                    let d: serde_json::Value = serde_json::from_str(&detail).ok()?;
+                    Some((case, d["gateway_order_id"].as_str()?.to_owned()))
+                })
+                .collect(),
             heads,
             states,
             audit,

@@ -4,10 +4,6 @@
 use crate::{Store, StoreError};
 use serde::Serialize;
 
-/// How long a callback nonce is remembered; callbacks older than the signature tolerance are
-/// refused anyway, so this only has to exceed it.
-const NONCE_MEMORY_MS: i64 = 3_600_000;
-
 /// A payment the gateway reported for no case we can take it for.
 #[derive(Clone, Debug, Serialize)]
 pub struct UnmatchedPayment {
@@ -35,14 +31,21 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
-        if inserted && nonce.ends_with('0') {
-            // about one claim in sixteen (hex nonces) sweeps the old ones
-            sqlx::query("DELETE FROM callback_nonces WHERE seen_at < $1")
-                .bind(now - NONCE_MEMORY_MS)
-                .execute(&self.pool)
-                .await?;
-        }
         Ok(inserted)
+    }
+
+    /// Forgets the nonces seen more than `keep` ago; returns how many. A callback is accepted
+    /// while its timestamp is within the signature tolerance either side of now, so `keep` must
+    /// be at least twice the tolerance (`wangban serve` sweeps on its clock with that).
+    pub async fn sweep_nonces(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
+        let before = self.clock.now_ms() - keep.as_millis() as i64;
+        Ok(
+            sqlx::query("DELETE FROM callback_nonces WHERE seen_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     /// Records a payment that matches no case; a repeat of the same payment id is ignored.

@@ -52,12 +52,16 @@ pub async fn run(
 
     let sampling = {
         let (store, every) = (pipeline.runtime.store.clone(), settings.sample_every);
+        let nonce_memory = settings.parties.callback_keys().nonce_memory();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 if let Err(e) = store.sample_states().await {
                     tracing::warn!(error = %e, "cannot sample cases per state");
+                }
+                if let Err(e) = store.sweep_nonces(nonce_memory).await {
+                    tracing::warn!(error = %e, "cannot forget old callback nonces");
                 }
             }
         })

@@ -105,6 +105,24 @@ pub struct Settings {
     pub portal_retry: Duration,
 }
 
+/// The shortest operator token taken: the token opens every case's timeline.
+pub const MIN_OPERATOR_TOKEN_CHARS: usize = 16;
+
+/// `WANGBAN_OPERATOR_TOKEN`, if set: refused when shorter than [`MIN_OPERATOR_TOKEN_CHARS`].
+fn operator_token() -> anyhow::Result<Option<Secret>> {
+    let Some(token) = std::env::var("WANGBAN_OPERATOR_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        token.chars().count() >= MIN_OPERATOR_TOKEN_CHARS,
+        "WANGBAN_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN_CHARS} characters (make one with `openssl rand -hex 24`)"
+    );
+    Ok(Some(Secret::new(token)))
+}
+
 fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
     match std::env::var(name) {
         Ok(v) => {
@@ -206,10 +224,7 @@ impl Settings {
             http_addr_file: std::env::var_os("WANGBAN_HTTP_ADDR_FILE")
                 .filter(|s| !s.is_empty())
                 .map(Into::into),
-            operator_token: std::env::var("WANGBAN_OPERATOR_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
+            operator_token: operator_token()?,
             sample_every: Duration::from_secs(env_u64("WANGBAN_SAMPLE_SECS")?.unwrap_or(60).max(1)),
             review_working_days: env_u64("WANGBAN_REVIEW_WORKING_DAYS")?.unwrap_or(2) as u32,
             desk: match &reviewers_file {

@@ -104,6 +104,17 @@ pub async fn check(
                         Step::RejectReview => Some("reject"),
                         _ => None,
                     };
+                    // A payment is confirmed only for the order recorded with the fee request.
+                    if *step == Step::ConfirmPayment
+                        && let Some(paid_for) = detail["detail"]["gateway_order_id"].as_str()
+                        && snapshot.payment_orders.get(case).map(String::as_str) != Some(paid_for)
+                    {
+                        violations.push(format!(
+                            "case {case} record {}: payment confirmed for gateway order {paid_for}, not the case's fee order ({})",
+                            r.seq,
+                            snapshot.payment_orders.get(case).map_or("none", String::as_str)
+                        ));
+                    }
                     if let Some(decided) = decided.filter(|_| staffed) {
                         let key = (case.clone(), round);
                         let recorded = snapshot.desk_decisions.get(&key).cloned().flatten();

@@ -15,10 +15,10 @@ use wangban::settings::Settings;
 #[derive(Args, Clone)]
 pub struct Services {
     /// RabbitMQ URL; without it the in-process bus is used.
-    #[arg(long, env = "AMQP_URL")]
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
     /// `postgres://…` or `sqlite://FILE`.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 }
 
@@ -27,10 +27,10 @@ pub struct Services {
 #[derive(Args, Clone)]
 pub struct Broker {
     /// RabbitMQ URL, required.
-    #[arg(long, env = "AMQP_URL")]
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
     pub amqp_url: String,
     /// `postgres://…` or `sqlite://FILE`.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 }
 
@@ -53,7 +53,7 @@ impl Broker {
 #[derive(Args, Clone)]
 pub struct Database {
     /// `postgres://…` or `sqlite://FILE` (an existing file: the demo prints its own).
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 }
 
