@@ -118,6 +118,26 @@ async fn one_client_cannot_exhaust_the_http_surface() {
         "{nul_search}"
     );
 
+    // A framework's refusal (a body that is not JSON) is JSON like every other error.
+    let broken = "{not json";
+    let refused = raw(
+        &addr,
+        &format!(
+            "POST /api/ops/search HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {OPERATOR}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{broken}",
+            broken.len()
+        ),
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(
+        refused
+            .to_ascii_lowercase()
+            .contains("content-type: application/json")
+            && refused.contains("{\"error\":"),
+        "{refused}"
+    );
+
     // An idle connection is closed after the header-read timeout.
     let mut idle = TcpStream::connect(&addr).await.unwrap();
     let opened = Instant::now();
@@ -206,6 +226,20 @@ async fn one_client_cannot_exhaust_the_http_surface() {
     let _ = std::fs::remove_file(&log);
     let failures = text.matches("authentication failed").count();
     assert_eq!(failures, 5, "{text}");
+    // Every line is JSON with its message at the top level; every API request is in the access
+    // log with its status (the query and the token are not).
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["message"].is_string()), "{text}");
+    let refused_calls = lines
+        .iter()
+        .filter(|l| {
+            l["target"] == "wangban::access" && l["path"] == "/api/ops/queues" && l["status"] == 401
+        })
+        .count();
+    assert_eq!(refused_calls, 5, "{text}");
     assert!(!text.contains("a-guess"), "a guessed token reached the log");
     let pipeline = wangban::pipeline::Pipeline::open(&env.settings)
         .await

@@ -73,7 +73,7 @@ pub(crate) async fn headers(req: Request, next: Next) -> Response {
         );
     }
     let api = req.uri().path().starts_with("/api/") || req.uri().path().starts_with("/callbacks/");
-    let mut r = next.run(req).await;
+    let mut r = json_errors(next.run(req).await).await;
     let h = r.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -88,6 +88,31 @@ pub(crate) async fn headers(req: Request, next: Next) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     r
+}
+
+/// A plain-text error of the framework (a body that is not JSON, a wrong content type, a
+/// malformed query) as the JSON every other error is: `{"error": "…"}`.
+async fn json_errors(r: Response) -> Response {
+    let plain = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if !(r.status().is_client_error() || r.status().is_server_error()) || !plain {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_owned();
+    let mut out = crate::error_response(parts.status, message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name, value.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -218,8 +218,31 @@ impl Connections {
     }
 }
 
-/// Answers 408 to a request that takes longer than `limit`.
+/// Answers 408 to a request that takes longer than `limit`, and logs every request.
 async fn time_limited(
+    limit: Duration,
+    stats: Arc<HttpStats>,
+    app: Router,
+    req: Request,
+) -> Response {
+    let started = Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    let response = answer_within(limit, stats, app, req).await;
+    // The access log: the path without its query, the client's address, never a header or body.
+    let (status, took_ms) = (
+        response.status().as_u16(),
+        started.elapsed().as_millis() as u64,
+    );
+    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        tracing::debug!(target: "wangban::access", %method, path, status, took_ms, peer = ?peer, "request");
+    } else {
+        tracing::info!(target: "wangban::access", %method, path, status, took_ms, peer = ?peer, "request");
+    }
+    response
+}
+
+async fn answer_within(
     limit: Duration,
     stats: Arc<HttpStats>,
     app: Router,

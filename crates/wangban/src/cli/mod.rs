@@ -111,6 +111,7 @@ pub fn init_logs(default: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .json()
+        .flatten_event(true) // `message` and the fields at the top level, as shippers expect
         .with_current_span(true)
         .with_span_list(false)
         .with_env_filter(filter)
