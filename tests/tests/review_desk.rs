@@ -366,12 +366,11 @@ async fn a_resubmission_returns_to_the_reviewer_who_asked_and_the_rounds_are_lim
         view["corrections"][0]["detail"]["items"],
         json!(["photo", "signature"])
     );
-    let masked = view["application"]["applicant"]["id_number"]
-        .as_str()
-        .unwrap();
+    // Decided and delivered: the timeline stays, the applicant's personal data does not.
+    assert_eq!(view["personal_data"], false, "{view}");
     assert!(
-        masked.contains("********"),
-        "the ID number is masked: {masked}"
+        view["application"]["applicant"].get("id_number").is_none(),
+        "{view}"
     );
     let rounds = d.client.runtime.store.tasks_of(&case).await.unwrap();
     let decisions: Vec<_> = rounds
@@ -551,14 +550,24 @@ async fn a_reviewer_of_another_office_is_refused_and_nothing_changes() {
     };
     let before_audit = decided(d.audit_kinds(&case).await);
 
+    // Another office's case is answered as a case that does not exist: probing tells nothing.
     let (status, body) = d
         .call("sh-1", "GET", &format!("/api/review/cases/{case}"), None)
         .await;
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(status, 404, "{body}");
     assert!(body.get("application").is_none());
+    let nowhere = "case_000000000000000000000000";
+    let (status, nothing) = d
+        .call("sh-1", "GET", &format!("/api/review/cases/{nowhere}"), None)
+        .await;
+    assert_eq!(
+        (status, &nothing),
+        (404, &body),
+        "a missing case looks the same"
+    );
     for decision in [APPROVE(), json!({"decision": "reject", "reason": "x"})] {
         let (status, body) = d.decide("sh-1", &case, decision).await;
-        assert_eq!(status, 403, "{body}");
+        assert_eq!(status, 404, "{body}");
     }
     assert_eq!(
         d.call(
@@ -629,6 +638,60 @@ async fn a_reviewer_of_another_office_is_refused_and_nothing_changes() {
         before_audit,
         "nothing was recorded"
     );
+
+    // Personal data only to the holder of the open task, and every view of it on the record.
+    let path = format!("/api/review/cases/{case}");
+    let (status, held) = d.call(&holder, "GET", &path, None).await;
+    assert_eq!(status, 200, "{held}");
+    assert_eq!(held["personal_data"], true);
+    assert!(held["application"]["applicant"]["name"].is_string());
+    let id_number = held["application"]["applicant"]["id_number"]
+        .as_str()
+        .unwrap();
+    assert!(id_number.contains("********"), "masked: {id_number}");
+    let colleague = ["bj-1", "bj-2", "bj-3"]
+        .into_iter()
+        .find(|r| *r != holder)
+        .unwrap();
+    let (status, seen) = d.call(colleague, "GET", &path, None).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["personal_data"], false);
+    let applicant = &seen["application"]["applicant"];
+    assert!(
+        applicant.get("name").is_none() && applicant.get("id_number").is_none(),
+        "{seen}"
+    );
+    assert!(
+        seen["application"]["delivery"].get("address").is_none(),
+        "{seen}"
+    );
+    let reveal = format!("{path}?reveal=id_number");
+    assert_eq!(d.call(colleague, "GET", &reveal, None).await.0, 403);
+    assert_eq!(
+        d.call(&holder, "GET", &format!("{path}?reveal=anything"), None)
+            .await
+            .0,
+        400
+    );
+    let (status, full) = d.call(&holder, "GET", &reveal, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        !full["application"]["applicant"]["id_number"]
+            .as_str()
+            .unwrap()
+            .contains('*')
+    );
+    let kinds = d.audit_kinds(&case).await;
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!(
+        (count("personal_data_viewed"), count("id_number_revealed")),
+        (1, 1),
+        "{kinds:?}"
+    );
+    // Once decided, not even its reviewer sees it.
+    assert_eq!(d.decide(&holder, &case, APPROVE()).await.0, 200);
+    let (_, after) = d.call(&holder, "GET", &path, None).await;
+    assert_eq!(after["personal_data"], false, "{after}");
     d.stop().await;
 }
 

@@ -269,7 +269,9 @@ fn parse(party: &str, v: &Value) -> Result<Vec<Report>, String> {
                 case,
                 kind: EventType::ProductionReported,
                 id: EventId::derived(&["production", centre_order_id, status]),
-                data: json!({"centre_order_id": centre_order_id, "status": status, "document_number": number}),
+                // Personal data: only its last two characters go further than this.
+                data: json!({"centre_order_id": centre_order_id, "status": status,
+                             "document_number": wangban_domain::id_number::mask(number)}),
             }])
         }
         "courier" => {

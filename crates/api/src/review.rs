@@ -125,15 +125,42 @@ pub struct Reveal {
 }
 
 /// `task` if `m` may see it: 404 without one, 403 when it is in a queue not theirs.
+/// The task of a case the member may see. A case of an office they do not work for is answered
+/// exactly as a case that does not exist (404), so probing ids tells nothing; one of their office
+/// outside their queues (escalated to its supervisor) is 403.
 fn visible(m: &DeskMember, task: Option<Task>) -> Result<Task, (StatusCode, &'static str)> {
+    const NOT_FOUND: (StatusCode, &str) = (StatusCode::NOT_FOUND, "no such case in your offices");
     match task {
-        None => Err((StatusCode::NOT_FOUND, "no review task for this case")),
+        None => Err(NOT_FOUND),
+        Some(t) if !m.works_for(&t.office_id) => Err(NOT_FOUND),
         Some(t) if !m.may_act_on(&t.office_id, &t.queue) => Err((
             StatusCode::FORBIDDEN,
-            "this case belongs to another office's queue",
+            "this case is in its office's supervisor queue",
         )),
         Some(t) => Ok(t),
     }
+}
+
+/// The application without its personal data: what a reviewer who no longer (or not yet) holds
+/// the case's task may see.
+fn without_personal_data(application: &Value) -> Value {
+    let keep = |v: &Value, fields: &[&str]| -> Value {
+        fields
+            .iter()
+            .filter_map(|f| v.get(*f).map(|x| (f.to_string(), x.clone())))
+            .collect::<serde_json::Map<String, Value>>()
+            .into()
+    };
+    json!({
+        "application_id": application["application_id"],
+        "submitted_at": application["submitted_at"],
+        "reason": application["reason"],
+        "in_mainland": application["in_mainland"],
+        "applicant": keep(&application["applicant"], &["category", "hukou_region"]),
+        "document": keep(&application["document"], &["kind", "expires_on", "fingerprints_on_file"]),
+        "delivery": keep(&application["delivery"], &["method"]),
+        "materials": application["materials"],
+    })
 }
 
 /// A case for review: the application with the ID number masked (`?reveal=id_number` shows it
@@ -154,21 +181,37 @@ pub async fn case(
         Ok(t) => t,
         Err((status, e)) => return answer(status, e),
     };
-    let reveal = q.reveal.as_deref() == Some("id_number");
-    if reveal && let Err(e) = record_reveal(&s, &m, &id).await {
-        return internal(e);
+    let reveal = match q.reveal.as_deref() {
+        None => false,
+        Some("id_number") => true,
+        Some(_) => return answer(StatusCode::BAD_REQUEST, "`reveal` may only be `id_number`"),
+    };
+    let personal = m.may_see_personal_data(&task);
+    if reveal && !personal {
+        return answer(
+            StatusCode::FORBIDDEN,
+            "personal data is shown only to the reviewer holding the case's open task",
+        );
     }
     let view = match s.runtime.store.case_view(id.as_str()).await {
         Ok(Some(v)) => v,
-        Ok(None) => return answer(StatusCode::NOT_FOUND, "no such case"),
+        Ok(None) => return answer(StatusCode::NOT_FOUND, "no such case in your offices"),
         Err(e) => return internal(e),
     };
     let mut application: Value = serde_json::from_str(&view.case.application).unwrap_or_default();
-    if !reveal
-        && let Some(n) = application.pointer_mut("/applicant/id_number")
-        && let Some(raw) = n.as_str()
-    {
-        *n = json!(mask(raw));
+    if !personal {
+        application = without_personal_data(&application);
+    } else {
+        // Every view of personal data is on the case's record: who, and whether in full.
+        if let Err(e) = record_view(&s, &m, &id, reveal).await {
+            return internal(e);
+        }
+        if !reveal
+            && let Some(n) = application.pointer_mut("/applicant/id_number")
+            && let Some(raw) = n.as_str()
+        {
+            *n = json!(mask(raw));
+        }
     }
     let corrections: Vec<Value> = view
         .audit
@@ -181,19 +224,28 @@ pub async fn case(
         "case_id": id.as_str(), "application_id": view.case.application_id, "state": view.case.state,
         "round": view.case.review_round, "task": task, "rounds": rounds, "corrections": corrections,
         "max_rounds": s.review_max_rounds, "application": application,
+        "personal_data": personal,
     }))
     .into_response()
 }
 
-async fn record_reveal(
+async fn record_view(
     s: &AppState,
     m: &DeskMember,
     id: &CaseId,
+    revealed: bool,
 ) -> Result<(), wangban_store::StoreError> {
+    let (kind, detail) = if revealed {
+        ("id_number_revealed", json!({"reviewer": m.id}))
+    } else {
+        (
+            "personal_data_viewed",
+            json!({"reviewer": m.id, "id_number": "masked"}),
+        )
+    };
     let mut tx = s.runtime.store.begin().await?;
     if tx.load_case(id).await?.is_some() {
-        tx.append_audit(id, "id_number_revealed", None, &json!({"reviewer": m.id}))
-            .await?;
+        tx.append_audit(id, kind, None, &detail).await?;
     }
     tx.commit().await
 }

@@ -109,9 +109,15 @@ impl Production {
                 document_number,
             } if status == "produced" => {
                 let late = order_due.map(|d| today > d);
+                // The new document's number is personal data: only its last two characters are
+                // kept, on the record and in every event after this one.
+                let masked = match document_number.as_str() {
+                    Some(n) => json!(wangban_domain::id_number::mask(n)),
+                    None => Value::Null,
+                };
                 Decision::step(
                     Step::CompleteProduction,
-                    json!({"document_number": document_number, "late": late}),
+                    json!({"document_number": masked, "late": late}),
                 )
             }
             Input::Reported { status, .. } => {
@@ -232,11 +238,11 @@ mod tests {
             ("ordered again (late duplicate): step only", InProduction, ordered(json!({"centre_order_id": "C1"})), None, friday,
                 Decision::step(Step::OrderProduction, order("2026-09-30"))),
             ("produced on time", InProduction, produced(), Some(date("2026-09-30")), date("2026-09-30"),
-                Decision::step(Step::CompleteProduction, json!({"document_number": "E12345678", "late": false}))),
+                Decision::step(Step::CompleteProduction, json!({"document_number": "*******78", "late": false}))),
             ("produced late", InProduction, produced(), Some(date("2026-09-30")), date("2026-10-08"),
-                Decision::step(Step::CompleteProduction, json!({"document_number": "E12345678", "late": true}))),
+                Decision::step(Step::CompleteProduction, json!({"document_number": "*******78", "late": true}))),
             ("produced before the order was recorded: the lifecycle waits, lateness unknown", Paid, produced(), None, friday,
-                Decision::step(Step::CompleteProduction, json!({"document_number": "E12345678", "late": null}))),
+                Decision::step(Step::CompleteProduction, json!({"document_number": "*******78", "late": null}))),
             ("another status: recorded only", InProduction, Input::Reported { status: "queued".into(), document_number: Value::Null },
                 None, friday, Decision::audit("production_status", json!({"status": "queued"}))),
         ];

@@ -48,6 +48,22 @@ impl DeskMember {
         self.supervises.iter().any(|o| o == office)
             || (queue == "office" && self.offices.iter().any(|o| o == office))
     }
+
+    /// Whether the member reviews for `office` or supervises it.
+    pub fn works_for(&self, office: &str) -> bool {
+        self.offices
+            .iter()
+            .chain(&self.supervises)
+            .any(|o| o == office)
+    }
+
+    /// Whether the member may see the personal data of `task`'s case: only while the task is
+    /// open and they hold it, or supervise its office.
+    pub fn may_see_personal_data(&self, task: &Task) -> bool {
+        task.decided_at.is_none()
+            && (task.reviewer.as_deref() == Some(self.id.as_str())
+                || self.supervises.contains(&task.office_id))
+    }
 }
 
 /// One review round of a case.
