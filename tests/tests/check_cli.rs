@@ -191,6 +191,7 @@ fn inspecting_commands_need_an_existing_store_and_say_so() {
         &["verify"],
         &["case", "show", "APP-1"],
         &["dlq", "list"],
+        &["retention", "run", "--dry-run"],
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -225,6 +226,27 @@ fn inspecting_commands_need_an_existing_store_and_say_so() {
         "postgres://nobody@127.0.0.1:9/none",
     ]);
     assert_eq!(out.status.code(), Some(3));
+    // On a store that exists: retention says what it would erase (nothing of cases closed now).
+    let store = dir.join("kept.sqlite");
+    let created = Command::new(wangban_binary())
+        .args(["demo", "--cases", "5", "--json"])
+        .env("DATABASE_URL", format!("sqlite://{}", store.display()))
+        .env_remove("AMQP_URL")
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let url = format!("sqlite://{}", store.display());
+    let out = run(&["retention", "run", "--dry-run", "--database-url", &url]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.starts_with("would erase the personal data of 0 cases closed before "),
+        "{said}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -524,6 +524,111 @@ async fn scheduled_conformance(url: &str) {
     b.close().await;
 }
 
+/// Retention: a closed case's personal fields are erased once its keeping time has passed — not
+/// before, not an open case's — the audit chain still verifies and records the erasure, and old
+/// dead letters lose their payloads.
+async fn retention_conformance(url: &str) {
+    use std::time::Duration;
+    let clock = wangban_domain::clock::Clock::controlled_now();
+    let store = Store::connect(url, "k")
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+    let mut rng = Rng::new(21);
+    let mut ids = Vec::new();
+    for (n, closed) in [(1, true), (2, false)] {
+        let app = application("RETAIN", n, Scenario::PassportCourier, &mut rng);
+        let c = new_case(
+            app["application_id"].as_str().unwrap(),
+            &format!("fp-retain-{n}"),
+            &app,
+        );
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_case(&c, true, &format!("evt_retain_{n}"))
+            .await
+            .unwrap();
+        if closed {
+            let record = tx.load_case(&c.case_id).await.unwrap().unwrap();
+            let to = wangban_domain::lifecycle::State::Rejected;
+            tx.set_state(&record, to, 0, None).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        ids.push((c.case_id.to_string(), app));
+    }
+    let payload = br#"{"applicant":{"name":"someone"}}"#;
+    store
+        .record_dead_letter(
+            "intake",
+            Some("evt_retain_dl"),
+            None,
+            None,
+            "malformed",
+            payload,
+        )
+        .await
+        .unwrap();
+    let keep = Duration::from_secs(180 * 86_400);
+    let application_of = |case: String| {
+        let store = store.clone();
+        async move {
+            store
+                .case_view(&case)
+                .await
+                .unwrap()
+                .unwrap()
+                .case
+                .application
+        }
+    };
+
+    assert_eq!(
+        store.erase_expired(keep, false).await.unwrap().cases,
+        0,
+        "not yet"
+    );
+    clock.advance(keep + Duration::from_secs(1));
+    // (The suite's earlier cases that intake closed are as old: they count too.)
+    let dry = store.erase_expired(keep, true).await.unwrap();
+    assert!(dry.cases >= 1 && dry.dead_letters >= 1, "{dry:?}");
+    assert!(
+        application_of(ids[0].0.clone())
+            .await
+            .contains(ids[0].1["applicant"]["id_number"].as_str().unwrap())
+    );
+    let done = store.erase_expired(keep, false).await.unwrap();
+    assert_eq!(
+        (done.cases, done.dead_letters),
+        (dry.cases, dry.dead_letters),
+        "the dry run counted what the run erased"
+    );
+    let erased = application_of(ids[0].0.clone()).await;
+    for field in ["id_number", "name", "phone"] {
+        let personal = ids[0].1["applicant"][field].as_str().unwrap();
+        assert!(!erased.contains(personal), "{field} left in {erased}");
+    }
+    let open = application_of(ids[1].0.clone()).await;
+    assert!(
+        open.contains(ids[1].1["applicant"]["id_number"].as_str().unwrap()),
+        "an open case keeps it"
+    );
+    // (The suite tampered with other chains on purpose: this one must verify.)
+    assert_eq!(store.verify_case(&ids[0].0).await.unwrap(), None);
+    let kinds: Vec<String> = store
+        .audit_of(&ids[0].0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"personal_data_erased".to_string()),
+        "{kinds:?}"
+    );
+    let again = store.erase_expired(keep, false).await.unwrap();
+    assert_eq!((again.cases, again.dead_letters), (0, 0), "nothing twice");
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_backend() {
     let path = std::env::temp_dir().join(format!(
@@ -536,6 +641,7 @@ async fn sqlite_backend() {
     desk_conformance(&url).await;
     hall_conformance(&url).await;
     scheduled_conformance(&url).await;
+    retention_conformance(&url).await;
     let _ = std::fs::remove_file(path);
 }
 
@@ -548,6 +654,7 @@ async fn postgres_backend() {
     desk_conformance(&url).await;
     hall_conformance(&url).await;
     scheduled_conformance(&url).await;
+    retention_conformance(&url).await;
     let pipeline = wangban::pipeline::Pipeline::connect(&env.settings)
         .await
         .unwrap();

@@ -96,6 +96,11 @@ impl Runtime {
         else {
             return Ok(false);
         };
+        if claim.payload.is_empty() {
+            return Err(format!(
+                "dead letter {id} cannot be replayed: retention erased its payload"
+            ));
+        }
         self.bus
             .send_to_queue(&claim.worker, &claim.payload)
             .await

@@ -23,6 +23,7 @@ mod effects;
 mod hall;
 mod operations;
 mod read;
+mod retention;
 mod scheduled;
 mod tx;
 
@@ -33,6 +34,7 @@ pub use effects::{EffectCommand, EffectCounts};
 pub use hall::{Hall, HallDocument, HallMember, HallStaff, hall_for, serving};
 pub use operations::{ReplayClaim, Retry, StateSample};
 pub use read::{CaseView, DeadLetter};
+pub use retention::{Erased, erase_personal_data};
 pub use scheduled::ScheduledEvent;
 pub use tx::{CaseRecord, CaseTx, NewCase};
 
@@ -136,6 +138,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     ),
     (6, include_str!("../migrations/postgres/0006_hall_desk.sql")),
     (7, include_str!("../migrations/postgres/0007_scheduled.sql")),
+    (8, include_str!("../migrations/postgres/0008_retention.sql")),
 ];
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -152,6 +155,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     ),
     (6, include_str!("../migrations/postgres/0006_hall_desk.sql")),
     (7, include_str!("../migrations/postgres/0007_scheduled.sql")),
+    (8, include_str!("../migrations/postgres/0008_retention.sql")),
 ];
 
 impl Store {

@@ -91,6 +91,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Personal data past its keeping time (WANGBAN_RETENTION_DAYS after a case closed).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Check the invariants of the whole store (lifecycle paths, audit chains, effects once and
     /// where they belong); exit 1 naming the first violation.
     Verify {
@@ -161,6 +166,19 @@ enum CaseCommand {
         id: String,
         #[command(flatten)]
         database: Database,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Erase the personal fields of cases closed more than WANGBAN_RETENTION_DAYS ago and the
+    /// payloads of dead letters as old (`serve` does this every hour); the audit chains stay.
+    Run {
+        #[command(flatten)]
+        database: Database,
+        /// Only count what would be erased.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -259,6 +277,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             grace_secs,
         } => cli::store::verify(database, json, grace_secs).await,
+        Command::Retention {
+            command: RetentionCommand::Run { database, dry_run },
+        } => cli::store::retention(database, dry_run).await,
         Command::Probe { url } => Ok(if wangban::serve::probe(&url).await {
             ExitCode::SUCCESS
         } else {

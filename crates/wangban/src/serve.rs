@@ -50,6 +50,30 @@ pub async fn run(
         })
     };
 
+    // Retention: every hour, personal data past its keeping time is erased (any replica may; the
+    // case row's lock and its erased mark make a second pass over a case do nothing).
+    let retention = {
+        let (store, keep) = (pipeline.runtime.store.clone(), settings.retention);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                match store.erase_expired(keep, false).await {
+                    Ok(e) if e.cases + e.dead_letters > 0 => {
+                        tracing::info!(
+                            cases = e.cases,
+                            dead_letters = e.dead_letters,
+                            "retention erased personal data"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention pass failed; trying again in an hour")
+                    }
+                }
+            }
+        })
+    };
     let sampling = {
         let (store, every) = (pipeline.runtime.store.clone(), settings.sample_every);
         let nonce_memory = settings.parties.callback_keys().nonce_memory();
@@ -99,6 +123,7 @@ pub async fn run(
     tracing::info!("stopping: finishing in-flight deliveries and flushing the outbox");
     declaring.abort();
     sampling.abort();
+    retention.abort();
     if !running.stop_within(settings.shutdown_deadline).await {
         tracing::warn!(
             deadline_s = settings.shutdown_deadline.as_secs(),

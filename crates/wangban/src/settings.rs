@@ -79,6 +79,8 @@ pub struct Settings {
     pub review_hold: Duration,
     /// The one clock of the process (the system's; tests and the demo control it).
     pub clock: Clock,
+    /// Personal data is kept this long after a case closed (`WANGBAN_RETENTION_DAYS`, 180).
+    pub retention: Duration,
     /// The HTTP server's limits (`WANGBAN_HTTP_MAX_CONNECTIONS`, `…_HEADER_TIMEOUT_SECS`,
     /// `…_REQUEST_TIMEOUT_SECS`, `…_AUTH_FAILURES_PER_MINUTE`).
     pub http_limits: wangban_api::HttpLimits,
@@ -198,6 +200,9 @@ impl Settings {
             http_limits.auth_failures_per_minute = n.clamp(1, u64::from(u32::MAX)) as u32;
         }
         Ok(Settings {
+            retention: Duration::from_secs(
+                env_u64("WANGBAN_RETENTION_DAYS")?.unwrap_or(180).max(1) * 86_400,
+            ),
             http_limits,
             amqp_url: std::env::var("AMQP_URL").ok().filter(|s| !s.is_empty()),
             amqp_ca_file: std::env::var_os("WANGBAN_AMQP_CA_FILE")

@@ -1,4 +1,4 @@
-//! The commands that read the store: `case show`, `audit verify`, `verify`.
+//! The commands that read the store: `case show`, `audit verify`, `verify`; and `retention run`.
 
 use super::{Database, existing_store, init_logs};
 use std::process::ExitCode;
@@ -69,4 +69,21 @@ pub async fn verify(database: Database, json: bool, grace_secs: u64) -> anyhow::
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `retention run`.
+pub async fn retention(database: Database, dry_run: bool) -> anyhow::Result<ExitCode> {
+    init_logs("warn");
+    let (s, store) = existing_store(&database).await?;
+    let erased = store.erase_expired(s.retention, dry_run).await?;
+    let before = chrono::DateTime::from_timestamp_millis(erased.closed_before)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    println!(
+        "{} the personal data of {} cases closed before {before} and the payloads of {} dead letters",
+        if dry_run { "would erase" } else { "erased" },
+        erased.cases,
+        erased.dead_letters
+    );
+    Ok(ExitCode::SUCCESS)
 }
