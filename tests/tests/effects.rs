@@ -147,7 +147,9 @@ async fn a_party_down_stalls_only_its_own_effects_and_a_dead_effect_is_retried_o
         .filter(|t| t["kind"] == "effect_failed")
         .count();
     assert_eq!(failed, sms.len(), "{view}");
-    let metrics = http("GET", &format!("{base}/metrics"), None, None).await.1;
+    let metrics = http("GET", &format!("{base}/metrics/store"), None, None)
+        .await
+        .1;
     let line = format!(
         "wangban_effect_commands{{party=\"sms\",state=\"dead\"}} {}",
         sms.len()

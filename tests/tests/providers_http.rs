@@ -843,9 +843,9 @@ async fn a_production_order_completed_after_its_due_date_is_listed_and_counted()
 
     let sla = ops_get(&h, "/api/ops/sla").await;
     assert_eq!(sla["production_completed_late"], json!([case]), "{sla}");
-    let (_, metrics) = http("GET", &format!("{}/metrics", h.api), None, None).await;
+    let (_, metrics) = http("GET", &format!("{}/metrics/store", h.api), None, None).await;
     assert!(
-        metrics.contains("\nwangban_production_completed_late 1\n"),
+        metrics.contains("\nwangban_production_completed_late_total 1\n"),
         "{metrics}"
     );
     let timeline = case_json(&h, &late_id).await;
@@ -1030,7 +1030,7 @@ async fn a_case_past_the_seven_working_day_promise_is_listed() {
         .collect();
     assert!(listed.contains(&old_case.as_str()), "{sla}");
     assert!(!listed.contains(&new_case.as_str()), "{sla}");
-    let (_, metrics) = http("GET", &format!("{}/metrics", h.api), None, None).await;
+    let (_, metrics) = http("GET", &format!("{}/metrics/store", h.api), None, None).await;
     assert!(
         metrics.contains(&format!(
             "wangban_sla_breaches{{sla=\"approval_and_issue\"}} {}",

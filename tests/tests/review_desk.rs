@@ -783,9 +783,9 @@ async fn the_review_clock_escalates_across_a_holiday_and_a_make_up_working_day()
         3,
         "{sla}"
     );
-    let (_, metrics) = http("GET", &format!("{}/metrics", d.base), None, None).await;
+    let (_, metrics) = http("GET", &format!("{}/metrics/store", d.base), None, None).await;
     assert!(
-        metrics.contains("\nwangban_review_escalations 3\n"),
+        metrics.contains("\nwangban_review_escalations_total 3\n"),
         "{metrics}"
     );
     // The office's reviewers no longer decide it; the supervisor does.

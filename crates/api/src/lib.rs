@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/metrics/store", get(store_metrics))
         .route(
             "/dashboard",
             get(|| async { pages::page(include_str!("dashboard.html")) }),
@@ -159,10 +160,19 @@ async fn readyz(State(s): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// `/metrics`: this process's own counters — scrape every process and `sum()` them.
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::new();
     s.runtime.metrics.render(&mut out);
     s.http_stats.render(&mut out);
+    process_metrics(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// `/metrics/store`: what the database says of the whole deployment (cases per state, backlogs,
+/// SLA breaches) — the same from every process, read with SQL on each scrape: scrape one.
+async fn store_metrics(State(s): State<AppState>) -> Response {
+    let mut out = String::new();
     use std::fmt::Write;
     if let Ok(n) = s.runtime.store.outbox_backlog().await {
         gauge(
@@ -219,20 +229,26 @@ async fn metrics(State(s): State<AppState>) -> Response {
         for (sla, cases) in breaches {
             let _ = writeln!(out, "wangban_sla_breaches{{sla=\"{sla}\"}} {}", cases.len());
         }
-        gauge(
-            &mut out,
-            "wangban_production_completed_late",
-            "Production orders completed after the 3-working-day promise.",
-            b.production_completed_late.len(),
-        );
-        gauge(
-            &mut out,
-            "wangban_review_escalations",
-            "Review tasks escalated to a supervisor queue when the review clock ran out.",
-            b.review_escalated.len(),
-        );
+        // All-time counts, read from the record: counters.
+        let counters = [
+            (
+                "wangban_production_completed_late_total",
+                "Production orders completed after the 3-working-day promise.",
+                b.production_completed_late.len(),
+            ),
+            (
+                "wangban_review_escalations_total",
+                "Review tasks escalated to a supervisor queue when the review clock ran out.",
+                b.review_escalated.len(),
+            ),
+        ];
+        for (name, help, n) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {n}"
+            );
+        }
     }
-    process_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
