@@ -121,10 +121,15 @@ impl Store {
         )
     }
 
-    /// Case, time entered and review round of every case in `state`, oldest first.
-    pub async fn waiting_in(&self, state: &str) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    /// Case, time entered and review round of every case in `state` with no deadline waiting
+    /// (cases a version that scanned instead of scheduling left waiting), oldest first.
+    pub async fn waiting_unscheduled(
+        &self,
+        state: &str,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT case_id, state_since, review_round FROM cases WHERE state = $1 ORDER BY state_since",
+            "SELECT case_id, state_since, review_round FROM cases c WHERE state = $1 \
+             AND NOT EXISTS (SELECT 1 FROM scheduled s WHERE s.case_id = c.case_id) ORDER BY state_since",
         )
         .bind(state)
         .fetch_all(&self.pool)
