@@ -627,6 +627,26 @@ async fn a_reviewer_of_another_office_is_refused_and_nothing_changes() {
             .contains("unknown correction item `tattoo`"),
         "{body}"
     );
+    // Each decision carries its own fields (the OpenAPI `Decision` shapes), and a reason that
+    // says something.
+    for (decision, why) in [
+        (
+            json!({"decision": "approve", "reason": "x"}),
+            "`reason` does not belong to approve",
+        ),
+        (
+            json!({"decision": "reject", "reason": "  "}),
+            "reject needs a `reason`",
+        ),
+        (
+            json!({"decision": "reject", "reason": "x", "items": ["photo"]}),
+            "`items` does not belong to reject",
+        ),
+    ] {
+        let (status, body) = d.decide(&holder, &case, decision).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(why), "{body}");
+    }
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = d.task(&case).await;

@@ -265,6 +265,27 @@ pub struct Decision {
 impl Decision {
     /// The event data of a well-formed decision, or what is wrong with it.
     fn data(&self) -> Result<Value, String> {
+        // Each decision carries its own fields and no other's (the OpenAPI `Decision` shapes).
+        let stray = |fields: &[(&str, bool)]| {
+            fields
+                .iter()
+                .find(|(_, given)| *given)
+                .map(|(name, _)| format!("`{name}` does not belong to {}", self.decision))
+        };
+        let (items, message, reason) = (
+            ("items", !self.items.is_empty()),
+            ("message", !self.message.is_empty()),
+            ("reason", !self.reason.is_empty()),
+        );
+        let not_mine = match self.decision.as_str() {
+            "approve" => stray(&[items, message, reason]),
+            "request_correction" => stray(&[reason]),
+            "reject" => stray(&[items, message]),
+            _ => None,
+        };
+        if let Some(why) = not_mine {
+            return Err(why);
+        }
         match self.decision.as_str() {
             "approve" => Ok(json!({"decision": "approve"})),
             "request_correction" => {

@@ -492,7 +492,11 @@ impl Handler for Notify {
         if self.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        for (case, since, _) in rt.store.waiting_unscheduled(State::AwaitingPayment.as_str()).await? {
+        for (case, since, _) in rt
+            .store
+            .waiting_unscheduled(State::AwaitingPayment.as_str())
+            .await?
+        {
             for deadline in self.deadlines() {
                 rt.schedule(self.worker(), &case, since, deadline).await?;
             }

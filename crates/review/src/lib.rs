@@ -453,7 +453,9 @@ impl Handler for Review {
             }
         }
         if !self.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
-            let waiting = rt.store.waiting_unscheduled(State::CorrectionRequested.as_str());
+            let waiting = rt
+                .store
+                .waiting_unscheduled(State::CorrectionRequested.as_str());
             for (case, since, round) in waiting.await? {
                 let lapse = self.correction_lapse(round);
                 rt.schedule(self.worker(), &case, since, lapse).await?;
