@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
             "/",
             get(|| async { axum::response::Redirect::to("/dashboard") }),
         )
+        .route("/api/ops/openapi.json", get(ops::openapi))
         .route("/api/ops/queues", get(ops::queues))
         .route("/api/ops/dead-letters", get(ops::dead_letters))
         .route("/api/ops/dead-letters/{id}/replay", post(ops::replay_one))

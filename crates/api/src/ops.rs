@@ -550,3 +550,12 @@ pub async fn review_desk(State(s): State<AppState>, _: Operator) -> Response {
         .collect();
     Json(json!({"queues": queues, "reviewers": reviewers})).into_response()
 }
+
+/// The OpenAPI description of the operations API (no token needed to read it).
+pub async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("ops_openapi.json"),
+    )
+        .into_response()
+}
