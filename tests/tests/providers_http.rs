@@ -208,8 +208,14 @@ async fn a_hundred_cases_through_the_http_parties_with_faults_and_a_crash() {
         h.pipeline.submit(&app, false).await.unwrap();
     }
     // A crash in the middle: in-flight deliveries go back to their queues and are redelivered,
-    // so parties see some requests again (with the same keys).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // so parties see some requests again (with the same keys). "The middle": a quarter of the
+    // cases have been taken in.
+    eventually(
+        Duration::from_secs(120),
+        "a quarter of the cases under way",
+        || async { states(&h, &run).await.len() >= 25 },
+    )
+    .await;
     h.running.take().unwrap().abort().await;
     h.running = Some(h.pipeline.spawn(&WORKERS).unwrap());
 
@@ -511,7 +517,7 @@ async fn signed_callbacks_refuse_bad_signatures_stale_times_and_replays_and_keep
     )
     .await;
     assert_eq!(s, 401);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wangban_tests::quiesce(&h.pipeline).await; // what could have moved, has
     assert_eq!(states(&h, &run).await[&app_id], "awaiting_payment");
 
     // A wrong amount is taken and kept for refund; the case still awaits its fee.

@@ -116,6 +116,27 @@ impl Desk {
         assert_eq!(status, 200, "{answer}");
     }
 
+    /// Two whole passes of the review worker's timer, then a quiet pipeline: whatever a timer or
+    /// an event could have changed by now, it has. A test proves an absence after this, never
+    /// after a sleep.
+    async fn settle(&self) {
+        let passes = || async {
+            let (_, m) = http("GET", &format!("{}/metrics", self.base), None, None).await;
+            m.lines()
+                .find_map(|l| l.strip_prefix("wangban_timer_passes_total{worker=\"review\"} "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let start = passes().await;
+        eventually(
+            Duration::from_secs(60),
+            "two passes of the review timer",
+            || async { passes().await >= start + 2 },
+        )
+        .await;
+        wangban_tests::quiesce(&self.client).await;
+    }
+
     async fn state(&self, case: &str) -> String {
         let view = self.client.runtime.store.case_view(case).await.unwrap();
         view.map(|v| v.case.state.to_string()).unwrap_or_default()
@@ -648,7 +669,7 @@ async fn a_reviewer_of_another_office_is_refused_and_nothing_changes() {
         assert!(body["error"].as_str().unwrap().contains(why), "{body}");
     }
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    d.settle().await;
     let after = d.task(&case).await;
     assert_eq!(after.reviewer, before_task.reviewer);
     assert_eq!(after.decided_at, None);
@@ -749,7 +770,7 @@ async fn the_review_clock_escalates_across_a_holiday_and_a_make_up_working_day()
         out
     };
     // On the last holiday: Monday's case has had 2 working days (29, 30 September), no more.
-    tokio::time::sleep(Duration::from_secs(2)).await; // ten ticks of the clock
+    d.settle().await;
     assert!(escalated().await.is_empty());
     // Friday 9 October: Monday's case has had 4; Wednesday's 2 (8, 9 October).
     clock.set(at("2026-10-09T12:00:00+08:00"));
@@ -769,7 +790,7 @@ async fn the_review_clock_escalates_across_a_holiday_and_a_make_up_working_day()
     .await;
     // Sunday 11 October is not: the case opened on the 8th has had 2 (9, 10 October).
     clock.set(at("2026-10-11T12:00:00+08:00"));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.settle().await;
     assert_eq!(escalated().await.len(), 2);
     clock.set(at("2026-10-12T12:00:00+08:00"));
     eventually(
@@ -1012,7 +1033,7 @@ async fn a_changed_reviewers_file_is_reloaded_and_a_broken_one_refused() {
 
     // A broken edit is refused: the desk keeps what it had.
     std::fs::write(&file, "{\"offices\": [").unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await; // ten ticks
+    d.settle().await;
     assert_eq!(me("bj-4").await, 200);
     assert_eq!(me("bj-1").await, 401);
     // Mended, it is loaded again.

@@ -281,6 +281,7 @@ impl Runtime {
                     if let Err(e) = handler.tick(self).await {
                         tracing::warn!(worker = handler.worker(), error = %e, "timer failed; next tick retries");
                     }
+                    self.metrics.ticked(handler.worker());
                 }
                 _ = shutdown.changed() => {}
             }

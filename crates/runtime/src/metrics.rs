@@ -29,6 +29,8 @@ struct Inner {
     effect_latency: BTreeMap<String, Histogram>,
     /// Per worker: (transactions that committed deliveries, deliveries they committed).
     transactions: BTreeMap<String, (u64, u64)>,
+    /// Per worker: timer passes completed (`Handler::tick` returned, well or not).
+    ticks: BTreeMap<String, u64>,
 }
 
 impl Histogram {
@@ -105,6 +107,23 @@ impl Metrics {
         let t = m.transactions.entry(worker.into()).or_default();
         t.0 += 1;
         t.1 += deliveries;
+    }
+
+    /// A timer pass of `worker` completed.
+    pub fn ticked(&self, worker: &str) {
+        *self
+            .inner
+            .lock()
+            .expect("metrics lock")
+            .ticks
+            .entry(worker.into())
+            .or_default() += 1;
+    }
+
+    /// Timer passes `worker` completed: a test waits for passes, never for a time.
+    pub fn ticks(&self, worker: &str) -> u64 {
+        let m = self.inner.lock().expect("metrics lock");
+        m.ticks.get(worker).copied().unwrap_or_default()
     }
 
     /// `(transactions, deliveries)` a worker committed: their ratio is its mean batch.
@@ -205,6 +224,13 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE wangban_transactions_total counter");
         for (w, (t, _)) in &m.transactions {
             let _ = writeln!(out, "wangban_transactions_total{{worker=\"{w}\"}} {t}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_timer_passes_total Timer passes (WANGBAN_TICK_MS) a worker completed.\n# TYPE wangban_timer_passes_total counter"
+        );
+        for (w, n) in &m.ticks {
+            let _ = writeln!(out, "wangban_timer_passes_total{{worker=\"{w}\"}} {n}");
         }
         let _ = writeln!(
             out,
