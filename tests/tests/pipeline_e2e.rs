@@ -57,6 +57,11 @@ async fn two_hundred_mixed_applications_reach_their_expected_states() {
         audit.records
     );
 
+    // Every case ended: no deadline is left waiting (a paid case's payment window and an
+    // answered correction's lapse were cancelled as the case moved on, the others fired).
+    let (waiting, _) = store.scheduled_backlog().await.unwrap();
+    assert_eq!(waiting, 0, "deadlines left after every case ended");
+
     // The late orders are late on the record, and only they.
     let late = store.late_productions().await.unwrap();
     assert_eq!(

@@ -480,14 +480,20 @@ async fn scheduled_conformance(url: &str) {
     };
     let (hour, now) = (3_600_000, clock.now_ms());
     let mut tx = a.begin().await.unwrap();
-    tx.schedule(&event("rolled_back"), now).await.unwrap();
+    tx.schedule(&event("rolled_back"), now, "awaiting_payment")
+        .await
+        .unwrap();
     drop(tx); // rolled back: nothing scheduled
     let mut tx = a.begin().await.unwrap();
-    tx.schedule(&event("expiry"), now + hour).await.unwrap();
+    tx.schedule(&event("expiry"), now + hour, "awaiting_payment")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     // Scheduled again (a redelivered decision, a worker catching up): the first stays.
-    a.schedule(&event("expiry"), now + 5 * hour).await.unwrap();
-    a.schedule(&event("reminder"), now + 2 * hour)
+    a.schedule(&event("expiry"), now + 5 * hour, "awaiting_payment")
+        .await
+        .unwrap();
+    a.schedule(&event("reminder"), now + 2 * hour, "awaiting_payment")
         .await
         .unwrap();
     let waiting = a.scheduled_for(case.as_str()).await.unwrap();
@@ -513,6 +519,26 @@ async fn scheduled_conformance(url: &str) {
     assert_eq!(b.fire_due(10).await.unwrap(), 1);
     assert!(a.scheduled_for(case.as_str()).await.unwrap().is_empty());
     assert_eq!(a.outbox_backlog().await.unwrap(), backlog + 2);
+    // A deadline of a state the case has left is cancelled with the transition.
+    a.schedule(&event("lapse"), now + 9 * hour, "correction_requested")
+        .await
+        .unwrap();
+    a.schedule(&event("other"), now + 9 * hour, "awaiting_payment")
+        .await
+        .unwrap();
+    let mut tx = a.begin().await.unwrap();
+    tx.cancel_scheduled(case.as_str(), "correction_requested")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let left: Vec<String> = a
+        .scheduled_for(case.as_str())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.event_id)
+        .collect();
+    assert_eq!(left, [event("other").id.as_str().to_owned()]);
 
     // Callback nonces are forgotten on the clock, not before their time.
     assert!(a.claim_nonce("sms", "n-1").await.unwrap());

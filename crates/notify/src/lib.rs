@@ -498,7 +498,9 @@ impl Handler for Notify {
             .await?
         {
             for deadline in self.deadlines() {
-                rt.schedule(self.worker(), &case, since, deadline).await?;
+                let waiting = State::AwaitingPayment;
+                rt.schedule(self.worker(), &case, waiting, since, deadline)
+                    .await?;
             }
         }
         self.caught_up

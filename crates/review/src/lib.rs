@@ -458,7 +458,9 @@ impl Handler for Review {
                 .waiting_unscheduled(State::CorrectionRequested.as_str());
             for (case, since, round) in waiting.await? {
                 let lapse = self.correction_lapse(round);
-                rt.schedule(self.worker(), &case, since, lapse).await?;
+                let waiting = State::CorrectionRequested;
+                rt.schedule(self.worker(), &case, waiting, since, lapse)
+                    .await?;
             }
             self.caught_up
                 .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -154,7 +154,7 @@ impl<'a> Cx<'a> {
             Some(self.cause),
         );
         let due = case.state_since + deadline.after.as_millis() as i64;
-        self.tx.schedule(&event, due).await?;
+        self.tx.schedule(&event, due, case.state.as_str()).await?;
         Ok(())
     }
 
@@ -216,6 +216,10 @@ impl<'a> Cx<'a> {
                 (case.version, case.state_since) = self
                     .tx
                     .set_state(case, to, review_round, reviewer.as_deref())
+                    .await?;
+                // The deadlines of the state it leaves no longer apply.
+                self.tx
+                    .cancel_scheduled(case.case_id.as_str(), from.as_str())
                     .await?;
                 case.state = to;
                 case.review_round = review_round;

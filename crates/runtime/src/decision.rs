@@ -66,13 +66,14 @@ impl Deadline {
 }
 
 impl crate::Runtime {
-    /// Schedules `deadline` for `case` (a stored case id), `deadline.after` the time
-    /// `entered_at` (ms) the case entered its state: for deadlines of cases already waiting
-    /// when a worker starts. A deadline already waiting stays as it is.
+    /// Schedules `deadline` for `case` (a stored case id) in `state`, `deadline.after` the time
+    /// `entered_at` (ms) the case entered it: for deadlines of cases already waiting when a
+    /// worker starts. A deadline already waiting stays as it is.
     pub async fn schedule(
         &self,
         worker: &str,
         case: &str,
+        state: wangban_domain::lifecycle::State,
         entered_at: i64,
         deadline: Deadline,
     ) -> Result<(), HandlerError> {
@@ -81,7 +82,7 @@ impl crate::Runtime {
             .map_err(|e: String| HandlerError::Permanent(format!("stored case id: {e}")))?;
         let event = deadline.event(self.store.clock(), worker, &case, None);
         let due = entered_at + deadline.after.as_millis() as i64;
-        self.store.schedule(&event, due).await?;
+        self.store.schedule(&event, due, state.as_str()).await?;
         Ok(())
     }
 }

@@ -139,6 +139,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (6, include_str!("../migrations/postgres/0006_hall_desk.sql")),
     (7, include_str!("../migrations/postgres/0007_scheduled.sql")),
     (8, include_str!("../migrations/postgres/0008_retention.sql")),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_scheduled_state.sql"),
+    ),
 ];
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -156,6 +160,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (6, include_str!("../migrations/postgres/0006_hall_desk.sql")),
     (7, include_str!("../migrations/postgres/0007_scheduled.sql")),
     (8, include_str!("../migrations/postgres/0008_retention.sql")),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_scheduled_state.sql"),
+    ),
 ];
 
 impl Store {

@@ -8,8 +8,8 @@ use crate::{Backend, CaseTx, Store, StoreError};
 use sqlx::{Any, Executor};
 use wangban_domain::events::Envelope;
 
-const INSERT: &str = "INSERT INTO scheduled (event_id, case_id, routing_key, payload, due_at, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
+const INSERT: &str = "INSERT INTO scheduled (event_id, case_id, routing_key, payload, due_at, created_at, state) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING";
 
 /// A deadline waiting for its time, as operators see it on a case.
 #[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
@@ -25,6 +25,7 @@ async fn insert<'e>(
     event: &Envelope,
     due_at: i64,
     now: i64,
+    state: &str,
 ) -> Result<(), StoreError> {
     let payload = String::from_utf8(event.encode()).map_err(|e| StoreError::Data(e.to_string()))?;
     sqlx::query(INSERT)
@@ -34,25 +35,47 @@ async fn insert<'e>(
         .bind(payload)
         .bind(due_at)
         .bind(now)
+        .bind(state)
         .execute(ex)
         .await?;
     Ok(())
 }
 
 impl CaseTx {
-    /// Schedules `event` for `due_at` (ms since the Unix epoch): it is fired only if this
-    /// transaction commits. A row with the same event id already waiting stays as it is.
-    pub async fn schedule(&mut self, event: &Envelope, due_at: i64) -> Result<(), StoreError> {
+    /// Schedules `event` for `due_at` (ms since the Unix epoch), a deadline of the case's
+    /// `state`: it is fired only if this transaction commits, and cancelled when the case leaves
+    /// `state` ([`CaseTx::cancel_scheduled`]). A row with the same event id stays as it is.
+    pub async fn schedule(
+        &mut self,
+        event: &Envelope,
+        due_at: i64,
+        state: &str,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
-        insert(&mut *self.tx, event, due_at, now).await
+        insert(&mut *self.tx, event, due_at, now, state).await
+    }
+
+    /// Cancels the deadlines of `case` that belong to `state` (the case has just left it).
+    pub async fn cancel_scheduled(&mut self, case: &str, state: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM scheduled WHERE case_id = $1 AND state = $2")
+            .bind(case)
+            .bind(state)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 }
 
 impl Store {
     /// [`CaseTx::schedule`] outside a handler's transaction (deadlines of cases that were
     /// already waiting when their worker started: see the workers' `tick`).
-    pub async fn schedule(&self, event: &Envelope, due_at: i64) -> Result<(), StoreError> {
-        insert(&self.pool, event, due_at, self.clock.now_ms()).await
+    pub async fn schedule(
+        &self,
+        event: &Envelope,
+        due_at: i64,
+        state: &str,
+    ) -> Result<(), StoreError> {
+        insert(&self.pool, event, due_at, self.clock.now_ms(), state).await
     }
 
     /// Moves up to `limit` events whose time has come into the outbox, earliest first, and
