@@ -291,11 +291,20 @@ impl CaseTx {
     ) -> Result<AuditRecord, StoreError> {
         let (seq, head): (i64, String) = match self.heads.get(case_id.as_str()) {
             Some(known) => known.clone(),
-            None => sqlx::query_as("SELECT audit_seq, audit_head FROM cases WHERE case_id = $1")
-                .bind(case_id.as_str())
-                .fetch_optional(&mut *self.tx)
-                .await?
-                .ok_or_else(|| StoreError::Data(format!("audit for unknown case {case_id}")))?,
+            // The chain's head is read with the case row locked, as `load_case` does: a writer
+            // that read it unlocked would insert the same `seq` as the transaction holding the
+            // case and deadlock with it (its insert waits for that one's audit row, that one's
+            // head update for this one's).
+            None => sqlx::query_as(match self.backend {
+                Backend::Postgres => {
+                    "SELECT audit_seq, audit_head FROM cases WHERE case_id = $1 FOR UPDATE"
+                }
+                Backend::Sqlite => "SELECT audit_seq, audit_head FROM cases WHERE case_id = $1",
+            })
+            .bind(case_id.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .ok_or_else(|| StoreError::Data(format!("audit for unknown case {case_id}")))?,
         };
         let record = AuditRecord::next(
             case_id.as_str(),
