@@ -247,6 +247,7 @@ impl Runtime {
         event.causationid = command.cause_id.parse().ok();
         tx.enqueue(&event).await?;
         tx.commit().await?;
+        self.commits.committed(&command.case_id);
         self.relay_wakeup.notify_one();
         Ok(())
     }

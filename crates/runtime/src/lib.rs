@@ -14,6 +14,7 @@
 //! The relay ([`relay`]) publishes committed outbox rows with publisher confirms, and the parties'
 //! executors ([`effects`]) carry out the effects handlers requested, after the commit.
 
+mod commits;
 mod context;
 mod decision;
 pub mod effects;
@@ -61,8 +62,8 @@ pub fn worker_queue(h: &dyn Handler) -> WorkerQueue {
     }
 }
 
-/// Quick tries of an event that arrived early before it is put back behind what it follows.
-const EARLY_TRIES: usize = 3;
+/// Tries of an event that arrived early before it is put back behind what it follows.
+const EARLY_TRIES: u32 = 3;
 
 /// Tunables of the consumer loop.
 #[derive(Clone, Debug)]
@@ -134,6 +135,8 @@ pub struct Runtime {
     /// Set once the bus topology has been declared (readiness).
     pub declared: Arc<std::sync::atomic::AtomicBool>,
     relay_wakeup: Arc<Notify>,
+    /// This process's commits by case, for events that arrived before what they follow.
+    commits: Arc<commits::Commits>,
     /// One per party ([`wangban_domain::effects::Party::ALL`] order): wakes its executor.
     effect_wakeups: Arc<[Notify; 6]>,
 }
@@ -184,6 +187,7 @@ impl Runtime {
             metrics: Default::default(),
             declared: Default::default(),
             relay_wakeup: Arc::new(Notify::new()),
+            commits: Default::default(),
             effect_wakeups: Arc::new(std::array::from_fn(|_| Notify::new())),
         }
     }
@@ -342,34 +346,42 @@ impl Runtime {
                 attempts += 1;
                 tracing::info!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying");
                 self.metrics.retried(worker, &envelope.event_type);
-                // Kept for the case's timeline; best effort, off the handling path.
-                let (store, env, error) = (self.store.clone(), envelope.clone(), e.to_string());
-                tokio::spawn(async move {
-                    let _ = store
-                        .record_retry(env.subject.as_str(), worker, env.id.as_str(), &env.event_type, attempts, &error)
-                        .await;
-                });
+                self.note_retry(worker, &envelope, attempts, e);
             };
-            // An early event gets a few quick tries only: what it follows is usually a moment
-            // behind it, but may be queued behind it (then holding the delivery would keep it
-            // out of reach of the prefetch) or wait for a crashed executor's lease.
+            // An early event gets a few tries only, each after the next commit on its case in
+            // this process (what it follows is usually that commit, a moment behind it) or the
+            // retry delay, whichever comes first: what it follows may be queued behind it (then
+            // holding the delivery would keep it out of reach of the prefetch), committed by
+            // another process, or wait for a crashed executor's lease.
+            let watch = self.commits.watch(envelope.subject.as_str());
             let mut early_tries = 0;
-            let result = attempt
-                .retry(self.backoff())
-                .when(|e: &HandlerError| {
-                    if e.is_early() {
+            let result = loop {
+                let next_commit = watch.next();
+                let result = (&attempt)
+                    .retry(self.backoff())
+                    .when(|e: &HandlerError| e.is_transient() && !e.is_early())
+                    .notify(&mut note)
+                    .await;
+                match result {
+                    Err(e) if e.is_early() && early_tries < EARLY_TRIES => {
                         early_tries += 1;
-                        return early_tries <= EARLY_TRIES;
+                        let pause = self.config.retry_min * (1 << (early_tries - 1));
+                        tracing::debug!(error = %e, "early; waiting for the next commit on its case");
+                        self.metrics.retried(worker, &envelope.event_type);
+                        let _ = tokio::time::timeout(pause, next_commit).await;
                     }
-                    e.is_transient()
-                })
-                .notify(&mut note)
-                .await;
+                    other => break other,
+                }
+            };
+            drop(watch);
             if let Err(e) = &result
                 && e.is_early()
             {
                 let age = self.store.clock().now() - envelope.time;
                 if age.to_std().unwrap_or_default() < self.config.early_wait {
+                    // The early tries that a commit soon ended stay off the timeline; one that
+                    // is put back is on it.
+                    self.note_retry(worker, &envelope, i64::from(early_tries), e);
                     return self.defer(worker, delivery, &e.to_string()).await;
                 }
             }
@@ -388,6 +400,29 @@ impl Runtime {
         }
         .instrument(handle_span(worker, &envelope))
         .await
+    }
+
+    /// Keeps a retried attempt on the case's timeline; best effort, off the handling path.
+    fn note_retry(
+        &self,
+        worker: &'static str,
+        envelope: &Envelope,
+        attempts: i64,
+        e: &HandlerError,
+    ) {
+        let (store, env, error) = (self.store.clone(), envelope.clone(), e.to_string());
+        tokio::spawn(async move {
+            let _ = store
+                .record_retry(
+                    env.subject.as_str(),
+                    worker,
+                    env.id.as_str(),
+                    &env.event_type,
+                    attempts,
+                    &error,
+                )
+                .await;
+        });
     }
 
     /// Handles `batch` in one transaction, a savepoint per delivery, while holding `slot`; acks
@@ -495,6 +530,11 @@ impl Runtime {
             }
         }
         tx.commit().await?;
+        for (envelope, result) in envelopes.iter().zip(&results) {
+            if matches!(result, Ok(true)) {
+                self.commits.committed(envelope.subject.as_str());
+            }
+        }
         let committed = results.iter().filter(|r| matches!(r, Ok(true))).count();
         if committed > 0 {
             self.metrics.committed(worker, committed as u64);
@@ -514,6 +554,7 @@ impl Runtime {
             return Ok(false);
         };
         tx.commit().await?;
+        self.commits.committed(envelope.subject.as_str());
         self.metrics.committed(handler.worker(), 1);
         self.wake_executors(requested);
         Ok(true)
