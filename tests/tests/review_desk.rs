@@ -204,25 +204,10 @@ impl Desk {
         tasks.last().cloned().expect("a review task")
     }
 
-    /// Moves the opening of `case`'s open task to `at` (a Beijing time, RFC 3339).
-    async fn opened_at(&self, case: &str, at: &str) {
-        use sqlx::Connection;
-        let ms = chrono::DateTime::parse_from_rfc3339(at)
-            .unwrap()
-            .timestamp_millis();
-        let mut conn = sqlx::AnyConnection::connect(&self.env.settings.database_url)
-            .await
-            .unwrap();
-        let done = sqlx::query(
-            "UPDATE review_tasks SET opened_at = $1 WHERE case_id = $2 AND decided_at IS NULL",
-        )
-        .bind(ms)
-        .bind(case)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        assert_eq!(done.rows_affected(), 1);
-        let _ = conn.close().await;
+    /// The cases whose review task is in a supervisor queue, in the order they were escalated.
+    async fn escalated(&self) -> Vec<String> {
+        let tasks = self.client.runtime.store.escalated_tasks().await.unwrap();
+        tasks.into_iter().map(|t| t.case_id).collect()
     }
 
     async fn audit_kinds(&self, case: &str) -> Vec<String> {
@@ -744,8 +729,9 @@ async fn the_review_clock_escalates_across_a_holiday_and_a_make_up_working_day()
             .unwrap()
             .timestamp_millis()
     };
-    // The process's one clock, from the last holiday on: store, events and timers read it.
-    let clock = Clock::controlled(at("2026-10-07T12:00:00+08:00"));
+    // The process's one clock: store, events and timers read it. Each case is submitted on its
+    // day, and its task's review clock starts then.
+    let clock = Clock::controlled(at("2026-09-28T10:00:00+08:00"));
     let shared = clock.clone();
     let mut d = Desk::start("desk_clock", move |s| {
         s.clock = shared;
@@ -754,30 +740,21 @@ async fn the_review_clock_escalates_across_a_holiday_and_a_make_up_working_day()
         s.review_hold = Duration::from_secs(30 * 86_400);
     })
     .await;
-    let cases = d.submit_for_review(0, 3).await;
-    let (monday, wednesday, after) = (&cases[0], &cases[1], &cases[2]);
-    d.opened_at(monday, "2026-09-28T10:00:00+08:00").await;
-    d.opened_at(wednesday, "2026-09-30T10:00:00+08:00").await;
-    d.opened_at(after, "2026-10-08T10:00:00+08:00").await;
-
-    let escalated = || async {
-        let mut out = Vec::new();
-        for c in &cases {
-            if d.task(c).await.queue == "supervisor" {
-                out.push(c.clone());
-            }
-        }
-        out
-    };
+    let monday = d.submit_for_review(0, 1).await.remove(0);
+    clock.set(at("2026-09-30T10:00:00+08:00"));
+    let wednesday = d.submit_for_review(1, 1).await.remove(0);
+    clock.set(at("2026-10-07T12:00:00+08:00"));
     // On the last holiday: Monday's case has had 2 working days (29, 30 September), no more.
     d.settle().await;
-    assert!(escalated().await.is_empty());
+    assert!(d.escalated().await.is_empty());
+    clock.set(at("2026-10-08T10:00:00+08:00"));
+    let after = d.submit_for_review(2, 1).await.remove(0);
     // Friday 9 October: Monday's case has had 4; Wednesday's 2 (8, 9 October).
     clock.set(at("2026-10-09T12:00:00+08:00"));
     eventually(
         Duration::from_secs(30),
         "Monday's case to escalate",
-        || async { escalated().await == [monday.clone()] },
+        || async { d.escalated().await == [monday.clone()] },
     )
     .await;
     // Saturday 10 October is a make-up working day: Wednesday's case has had 3.
@@ -785,20 +762,21 @@ async fn the_review_clock_escalates_across_a_holiday_and_a_make_up_working_day()
     eventually(
         Duration::from_secs(30),
         "Wednesday's case to escalate",
-        || async { escalated().await == [monday.clone(), wednesday.clone()] },
+        || async { d.escalated().await == [monday.clone(), wednesday.clone()] },
     )
     .await;
     // Sunday 11 October is not: the case opened on the 8th has had 2 (9, 10 October).
     clock.set(at("2026-10-11T12:00:00+08:00"));
     d.settle().await;
-    assert_eq!(escalated().await.len(), 2);
+    assert_eq!(d.escalated().await.len(), 2);
     clock.set(at("2026-10-12T12:00:00+08:00"));
     eventually(
         Duration::from_secs(30),
         "the third case to escalate",
-        || async { escalated().await.len() == 3 },
+        || async { d.escalated().await.len() == 3 },
     )
     .await;
+    let cases = [monday, wednesday, after];
 
     // Escalated: in the supervisor's hands, on the record, counted as breaches.
     for c in &cases {
@@ -830,6 +808,7 @@ async fn the_review_clock_escalates_across_a_holiday_and_a_make_up_working_day()
         "{metrics}"
     );
     // The office's reviewers no longer decide it; the supervisor does.
+    let monday = cases[0].as_str();
     let first = d.task(monday).await;
     let (status, _) = d.decide("bj-1", monday, APPROVE()).await;
     assert_eq!(status, 403);

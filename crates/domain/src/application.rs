@@ -176,6 +176,15 @@ pub fn beijing_date(ms: i64) -> NaiveDate {
         .map_or_else(|| chrono::Utc::now().date_naive(), |t| t.date_naive())
 }
 
+/// The first instant of `date` in Beijing, in milliseconds since the Unix epoch.
+pub fn beijing_midnight(date: NaiveDate) -> i64 {
+    date.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_millis()
+        - 8 * 3_600_000
+}
+
 impl Application {
     /// The Beijing calendar date of `submitted_at`: every date rule uses it.
     pub fn submission_date(&self) -> NaiveDate {

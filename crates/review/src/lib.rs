@@ -16,15 +16,12 @@ pub mod desk_file;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::time::Duration;
-use wangban_domain::application::beijing_date;
+use wangban_domain::application::{beijing_date, beijing_midnight};
 use wangban_domain::calendar::WorkingCalendar;
 use wangban_domain::effects::{Effect, Party};
 use wangban_domain::events::{Envelope, EventType};
-use wangban_domain::ids::EventId;
 use wangban_domain::lifecycle::{State, Step};
-use wangban_runtime::{
-    CaseRecord, Cx, Deadline, Decision, Handler, HandlerError, Runtime, ingress,
-};
+use wangban_runtime::{CaseRecord, Cx, Deadline, Decision, Handler, HandlerError, Runtime};
 
 /// Who reviews.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +45,19 @@ pub struct ReviewRules {
     pub resubmit_within: Duration,
     /// A task held this long without a decision goes back to its queue.
     pub hold: Duration,
+}
+
+impl ReviewRules {
+    /// When a task opened at `opened_at` (ms since the Unix epoch) has waited more than
+    /// `working_days` working days: the first instant of the Beijing day on which it has. `None`
+    /// when the calendar has no data that far (the clock cannot run; logged by the caller).
+    pub fn escalation_due(&self, opened_at: i64) -> Option<i64> {
+        let due = self
+            .calendar
+            .add_working_days(beijing_date(opened_at), self.working_days + 1)
+            .ok()?;
+        Some(beijing_midnight(due))
+    }
 }
 
 impl Default for ReviewRules {
@@ -113,7 +123,14 @@ impl Review {
             .await?;
         let detail = json!({"round": round, "reviewer": task.reviewer, "office": office.id});
         self.assigned(cx, &mut case, step, round, task.reviewer, detail)
-            .await
+            .await?;
+        if case.state == State::UnderReview {
+            // The review clock of the round starts with the task.
+            if let Some(deadline) = self.escalation(round, case.state_since) {
+                cx.schedule(&case, deadline).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The round is assigned: recorded, and the case is under review.
@@ -219,6 +236,24 @@ impl Review {
         let decision = self.decide_verdict(&case, &verdict, &record)?;
         cx.apply(&mut case, decision).await?;
         Ok(())
+    }
+
+    /// The `review.deadline` that escalates round `round`'s task, opened at `opened_at`, to its
+    /// office's supervisor queue if it is still undecided when the review clock runs out.
+    fn escalation(&self, round: i64, opened_at: i64) -> Option<Deadline> {
+        let Some(due) = self.rules.escalation_due(opened_at) else {
+            tracing::warn!(
+                round,
+                "the working-day calendar has no data for this task's review clock; it will not escalate"
+            );
+            return None;
+        };
+        Some(Deadline {
+            kind: EventType::ReviewDeadline,
+            data: json!({"deadline": "escalate", "round": round}),
+            key: vec!["review".into(), "escalate".into(), round.to_string()],
+            after: Duration::from_millis(due.saturating_sub(opened_at).max(0) as u64),
+        })
     }
 
     /// The `review.deadline` that closes the case if round `round`'s correction is not answered
@@ -418,11 +453,10 @@ impl Handler for Review {
         }
     }
 
-    /// The desk's clock: tasks held too long go back to their queue; tasks past the review clock
-    /// are published as `review.deadline` events (ids derived from the case and round, so a
-    /// repeat on the next tick has no second effect). Correction deadlines are scheduled with the
-    /// correction request; once per process, this schedules them for the cases that were already
-    /// waiting when it started.
+    /// The desk's clock: tasks held too long go back to their queue. The review clock (escalation)
+    /// and the correction lapse are deadlines scheduled with the decision that starts them; once
+    /// per process, this schedules them for the cases that were already waiting without one when
+    /// it started (left by a version that scanned for them instead).
     async fn tick(&self, rt: &Runtime) -> Result<(), HandlerError> {
         let now = rt.store.clock().now_ms();
         if let Some(file) = &self.reviewers_file {
@@ -439,18 +473,6 @@ impl Handler for Review {
                     "review tasks held too long went back to their queue"
                 );
             }
-            let today = beijing_date(now);
-            for (case, round, opened_at) in rt.store.tasks_on_the_clock().await? {
-                let days = self
-                    .rules
-                    .calendar
-                    .working_days_between(beijing_date(opened_at), today);
-                if days.is_ok_and(|d| d > self.rules.working_days) {
-                    let data = json!({"deadline": "escalate", "round": round});
-                    let id = EventId::derived(&[&case, "review", "escalate", &round.to_string()]);
-                    publish_deadline(rt, &case, id, data).await?;
-                }
-            }
         }
         if !self.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
             let waiting = rt
@@ -462,33 +484,23 @@ impl Handler for Review {
                 rt.schedule(self.worker(), &case, waiting, since, lapse)
                     .await?;
             }
+            if matches!(self.desk, Desk::Staffed) {
+                // A task escalated before is scheduled again, due at once: its event id is the
+                // one already handled, so the inbox lets it pass without a second escalation.
+                let waiting = rt.store.waiting_unscheduled(State::UnderReview.as_str());
+                for (case, since, round) in waiting.await? {
+                    if let Some(escalation) = self.escalation(round, since) {
+                        let waiting = State::UnderReview;
+                        rt.schedule(self.worker(), &case, waiting, since, escalation)
+                            .await?;
+                    }
+                }
+            }
             self.caught_up
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
-}
-
-async fn publish_deadline(
-    rt: &Runtime,
-    case: &str,
-    id: EventId,
-    data: Value,
-) -> Result<(), HandlerError> {
-    let case = case
-        .parse()
-        .map_err(|e: String| HandlerError::Permanent(format!("stored case id: {e}")))?;
-    let event = ingress::event(
-        rt.store.clock(),
-        EventType::ReviewDeadline,
-        "/wangban/review/clock",
-        &case,
-        Some(id),
-        data,
-    );
-    rt.publish_ingress(&event)
-        .await
-        .map_err(HandlerError::Transient)
 }
 
 #[cfg(test)]
@@ -508,6 +520,44 @@ mod tests {
         d["round"] = json!(round);
         d["reviewer"] = json!("r1");
         Verdict::decode(&d).unwrap()
+    }
+
+    #[test]
+    fn the_review_clock_runs_out_at_the_start_of_the_third_working_day_after_the_task() {
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let rules = ReviewRules::default(); // 2 working days
+        // (opened, due): across the National Day holiday (1-7 October 2026) and its make-up
+        // working Saturday (10 October); a Sunday does not count.
+        for (opened, due) in [
+            ("2026-09-28T10:00:00+08:00", "2026-10-08T00:00:00+08:00"),
+            ("2026-09-30T23:59:00+08:00", "2026-10-10T00:00:00+08:00"),
+            ("2026-10-08T10:00:00+08:00", "2026-10-12T00:00:00+08:00"),
+            ("2026-11-30T01:00:00+08:00", "2026-12-03T00:00:00+08:00"),
+            // Just after midnight in Beijing is still the day before in UTC.
+            ("2026-11-29T16:30:00Z", "2026-12-03T00:00:00+08:00"),
+        ] {
+            assert_eq!(rules.escalation_due(at(opened)), Some(at(due)), "{opened}");
+        }
+        let review = Review {
+            desk: Desk::Staffed,
+            rules,
+            reviewers_file: None,
+            caught_up: Default::default(),
+        };
+        let deadline = review
+            .escalation(2, at("2026-10-08T10:00:00+08:00"))
+            .unwrap();
+        assert_eq!(deadline.after, Duration::from_secs(3 * 86_400 + 14 * 3600));
+        assert_eq!(deadline.data, json!({"deadline": "escalate", "round": 2}));
+        // No calendar data that far: no clock rather than a wrong one.
+        assert_eq!(
+            review.rules.escalation_due(at("2099-06-01T10:00:00+08:00")),
+            None
+        );
     }
 
     #[test]

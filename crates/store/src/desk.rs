@@ -355,15 +355,6 @@ impl Store {
         .rows_affected())
     }
 
-    /// Open tasks still in an office queue: (case, round, opened_at), for the review clock.
-    pub async fn tasks_on_the_clock(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT case_id, round, opened_at FROM review_tasks WHERE decided_at IS NULL AND queue = 'office' ORDER BY opened_at",
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
     /// Cases whose review was escalated, with when (breaches of the review clock).
     pub async fn escalated_tasks(&self) -> Result<Vec<Task>, StoreError> {
         let rows = sqlx::query(concat!(

@@ -374,6 +374,16 @@ impl Pipeline {
         if rt.store.outbox_backlog().await.map_or(true, |n| n > 0) {
             return false;
         }
+        // A deadline that has come due is about to be fired.
+        let now = rt.store.clock().now_ms();
+        if rt
+            .store
+            .scheduled_backlog()
+            .await
+            .map_or(true, |(_, due)| due.is_some_and(|at| at <= now))
+        {
+            return false;
+        }
         for w in &self.topology.workers {
             if !rt.bus.stats(&w.worker).await.is_ok_and(|s| s.ready == 0) {
                 return false;
