@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A sampling profile of PostgreSQL while something runs: every 50 ms, what each active backend of
 # the database is doing (waiting on what, or on CPU) and its statement, counted.
-# Usage: scripts/pg-profile.sh [samples=400] [database URL]   (run it beside `wangban bench`)
+# Usage: scripts/pg-profile.sh [samples=400] [database URL]   (run it beside `wangban-bench`)
 set -euo pipefail
 n="${1:-400}"
 url="${2:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Celery peer of `wangban bench`: installs Celery in a virtualenv (target/celery-venv), starts
+# The Celery peer of `wangban-bench`: installs Celery in a virtualenv (target/celery-venv), starts
 # one Celery worker per stage on the local RabbitMQ, drives N chains (default 2000) and prints one
 # JSON line. Usage: bench/celery/run.sh [N]. CELERY_POOL (prefork) and CELERY_CONCURRENCY (2) set
 # each worker's pool; the threads pool with publisher confirms ran at 48 hops/s here (its threads

@@ -18,16 +18,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// The `wangban` binary, built on demand (integration tests of this package do not get it).
 pub fn wangban_binary() -> PathBuf {
-    let root = workspace_root();
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--bin", "wangban"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build --bin wangban runs");
-    assert!(status.success(), "building the wangban binary failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    target.join("debug").join("wangban")
+    built(false, &["wangban"]).join("wangban")
 }
 
 /// The broker tests use (`WANGBAN_TEST_AMQP_URL`, default the local guest account).
@@ -272,22 +263,33 @@ impl WorkerProcesses {
 /// pipeline, not a debug build), built once per test process.
 pub fn wangban_binary_path() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = workspace_root();
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--release", "--bin", "wangban"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo build --release --bin wangban runs");
-        assert!(
-            status.success(),
-            "building the release wangban binary failed"
-        );
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        target.join("release").join("wangban")
-    })
-    .clone()
+    BIN.get_or_init(|| built(true, &["wangban"]).join("wangban"))
+        .clone()
+}
+
+/// `wangban-bench`, release build, with the `wangban` its worker processes run beside it.
+pub fn wangban_bench_binary_path() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| built(true, &["wangban", "wangban-bench"]).join("wangban-bench"))
+        .clone()
+}
+
+/// Builds `bins` (the release build when `release`) and returns the directory they are in.
+fn built(release: bool, bins: &[&str]) -> PathBuf {
+    let root = workspace_root();
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo.args(["build", "--quiet"]);
+    if release {
+        cargo.arg("--release");
+    }
+    for bin in bins {
+        cargo.args(["--bin", bin]);
+    }
+    let status = cargo.current_dir(&root).status().expect("cargo build runs");
+    assert!(status.success(), "building {bins:?} failed");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    target.join(if release { "release" } else { "debug" })
 }
 
 /// Waits until the pipeline is quiet — outbox relayed and every worker queue empty, twice in a

@@ -1,15 +1,14 @@
-//! `wangban bench` runs end to end and reports what it measured — on RabbitMQ and PostgreSQL
+//! `wangban-bench` runs end to end and reports what it measured — on RabbitMQ and PostgreSQL
 //! (worker processes plus the bare-lapin baseline) and embedded. Figures are not asserted here
 //! (speed is the command's output, not a test's verdict); completeness and consistency are.
 
 use serde_json::Value;
 use std::process::Command;
-use wangban_tests::{amqp_url, database_url, wangban_binary_path};
+use wangban_tests::{amqp_url, database_url, wangban_bench_binary_path};
 
 fn bench(args: &[&str], real: bool) -> (String, Value) {
-    let mut cmd = Command::new(wangban_binary_path());
-    cmd.arg("bench")
-        .args(args)
+    let mut cmd = Command::new(wangban_bench_binary_path());
+    cmd.args(args)
         .env("RUST_LOG", "error")
         .env("WANGBAN_DB_POOL_SIZE", "4");
     if real {
@@ -18,7 +17,7 @@ fn bench(args: &[&str], real: bool) -> (String, Value) {
     } else {
         cmd.env_remove("AMQP_URL").env_remove("DATABASE_URL");
     }
-    let out = cmd.output().expect("wangban bench runs");
+    let out = cmd.output().expect("wangban-bench runs");
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
         out.status.success(),
@@ -77,4 +76,30 @@ fn bench_embedded_runs_the_same_load_in_process() {
     let (_, last) = bench(&["--cases", "100", "--embedded"], false);
     check_common(&last, 100);
     assert!(last["mode"].as_str().unwrap().starts_with("embedded"));
+}
+
+#[test]
+fn the_bench_is_not_in_the_shipped_binary_and_names_a_missing_wangban() {
+    use wangban_tests::wangban_binary_path;
+    let out = Command::new(wangban_binary_path())
+        .arg("bench")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "`wangban bench` is a usage error"
+    );
+    let out = Command::new(wangban_bench_binary_path())
+        .args(["--cases", "1", "--wangban", "/nonexistent/wangban"])
+        .env("AMQP_URL", amqp_url())
+        .env("DATABASE_URL", database_url())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no wangban binary at /nonexistent/wangban"),
+        "{stderr}"
+    );
 }

@@ -1,8 +1,8 @@
 //! The wiring of wangban: configuration, the pipeline (store + bus + the five workers with their
 //! parties), and the commands the binary offers. Only this crate knows every concrete piece.
 
-pub mod bench;
 pub mod check;
+pub mod command;
 pub mod demo;
 pub mod executors;
 pub mod parties;

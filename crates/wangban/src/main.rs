@@ -62,14 +62,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure wangban beside the raw broker in one run: N cases through worker processes on
-    /// RabbitMQ and PostgreSQL, then bare lapin with the same hops; a table and one JSON line.
-    Bench {
-        #[command(flatten)]
-        services: Services,
-        #[command(flatten)]
-        args: cli::bench::Args,
-    },
     /// Hand application files to intake as the portal does, retrying while the broker is away.
     Submit {
         #[command(flatten)]
@@ -254,7 +246,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     broker,
                 },
         } => cli::dlq::replay(id, all, worker, broker).await,
-        Command::Bench { services, args } => cli::bench::run(services, args).await,
         Command::Demo {
             services,
             cases,

@@ -1,5 +1,5 @@
 //! Worker processes: `wangban serve --workers W` children sharing one broker and database, as a
-//! deployment runs them. Used by `wangban bench` (to measure each process) and by the
+//! deployment runs them. Used by `wangban-bench` (to measure each process) and by the
 //! fault-injection tests (to SIGKILL them).
 
 use crate::settings::Settings;

@@ -3,8 +3,7 @@
 //! acks, the same prefetch and concurrency as a wangban worker) that publishes the message on
 //! with a publisher confirm and acks only after the confirm. No database, no handler.
 
-use super::Side;
-use crate::settings::Settings;
+use crate::run::Side;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -15,6 +14,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use wangban::settings::Settings;
 use wangban_bus::{Bus, Outgoing, Topology, WorkerQueue};
 use wangban_runtime::RuntimeConfig;
 
@@ -133,7 +133,7 @@ pub async fn lapin_chain(
             break;
         }
         if last_line.elapsed() > Duration::from_millis(500) {
-            crate::progress::show(&format!(
+            wangban::progress::show(&format!(
                 "[bench] baseline: {got}/{messages} messages through {hops} hops, {:.1} s",
                 started.elapsed().as_secs_f64()
             ));
@@ -149,10 +149,10 @@ pub async fn lapin_chain(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    crate::progress::show(&format!(
+    wangban::progress::show(&format!(
         "[bench] baseline: {messages}/{messages} messages through {hops} hops, {seconds:.1} s"
     ));
-    crate::progress::end();
+    wangban::progress::end();
     // Closing each stage's channel ends its consumer; the stage then closes its connection.
     for c in &channels {
         let _ = c.close(200, "baseline done".into()).await;

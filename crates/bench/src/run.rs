@@ -1,4 +1,4 @@
-//! `wangban bench`: the raw broker and wangban side by side, in one run, on the same services.
+//! `wangban-bench`: the raw broker and wangban side by side, in one run, on the same services.
 //!
 //! - **wangban**: N generated cases through every worker (each worker its own `wangban serve`
 //!   process, `--replicas` of each), with the outbox, inbox and audit on and the simulated
@@ -14,17 +14,14 @@
 //! baseline then is the in-process bus alone). Everything runs under a fresh queue prefix and
 //! database schema, removed afterwards.
 
-mod baseline;
-mod system;
-
-use crate::demo::{Rng, Scenario, application};
-use crate::pipeline::{Pipeline, WORKERS};
-use crate::processes::WorkerProcesses;
-use crate::settings::Settings;
 use anyhow::Context;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+use wangban::demo::{Rng, Scenario, application};
+use wangban::pipeline::{Pipeline, WORKERS};
+use wangban::processes::WorkerProcesses;
+use wangban::settings::Settings;
 use wangban_bus::Outgoing;
 use wangban_domain::events::EventType;
 use wangban_domain::ids::{ApplicationId, CaseId};
@@ -55,7 +52,7 @@ pub struct Side {
     pub hops_per_s: f64,
 }
 
-/// Everything `wangban bench` prints.
+/// Everything `wangban-bench` prints.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub mode: &'static str,
@@ -77,7 +74,7 @@ pub struct Report {
     /// Per worker: the largest peak RSS of its processes, MiB.
     pub rss_mib: BTreeMap<String, f64>,
     /// CPU seconds of broker, database and workers during the wangban run.
-    pub cpu: system::CpuSplit,
+    pub cpu: crate::system::CpuSplit,
 }
 
 impl Report {
@@ -128,7 +125,7 @@ impl Report {
             s.push('\n');
         };
         line(format!(
-            "wangban bench ({}, {} cases, {} process(es) per worker{}, parties answer after {} ms)",
+            "wangban-bench ({}, {} cases, {} process(es) per worker{}, parties answer after {} ms)",
             self.mode,
             self.cases,
             self.replicas,
@@ -276,14 +273,14 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
             .map(|w| (w.to_string(), std::process::id()))
             .collect(),
     };
-    let cpu_before = system::cpu_sample(&pids);
+    let cpu_before = crate::system::cpu_sample(&pids);
     let run_id = format!("BENCH{}", &uuid::Uuid::new_v4().simple().to_string()[..6]).to_uppercase();
     let started = Instant::now();
     let submitted = submit(&pipeline, &run_id, opts).await?;
     let (finished_at, by_state) = wait_for_cases(&pipeline, opts.cases, started).await?;
     quiet(&pipeline).await;
     let quiet_at = started.elapsed();
-    let cpu_after = system::cpu_sample(&pids);
+    let cpu_after = crate::system::cpu_sample(&pids);
     report.cpu = cpu_after.minus(&cpu_before);
 
     let store = &pipeline.runtime.store;
@@ -315,8 +312,8 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
         Some(p) => {
             let mut texts = Vec::new();
             for (worker, pid, addr) in p.addresses()? {
-                texts.push(system::scrape_metrics(&addr).await?);
-                let rss = system::peak_rss_mib(pid);
+                texts.push(crate::system::scrape_metrics(&addr).await?);
+                let rss = crate::system::peak_rss_mib(pid);
                 let e = report.rss_mib.entry(worker).or_default();
                 *e = e.max(rss);
             }
@@ -327,7 +324,7 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
             let mut text = String::new();
             pipeline.runtime.metrics.render(&mut text);
             report.handling = handling_percentiles(&[text]);
-            let rss = system::peak_rss_mib(std::process::id());
+            let rss = crate::system::peak_rss_mib(std::process::id());
             for w in WORKERS {
                 report.rss_mib.insert(w.to_string(), rss);
             }
@@ -341,10 +338,10 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
         let hops = report.hops_per_case.round().max(1.0) as usize;
         let size = event_bytes.round().max(64.0) as usize;
         let side = if opts.embedded {
-            baseline::in_process(opts.cases, hops, size, &settings.runtime).await?
+            crate::baseline::in_process(opts.cases, hops, size, &settings.runtime).await?
         } else {
             let url = settings.amqp_url.as_deref().unwrap_or_default();
-            baseline::lapin_chain(
+            crate::baseline::lapin_chain(
                 url,
                 &settings.queue_prefix,
                 opts.cases,
@@ -442,10 +439,10 @@ async fn submit(
         n += out.len();
         submitted.extend(ids.into_iter().map(|id| (id, now)));
         if n % 5_000 < out.len() || n == opts.cases {
-            crate::progress::show(&format!("[bench] submitted {n}/{} cases", opts.cases));
+            wangban::progress::show(&format!("[bench] submitted {n}/{} cases", opts.cases));
         }
     }
-    crate::progress::end();
+    wangban::progress::end();
     Ok(submitted)
 }
 
@@ -473,17 +470,17 @@ async fn wait_for_cases(
         let finished: usize = done.values().sum();
         let elapsed = started.elapsed();
         let rate = (finished - last.0.min(finished)) as f64 / last.1.elapsed().as_secs_f64();
-        crate::progress::show(&format!(
+        wangban::progress::show(&format!(
             "[bench] wangban: {finished}/{cases} cases final, {rate:.0} cases/s now, {:.1} s",
             elapsed.as_secs_f64()
         ));
         last = (finished, Instant::now());
         if finished >= cases {
-            crate::progress::end();
+            wangban::progress::end();
             return Ok((elapsed, done));
         }
         if elapsed > budget {
-            crate::progress::end();
+            wangban::progress::end();
             anyhow::bail!(
                 "only {finished} of {cases} cases reached a final state within {budget:?}"
             );
