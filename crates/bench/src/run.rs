@@ -99,7 +99,9 @@ impl Report {
             "cases_per_s": round(self.cases_per_s, 1),
             "hops_per_case": round(self.hops_per_case, 2),
             "baseline_hops_per_s": self.baseline.as_ref().map(|b| round(b.hops_per_s, 0)),
-            "ratio": self.ratio().map(|r| round(r, 3)),
+            // Three significant digits: the embedded run's ratio to the in-process bus is about
+            // 0.0001, which three decimals would print as 0.
+            "ratio": self.ratio().map(|r| round(r, significant_decimals(r, 3))),
             "p99_hop_ms": round(self.p99_hop_ms(), 2),
             "max_rss_mib": round(self.max_rss_mib(), 1),
             "wangban_hops_per_s": round(self.wangban.hops_per_s, 0),
@@ -166,7 +168,10 @@ impl Report {
             "  hops per case {:.2}, mean event {:.0} bytes, ratio wangban/baseline {}",
             self.hops_per_case,
             self.event_bytes,
-            self.ratio().map_or("-".into(), |r| format!("{r:.3}"))
+            self.ratio().map_or("-".into(), |r| format!(
+                "{r:.*}",
+                significant_decimals(r, 3) as usize
+            ))
         ));
         line(format!(
             "  end-to-end latency per case: p50 {:.0} ms, p99 {:.0} ms",
@@ -633,9 +638,37 @@ impl Namespace {
     }
 }
 
+/// The decimals that show `digits` significant digits of `x` (at least 3).
+fn significant_decimals(x: f64, digits: i32) -> i32 {
+    if x == 0.0 || !x.is_finite() {
+        return 3;
+    }
+    (digits - 1 - x.abs().log10().floor() as i32).max(3)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_ratio_keeps_three_significant_digits() {
+        assert_eq!(significant_decimals(0.054, 3), 4);
+        assert_eq!(significant_decimals(0.000117, 3), 6);
+        assert_eq!(significant_decimals(0.25, 3), 3);
+        assert_eq!(significant_decimals(0.0, 3), 3);
+        let report = Report {
+            wangban: Side {
+                hops_per_s: 60.0,
+                ..Side::default()
+            },
+            baseline: Some(Side {
+                hops_per_s: 513_272.0,
+                ..Side::default()
+            }),
+            ..Report::default()
+        };
+        assert_eq!(report.json()["ratio"], serde_json::json!(0.000117));
+    }
 
     #[test]
     fn percentiles_by_nearest_rank() {
