@@ -7,7 +7,7 @@ RUN cargo build --release --locked --bin wangban
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/wangban --create-home wangban
 COPY --from=build /src/target/release/wangban /usr/local/bin/wangban
-USER wangban
+USER 10001:10001
 WORKDIR /var/lib/wangban
 ENTRYPOINT ["/usr/local/bin/wangban"]
 CMD ["serve"]

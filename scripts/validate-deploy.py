@@ -80,8 +80,12 @@ for name in ["wangban-review", "wangban-ops"]:
     if not path or not any(volumes.get(v) == "wangban-reviewers" and path == f"{p}/reviewers.json"
                            for v, p in mounts.items()):
         fail(f"{name}: WANGBAN_REVIEWERS_FILE must name reviewers.json of the mounted wangban-reviewers ConfigMap")
-users = {u["name"] for u in definitions.get("users", [])}
-for w in WORKERS:
-    if f"wangban-{w}" not in users:
-        fail(f"definitions: no broker user for {w}")
+if definitions.get("users") or definitions.get("permissions"):
+    fail("definitions: the committed template must hold no users (importing it would reset their "
+         "passwords); a deployment renders them with `wangban topology --passwords DIR`")
+secret = by_kind.get("Secret", {}).get("wangban", {}).get("stringData", {})
+for w in WORKERS + ["ops"]:
+    url = secret.get(f"AMQP_URL_{w.upper()}", "")
+    if f"://wangban-{w}:" not in url:
+        fail(f"Secret wangban: AMQP_URL_{w.upper()} must log in as the broker user wangban-{w}")
 print(f"deploy check: {len(docs)} Kubernetes objects consistent with each other and with the RabbitMQ definitions")

@@ -113,6 +113,56 @@ fn the_checked_in_rabbitmq_definitions_are_what_the_workers_declare() {
             .iter()
             .all(|q| q["arguments"]["x-queue-type"] == "quorum")
     );
+    assert_eq!(
+        committed["users"],
+        serde_json::json!([]),
+        "no users: no reset"
+    );
+    // Rendering a deployment's definitions needs every user's password: a missing one is named.
+    let dir = std::env::temp_dir().join(format!("wangban-pw-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for user in [
+        "wangban-intake",
+        "wangban-review",
+        "wangban-notify",
+        "wangban-production",
+    ] {
+        std::fs::write(dir.join(user), "s3cret\n").unwrap();
+    }
+    let out = Command::new(wangban_binary())
+        .args(["topology", "--passwords"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the password of wangban-courier"),
+        "{stderr}"
+    );
+    for user in ["wangban-courier", "wangban-ops"] {
+        std::fs::write(dir.join(user), "s3cret\n").unwrap();
+    }
+    let out = Command::new(wangban_binary())
+        .args(["topology", "--passwords"])
+        .arg(&dir)
+        .env_remove("WANGBAN_QUEUE_PREFIX")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("s3cret"), "a password in the definitions");
+    let rendered: Value = serde_json::from_str(&text).unwrap();
+    let hashes: Vec<&str> = rendered["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["password_hash"].as_str().unwrap())
+        .collect();
+    assert_eq!(hashes.len(), 6);
+    assert!(hashes.iter().all(|h| h.len() == 48), "{hashes:?}");
+    assert_ne!(hashes[0], hashes[1], "a fresh salt per user");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

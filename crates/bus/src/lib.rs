@@ -13,7 +13,7 @@ pub mod amqp;
 pub mod memory;
 mod topology;
 
-pub use topology::{Topology, WorkerQueue, topic_matches};
+pub use topology::{Topology, WorkerQueue, password_hash, topic_matches};
 
 use async_trait::async_trait;
 

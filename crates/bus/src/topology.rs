@@ -3,6 +3,7 @@
 //! A prefix keeps tests (and tenants) apart on one broker.
 
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// A worker's queue and the routing-key patterns bound to it.
 #[derive(Clone, Debug)]
@@ -63,9 +64,24 @@ impl Topology {
         format!("^{p}wangban\\.(events|dead-letters|{w}|{w}\\.dead-letters)$")
     }
 
-    /// The topology as a RabbitMQ definitions file (`rabbitmqctl import_definitions`), with the
-    /// same names and arguments the workers declare at start.
-    pub fn rabbitmq_definitions(&self) -> Value {
+    /// The broker users of a deployment: one per worker (`wangban-<worker>`), limited to its own
+    /// queues, and `wangban-ops` (operations: replays, the portal's submissions, monitoring).
+    pub fn broker_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .workers
+            .iter()
+            .map(|w| format!("wangban-{}", w.worker))
+            .collect();
+        users.push("wangban-ops".into());
+        users
+    }
+
+    /// The topology as a RabbitMQ definitions file (`rabbitmqctl import_definitions`, or
+    /// `load_definitions` at boot), with the same names and arguments the workers declare at
+    /// start. With `users` (each of [`Topology::broker_users`] with its `password_hash`, see
+    /// [`password_hash`]), the file also creates the users and their permissions; without, it
+    /// holds no users at all, so importing it never resets a password.
+    pub fn rabbitmq_definitions(&self, users: Option<&BTreeMap<String, String>>) -> Value {
         let vhost = "/";
         let mut queues = Vec::new();
         let mut bindings = Vec::new();
@@ -94,21 +110,35 @@ impl Topology {
                 "destination_type": "queue", "routing_key": w.worker, "arguments": {}
             }));
         }
-        // One user per worker, with only what it needs, and one for operators (replay). Users
-        // carry no password: set one with `rabbitmqctl change_password` after importing.
-        let mut users = Vec::new();
+        // One user per worker, with only what it needs, and one for operators.
+        let mut users_out = Vec::new();
         let mut permissions = Vec::new();
-        for w in &self.workers {
-            let perm = self.worker_permissions(&w.worker);
-            users.push(json!({"name": format!("wangban-{}", w.worker), "password_hash": "", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}));
-            permissions.push(json!({"user": format!("wangban-{}", w.worker), "vhost": vhost, "configure": perm, "write": perm, "read": perm}));
+        if let Some(hashes) = users {
+            let all = format!("^{}wangban\\..*", regex_escape(&self.prefix));
+            for name in self.broker_users() {
+                let (tags, configure, write, read) = match name.strip_prefix("wangban-") {
+                    Some("ops") => (
+                        json!(["monitoring"]),
+                        all.clone(),
+                        format!("({all}|^amq\\.default$)"),
+                        all.clone(),
+                    ),
+                    Some(worker) => {
+                        let perm = self.worker_permissions(worker);
+                        (json!([]), perm.clone(), perm.clone(), perm)
+                    }
+                    None => continue,
+                };
+                let hash = hashes.get(&name).cloned().unwrap_or_default();
+                users_out.push(json!({"name": name, "password_hash": hash,
+                                      "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": tags}));
+                permissions.push(json!({"user": name, "vhost": vhost, "configure": configure,
+                                        "write": write, "read": read}));
+            }
         }
-        let all = format!("^{}wangban\\..*", regex_escape(&self.prefix));
-        users.push(json!({"name": "wangban-ops", "password_hash": "", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["monitoring"]}));
-        permissions.push(json!({"user": "wangban-ops", "vhost": vhost, "configure": all, "write": format!("({all}|^amq\\.default$)"), "read": all}));
         json!({
             "rabbit_version": "3.12",
-            "users": users,
+            "users": users_out,
             "permissions": permissions,
             "vhosts": [{"name": vhost}],
             "exchanges": [
@@ -119,6 +149,21 @@ impl Topology {
             "bindings": bindings
         })
     }
+}
+
+/// RabbitMQ's `rabbit_password_hashing_sha256` hash of `password`: base64 of the 4-byte `salt`
+/// followed by SHA-256(salt ‖ password), what `rabbitmqctl hash_password` prints for a random salt.
+pub fn password_hash(password: &str, salt: [u8; 4]) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let mut bytes = salt.to_vec();
+    bytes.extend_from_slice(
+        &Sha256::new()
+            .chain_update(salt)
+            .chain_update(password)
+            .finalize(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn regex_escape(s: &str) -> String {
@@ -181,7 +226,9 @@ mod tests {
             }],
             delivery_limit: 5,
         };
-        let d = t.rabbitmq_definitions();
+        let d = t.rabbitmq_definitions(None);
+        assert_eq!(d["users"], json!([]), "the template resets no password");
+        assert_eq!(d["permissions"], json!([]));
         assert_eq!(d["queues"][0]["name"], "wangban.intake");
         assert_eq!(d["queues"][0]["arguments"]["x-queue-type"], "quorum");
         assert_eq!(
@@ -190,5 +237,38 @@ mod tests {
         );
         assert_eq!(d["queues"][1]["name"], "wangban.intake.dead-letters");
         assert_eq!(d["bindings"][0]["routing_key"], "application.submitted");
+        let hashes: BTreeMap<String, String> = t
+            .broker_users()
+            .into_iter()
+            .map(|u| (u.clone(), password_hash(&u, [1, 2, 3, 4])))
+            .collect();
+        let d = t.rabbitmq_definitions(Some(&hashes));
+        let users: Vec<&str> = d["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(users, ["wangban-intake", "wangban-ops"]);
+        assert_eq!(d["users"][0]["password_hash"], hashes["wangban-intake"]);
+        assert_eq!(d["users"][1]["tags"], json!(["monitoring"]));
+        assert_eq!(
+            d["permissions"][0]["configure"],
+            "^wangban\\.(events|dead-letters|intake|intake\\.dead-letters)$"
+        );
+    }
+
+    #[test]
+    fn password_hashes_are_rabbitmqs_salted_sha256() {
+        // `rabbitmqctl hash_password secret` with the salt 01020304, computed independently:
+        // printf '\x01\x02\x03\x04secret' | sha256sum, the salt prepended, base64.
+        assert_eq!(
+            password_hash("secret", [1, 2, 3, 4]),
+            "AQIDBDB9kM21iEUzN1lZ+6VReCsdNqS0sERdAQTcY6Xs3PMz"
+        );
+        assert_ne!(
+            password_hash("secret", [1, 2, 3, 5]),
+            password_hash("secret", [1, 2, 3, 4])
+        );
     }
 }

@@ -119,6 +119,12 @@ enum Command {
         /// Output file (default: standard output).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// A directory with one file per broker user (wangban-intake, wangban-review,
+        /// wangban-notify, wangban-production, wangban-courier, wangban-ops) holding its
+        /// password: the definitions then create the users with salted hashes of them (a
+        /// deployment's definitions). Without it, the definitions hold no users (the template).
+        #[arg(long)]
+        passwords: Option<PathBuf>,
     },
 }
 
@@ -278,6 +284,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }),
         Command::ReviewerToken => cli::config::reviewer_token(),
         Command::CheckReviewers { file } => cli::config::check_reviewers(file),
-        Command::Topology { output } => cli::config::topology(output),
+        Command::Topology { output, passwords } => cli::config::topology(output, passwords),
     }
 }

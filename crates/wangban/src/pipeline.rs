@@ -258,9 +258,9 @@ impl Pipeline {
         let parties = Arc::new(parties);
         let handlers = handlers(settings);
         let topology = topology(&handlers, &settings.queue_prefix, settings.delivery_limit);
-        let bus: Arc<dyn Bus> = match &settings.amqp_url {
+        let bus: Arc<dyn Bus> = match settings.amqp_connect_url()? {
             Some(url) => {
-                let mut bus = AmqpBus::new(url, topology.clone());
+                let mut bus = AmqpBus::new(&url, topology.clone());
                 if let Some(pem) = settings.amqp_ca_pem()? {
                     bus = bus.with_ca_pem(pem);
                 }

@@ -79,6 +79,9 @@ impl WorkerProcesses {
         if let Some(ca) = &settings.amqp_ca_file {
             env.push(("WANGBAN_AMQP_CA_FILE".into(), ca.display().to_string()));
         }
+        if let Some(file) = &settings.amqp_password_file {
+            env.push(("AMQP_PASSWORD_FILE".into(), file.display().to_string()));
+        }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let log_dir =
             std::env::temp_dir().join(format!("wangban-workers-{}", uuid::Uuid::new_v4().simple()));

@@ -38,6 +38,9 @@ pub struct Settings {
     pub amqp_url: Option<String>,
     /// A PEM file of CA certificates trusted for `amqps://` besides the system's roots.
     pub amqp_ca_file: Option<std::path::PathBuf>,
+    /// A file holding the broker password (`AMQP_PASSWORD_FILE`: a mounted secret), which takes
+    /// the place of any password in `amqp_url` when connecting.
+    pub amqp_password_file: Option<std::path::PathBuf>,
     /// `postgres://…` or `sqlite://FILE`.
     pub database_url: String,
     /// Prefix of every exchange and queue name (tests and tenants on one broker).
@@ -208,6 +211,9 @@ impl Settings {
             amqp_ca_file: std::env::var_os("WANGBAN_AMQP_CA_FILE")
                 .filter(|s| !s.is_empty())
                 .map(Into::into),
+            amqp_password_file: std::env::var_os("AMQP_PASSWORD_FILE")
+                .filter(|s| !s.is_empty())
+                .map(Into::into),
             database_url: std::env::var("DATABASE_URL")
                 .ok()
                 .filter(|s| !s.is_empty())
@@ -294,6 +300,21 @@ impl Settings {
         }
     }
 
+    /// The broker URL to connect with: `amqp_url`, its password taken from
+    /// `AMQP_PASSWORD_FILE` (read now) when that is set.
+    pub fn amqp_connect_url(&self) -> anyhow::Result<Option<String>> {
+        let (Some(url), Some(file)) = (&self.amqp_url, &self.amqp_password_file) else {
+            return Ok(self.amqp_url.clone());
+        };
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading AMQP_PASSWORD_FILE {}", file.display()))?;
+        let password = text.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            anyhow::bail!("AMQP_PASSWORD_FILE {} is empty", file.display());
+        }
+        Ok(Some(with_password(url, password)?))
+    }
+
     /// The PEM of `WANGBAN_AMQP_CA_FILE`, read now, if one is set.
     pub fn amqp_ca_pem(&self) -> anyhow::Result<Option<String>> {
         self.amqp_ca_file
@@ -304,6 +325,28 @@ impl Settings {
             })
             .transpose()
     }
+}
+
+/// `url` (`amqp[s]://user[:password]@host…`) with `password`, percent-encoded, as its password.
+fn with_password(url: &str, password: &str) -> anyhow::Result<String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        anyhow::bail!("AMQP_URL is not a URL (no scheme)");
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        anyhow::bail!("AMQP_URL names no user for the password of AMQP_PASSWORD_FILE");
+    };
+    let user = rest[..at].split(':').next().unwrap_or_default();
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(format!("{scheme}://{user}:{encoded}{}", &rest[at..]))
 }
 
 /// Reads and checks the reviewers file.
@@ -318,4 +361,28 @@ fn load_calendar(path: &Path) -> anyhow::Result<WorkingCalendar> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading calendar {}", path.display()))?;
     Ok(WorkingCalendar::from_json(&text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_password;
+
+    #[test]
+    fn a_password_file_takes_the_place_of_the_urls_password() {
+        for (url, want) in [
+            (
+                "amqp://wangban-intake@rabbitmq:5672/%2f",
+                "amqp://wangban-intake:p%40ss%2Fw%3Ard@rabbitmq:5672/%2f",
+            ),
+            (
+                "amqps://u:old@h/%2f?heartbeat=10",
+                "amqps://u:p%40ss%2Fw%3Ard@h/%2f?heartbeat=10",
+            ),
+            ("amqp://u@h", "amqp://u:p%40ss%2Fw%3Ard@h"),
+        ] {
+            assert_eq!(with_password(url, "p@ss/w:rd").unwrap(), want);
+        }
+        let e = with_password("amqp://rabbitmq:5672/%2f", "x").unwrap_err();
+        assert!(e.to_string().contains("names no user"), "{e}");
+    }
 }
