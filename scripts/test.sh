@@ -62,6 +62,9 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# `promtool check metrics` lints what /metrics exposes (tests/tests/operations.rs).
+command -v promtool >/dev/null || apt_install --no-install-recommends prometheus
+
 bash scripts/validate-deploy.sh
 
 if cargo clippy --version >/dev/null 2>&1; then

@@ -167,7 +167,14 @@ async fn metrics(State(s): State<AppState>) -> Response {
     s.runtime.metrics.render(&mut out);
     s.http_stats.render(&mut out);
     process_metrics(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 /// `/metrics/store`: what the database says of the whole deployment (cases per state, backlogs,
@@ -250,7 +257,14 @@ async fn store_metrics(State(s): State<AppState>) -> Response {
             );
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 /// The build (`wangban_build_info`, always 1) and the Prometheus client libraries' standard

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 #[command(
     name = "wangban",
     version,
-    about = "Back office for fully-online replacement and reissue of exit-entry documents (全程网办)"
+    about = "Back office for fully-online replacement and reissue of exit-entry documents (全程网办)",
+    after_help = "Exit codes: 0 done; 1 ran and found a problem (a violation, a broken chain, a case not found); \
+                  2 a usage or configuration mistake; 3 a failure while running (a service unreachable)."
 )]
 struct Cli {
     #[command(subcommand)]
