@@ -11,6 +11,7 @@ use serde::Serialize;
 use wangban_domain::application::beijing_date;
 use wangban_domain::lifecycle::State;
 use wangban_domain::promise;
+use wangban_domain::review::review_clock_ran_out;
 use wangban_store::StoreError;
 
 /// Case ids past each promise.
@@ -39,9 +40,9 @@ pub async fn breaches(s: &AppState) -> Result<Breaches, StoreError> {
     let mut b = Breaches::default();
     for state in ["accepted", "under_review"] {
         for (case, since) in store.cases_in_state(state).await? {
-            match s.calendar.working_days_between(beijing_date(since), today) {
-                Ok(days) if days > s.review_working_days => b.review_clock.push(case),
-                Ok(_) => {}
+            match review_clock_ran_out(&s.calendar, since, now, s.review_working_days) {
+                Ok(true) => b.review_clock.push(case),
+                Ok(false) => {}
                 Err(_) => b.unknown.push(case),
             }
         }

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod effects;
 pub mod eligibility;
 pub mod events;
+pub mod fees;
 pub mod id_number;
 pub mod ids;
 pub mod lifecycle;

@@ -23,40 +23,7 @@ use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::lifecycle::{State, Step};
 use wangban_runtime::{CaseRecord, Cx, Decision, Handler, HandlerError, Runtime};
 
-/// Fees and the payment window (domain.md §6).
-#[derive(Clone, Debug)]
-pub struct FeeConfig {
-    pub passport_cny: u32,
-    pub hk_macao_permit_cny: u32,
-    pub taiwan_permit_cny: u32,
-    /// After this long unpaid, a reminder.
-    pub reminder_after: Duration,
-    /// After this long unpaid, the application lapses.
-    pub payment_window: Duration,
-}
-
-impl Default for FeeConfig {
-    fn default() -> Self {
-        FeeConfig {
-            passport_cny: 120,
-            hk_macao_permit_cny: 60,
-            taiwan_permit_cny: 60,
-            reminder_after: Duration::from_secs(3 * 86_400),
-            payment_window: Duration::from_secs(7 * 86_400),
-        }
-    }
-}
-
-impl FeeConfig {
-    /// The fee for a document kind.
-    pub fn fee(&self, kind: Option<DocumentKind>) -> u32 {
-        match kind {
-            Some(DocumentKind::HkMacaoPermit) => self.hk_macao_permit_cny,
-            Some(DocumentKind::TaiwanPermit) => self.taiwan_permit_cny,
-            _ => self.passport_cny,
-        }
-    }
-}
+pub use wangban_domain::fees::FeeConfig;
 
 /// The fee notification worker. It decides; the SMS gateway's and the payment gateway's executors
 /// carry out what it asks for after its transaction commits.

@@ -16,11 +16,11 @@ pub mod desk_file;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::time::Duration;
-use wangban_domain::application::{beijing_date, beijing_midnight};
 use wangban_domain::calendar::WorkingCalendar;
 use wangban_domain::effects::{Effect, Party};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::lifecycle::{State, Step};
+use wangban_domain::review::review_clock_runs_out_at;
 use wangban_runtime::{CaseRecord, Cx, Deadline, Decision, Handler, HandlerError, Runtime};
 
 /// Who reviews.
@@ -52,11 +52,7 @@ impl ReviewRules {
     /// `working_days` working days: the first instant of the Beijing day on which it has. `None`
     /// when the calendar has no data that far (the clock cannot run; logged by the caller).
     pub fn escalation_due(&self, opened_at: i64) -> Option<i64> {
-        let due = self
-            .calendar
-            .add_working_days(beijing_date(opened_at), self.working_days + 1)
-            .ok()?;
-        Some(beijing_midnight(due))
+        review_clock_runs_out_at(&self.calendar, opened_at, self.working_days).ok()
     }
 }
 
