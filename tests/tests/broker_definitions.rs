@@ -234,7 +234,14 @@ async fn a_blank_broker_booted_as_compose_boots_it_runs_a_case_with_the_compose_
     let again = secrets.0.join("definitions-again.json");
     render(&secrets.0, &again);
     node.ctl(&["import_definitions", &again.display().to_string()]);
-    let template = workspace_root().join("deploy/rabbitmq/definitions.json");
+    // (Copied beside the rendered ones: rabbitmqctl runs as the rabbitmq user, who may not read
+    // a private checkout.)
+    let template = secrets.0.join("template.json");
+    std::fs::copy(
+        workspace_root().join("deploy/rabbitmq/definitions.json"),
+        &template,
+    )
+    .unwrap();
     node.ctl(&["import_definitions", &template.display().to_string()]);
     let password = |user: &str| {
         let text = std::fs::read_to_string(secrets.0.join(user)).unwrap();
