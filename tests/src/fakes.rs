@@ -51,6 +51,8 @@ pub struct Seen {
     /// What the fake answered (HTTP status; 0 for a hang).
     pub status: u16,
     pub code: String,
+    /// The request's W3C `traceparent` header.
+    pub traceparent: Option<String>,
 }
 
 pub struct FakeState {
@@ -203,6 +205,10 @@ async fn request(
         .find_map(|f| v.get(*f).and_then(Value::as_str))
         .unwrap_or("")
         .to_owned();
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let record = |status: u16, code: &str| {
         state.seen.lock().unwrap().push(Seen {
             party: party.clone(),
@@ -210,6 +216,7 @@ async fn request(
             at: Instant::now(),
             status,
             code: code.into(),
+            traceparent: traceparent.clone(),
         });
     };
     let k = knobs(&state, &party);

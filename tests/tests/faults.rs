@@ -308,6 +308,7 @@ async fn replay_published(database_url: &str, bus: &dyn wangban_bus::Bus, n: i64
             routing_key: k,
             message_id: String::new(),
             payload: p.into_bytes(),
+            traceparent: None,
         })
         .collect();
     bus.publish(&out).await.unwrap();

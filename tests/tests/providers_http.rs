@@ -303,6 +303,20 @@ async fn a_hundred_cases_through_the_http_parties_with_faults_and_a_crash() {
             );
         }
         let seen = h.fakes.seen(party);
+        // Every call carries the W3C trace context of its case's trace.
+        for s in &seen {
+            let case = s.key.split(':').next().unwrap();
+            let (trace, _) = s
+                .traceparent
+                .as_deref()
+                .and_then(wangban_domain::trace::parse_traceparent)
+                .unwrap_or_else(|| panic!("{party}: a call without a valid traceparent: {s:?}"));
+            assert_eq!(
+                trace,
+                wangban_domain::trace::TraceId::of_case(case),
+                "{party}"
+            );
+        }
         let repeated = seen.iter().fold(HashMap::<&str, usize>::new(), |mut m, s| {
             *m.entry(s.key.as_str()).or_default() += 1;
             m

@@ -255,6 +255,7 @@ pub async fn in_process(
                         routing_key: format!("baseline.{}", i + 1),
                         message_id: String::new(),
                         payload: d.payload.clone(),
+                        traceparent: None,
                     };
                     if bus.publish(&[out]).await.is_err() {
                         continue;
@@ -275,6 +276,7 @@ pub async fn in_process(
                 routing_key: "baseline.0".into(),
                 message_id: String::new(),
                 payload: payload.clone(),
+                traceparent: None,
             })
             .collect();
         bus.publish(&out).await?;

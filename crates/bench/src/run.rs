@@ -431,6 +431,7 @@ async fn submit(
                 routing_key: event.routing_key(),
                 message_id: event.id.to_string(),
                 payload: event.encode(),
+                traceparent: None,
             });
             ids.push(id);
         }

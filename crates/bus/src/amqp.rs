@@ -249,7 +249,17 @@ impl Bus for AmqpBus {
                 (
                     m.routing_key.as_str(),
                     m.payload.as_slice(),
-                    properties(Some(&m.message_id)),
+                    match &m.traceparent {
+                        Some(tp) => {
+                            let mut headers = FieldTable::default();
+                            headers.insert(
+                                "traceparent".into(),
+                                AMQPValue::LongString(tp.as_str().into()),
+                            );
+                            properties(Some(&m.message_id)).with_headers(headers)
+                        }
+                        None => properties(Some(&m.message_id)),
+                    },
                 )
             })
             .collect();

@@ -38,6 +38,8 @@ pub struct Outgoing {
     /// The event id; set as the AMQP `message_id`.
     pub message_id: String,
     pub payload: Vec<u8>,
+    /// The event's W3C `traceparent`, sent as an AMQP header of that name as well.
+    pub traceparent: Option<String>,
 }
 
 /// Why a message was dead-lettered; travels as headers. Must never hold personal data.

@@ -278,6 +278,7 @@ mod tests {
             routing_key: key.into(),
             message_id: "m".into(),
             payload: key.as_bytes().to_vec(),
+            traceparent: None,
         }
     }
 

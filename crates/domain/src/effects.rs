@@ -29,6 +29,17 @@ pub enum Party {
 }
 
 impl Party {
+    /// The worker whose decisions ask this party for its effects (and whose process runs the
+    /// party's executor).
+    pub fn requested_by(&self) -> &'static str {
+        match self {
+            Party::Sms | Party::Payment => "notify",
+            Party::Production => "production",
+            Party::Courier | Party::Hall => "courier",
+            Party::Desk => "review",
+        }
+    }
+
     pub const ALL: [Party; 6] = [
         Party::Sms,
         Party::Payment,

@@ -162,6 +162,10 @@ pub struct Envelope {
     pub correlationid: EventId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causationid: Option<EventId>,
+    /// W3C trace context of the span that emitted the event (CloudEvents' distributed tracing
+    /// extension; [`crate::trace`]): the trace of its case and the hop or effect it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     pub data: Value,
 }
 
@@ -201,8 +205,22 @@ impl Envelope {
             time,
             subject,
             datacontenttype: "application/json".into(),
+            traceparent: None,
             data,
         }
+    }
+
+    /// The trace and parent span the event names (`traceparent`), if valid.
+    pub fn trace_context(&self) -> Option<(crate::trace::TraceId, crate::trace::SpanId)> {
+        self.traceparent
+            .as_deref()
+            .and_then(crate::trace::parse_traceparent)
+    }
+
+    /// Marks the event as emitted by `span` of its case's trace.
+    pub fn emitted_by(&mut self, span: crate::trace::SpanId) {
+        let trace = crate::trace::TraceId::of_case(self.subject.as_str());
+        self.traceparent = Some(crate::trace::traceparent(trace, span));
     }
 
     /// The parsed event type (always known for an envelope from [`Envelope::decode`]).

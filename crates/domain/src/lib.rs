@@ -27,6 +27,7 @@ pub mod lifecycle;
 pub mod pilot;
 pub mod promise;
 pub mod review;
+pub mod trace;
 
 /// Lower-case hex of a byte string (used for hashes and derived identifiers).
 pub fn hex(bytes: &[u8]) -> String {

@@ -195,6 +195,9 @@ impl HttpParty {
             .header("content-type", "application/json")
             .header("idempotency-key", idempotency_key)
             .body(body.to_vec());
+        if let Some(traceparent) = crate::current_traceparent() {
+            request = request.header("traceparent", traceparent);
+        }
         for (name, value) in signed.headers() {
             request = request.header(name, value);
         }

@@ -10,6 +10,17 @@ pub mod http;
 pub mod signing;
 pub mod simulated;
 
+tokio::task_local! {
+    /// The W3C `traceparent` of the effect attempt being carried out (set by the runtime's
+    /// executor around a call): the HTTP adapters send it, so a party's traces join the case's.
+    pub static TRACEPARENT: String;
+}
+
+/// The `traceparent` of the call in progress, if the executor set one.
+pub fn current_traceparent() -> Option<String> {
+    TRACEPARENT.try_with(Clone::clone).ok()
+}
+
 use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::BTreeMap;

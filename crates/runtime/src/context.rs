@@ -153,6 +153,11 @@ impl<'a> Cx<'a> {
             &case.case_id,
             Some(self.cause),
         );
+        let mut event = event;
+        event.emitted_by(wangban_domain::trace::SpanId::hop(
+            self.worker,
+            self.cause.id.as_str(),
+        ));
         let due = case.state_since + deadline.after.as_millis() as i64;
         self.tx.schedule(&event, due, case.state.as_str()).await?;
         Ok(())

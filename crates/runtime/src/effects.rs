@@ -21,6 +21,7 @@ use tracing::Instrument;
 use wangban_domain::effects::{Effect, EffectReport, Outcome, Party};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::{CaseId, EventId};
+use wangban_domain::trace::{SpanId, TraceId, traceparent};
 use wangban_providers::ProviderError;
 use wangban_store::{CaseRecord, EffectCommand, StoreError};
 
@@ -144,9 +145,41 @@ impl Runtime {
                 }
             };
             let key = effect.idempotency_key(&command.case_id);
-            let started = Instant::now();
-            let answer = executor.execute(&case, &effect, &key).await;
+            let (started, wall) = (Instant::now(), std::time::SystemTime::now());
+            let trace = TraceId::of_case(&command.case_id);
+            let span = SpanId::effect(&command.case_id, &command.purpose, command.attempts);
+            let answer = wangban_providers::TRACEPARENT
+                .scope(
+                    traceparent(trace, span),
+                    executor.execute(&case, &effect, &key),
+                )
+                .await;
             let took = started.elapsed();
+            if let Some(sink) = &self.spans {
+                let label = match &answer {
+                    Ok(Outcome::Done { .. }) => "done",
+                    Ok(Outcome::Refused { .. }) => "refused",
+                    Err(ProviderError::Transient(_)) => "transient",
+                    Err(_) => "failed",
+                };
+                sink.finished(crate::telemetry::FinishedSpan {
+                    trace,
+                    span,
+                    parent: Some(SpanId::hop(party.requested_by(), &command.cause_id)),
+                    name: format!("effect {party} {}", effect.purpose()),
+                    kind: crate::telemetry::SpanKind::Client,
+                    start: wall,
+                    end: std::time::SystemTime::now(),
+                    attributes: vec![
+                        ("wangban.party", party.as_str().into()),
+                        ("wangban.purpose", command.purpose.clone()),
+                        ("wangban.case_id", command.case_id.clone()),
+                        ("wangban.attempt", command.attempts.to_string()),
+                        ("wangban.outcome", label.into()),
+                    ],
+                    error: answer.as_ref().err().map(ToString::to_string),
+                });
+            }
             match answer {
                 Ok(outcome) => {
                     let label = match outcome {
@@ -245,6 +278,11 @@ impl Runtime {
             event.correlationid = correlation;
         }
         event.causationid = command.cause_id.parse().ok();
+        event.emitted_by(SpanId::effect(
+            &command.case_id,
+            &command.purpose,
+            command.attempts,
+        ));
         tx.enqueue(&event).await?;
         tx.commit().await?;
         self.commits.committed(&command.case_id);

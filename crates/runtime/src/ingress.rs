@@ -16,6 +16,7 @@ pub async fn publish(bus: &dyn Bus, event: &Envelope) -> Result<(), BusError> {
         routing_key: event.routing_key(),
         message_id: event.id.to_string(),
         payload: event.encode(),
+        traceparent: event.traceparent.clone(),
     };
     bus.publish(&[out]).await
 }
@@ -42,16 +43,18 @@ pub struct BusIngress {
 #[async_trait]
 impl Ingress for BusIngress {
     async fn report(&self, kind: EventType, case: &CaseId, data: Value) -> Result<(), String> {
-        self.runtime
-            .publish_ingress(&event(
-                self.runtime.store.clock(),
-                kind,
-                &self.source,
-                case,
-                None,
-                data,
-            ))
-            .await
+        let mut event = event(
+            self.runtime.store.clock(),
+            kind,
+            &self.source,
+            case,
+            None,
+            data,
+        );
+        // An answer given during a call belongs under the call's span, as a real party's
+        // callback carrying the traceparent it was sent would.
+        event.traceparent = wangban_providers::current_traceparent();
+        self.runtime.publish_ingress(&event).await
     }
 }
 

@@ -21,6 +21,7 @@ pub mod effects;
 pub mod ingress;
 pub mod metrics;
 pub mod relay;
+pub mod telemetry;
 
 /// Now, in milliseconds since the Unix epoch: the time every record of the store carries.
 use async_trait::async_trait;
@@ -30,11 +31,13 @@ pub use decision::{Deadline, Decision, case_in};
 pub use effects::Executor;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::SystemTime;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument, info_span};
 use wangban_bus::{Bus, DeadLetterNote, Delivery, WorkerQueue};
 use wangban_domain::effects::Party;
 use wangban_domain::events::Envelope;
+use wangban_domain::trace::{SpanId, TraceId};
 /// The case as stored, as a worker's decision sees it.
 pub use wangban_store::CaseRecord;
 use wangban_store::Store;
@@ -137,6 +140,8 @@ pub struct Runtime {
     relay_wakeup: Arc<Notify>,
     /// This process's commits by case, for events that arrived before what they follow.
     commits: Arc<commits::Commits>,
+    /// Where finished spans go (`None`: no tracing).
+    spans: Option<Arc<dyn telemetry::SpanSink>>,
     /// One per party ([`wangban_domain::effects::Party::ALL`] order): wakes its executor.
     effect_wakeups: Arc<[Notify; 6]>,
 }
@@ -188,8 +193,43 @@ impl Runtime {
             declared: Default::default(),
             relay_wakeup: Arc::new(Notify::new()),
             commits: Default::default(),
+            spans: None,
             effect_wakeups: Arc::new(std::array::from_fn(|_| Notify::new())),
         }
+    }
+
+    /// Hands every finished hop and effect span to `sink`.
+    pub fn with_spans(mut self, sink: Arc<dyn telemetry::SpanSink>) -> Runtime {
+        self.spans = Some(sink);
+        self
+    }
+
+    /// Records the span of `worker` handling `envelope` (when spans are wanted).
+    fn hop_span(&self, worker: &str, envelope: &Envelope, start: SystemTime, outcome: &Outcome) {
+        let Some(sink) = &self.spans else { return };
+        let error = match outcome {
+            Outcome::DeadLettered(why) => Some(why.clone()),
+            _ => None,
+        };
+        sink.finished(telemetry::FinishedSpan {
+            trace: TraceId::of_case(envelope.subject.as_str()),
+            span: SpanId::hop(worker, envelope.id.as_str()),
+            parent: envelope.trace_context().map(|(_, parent)| parent),
+            name: format!("{worker} {}", envelope.routing_key()),
+            kind: telemetry::SpanKind::Consumer,
+            start,
+            end: SystemTime::now(),
+            attributes: vec![
+                ("messaging.system", "rabbitmq".into()),
+                ("messaging.operation", "process".into()),
+                ("messaging.message.id", envelope.id.to_string()),
+                ("wangban.worker", worker.into()),
+                ("wangban.event_type", envelope.event_type.clone()),
+                ("wangban.case_id", envelope.subject.to_string()),
+                ("wangban.outcome", outcome.label().into()),
+            ],
+            error,
+        });
     }
 
     fn backoff(&self) -> ExponentialBuilder {
@@ -304,15 +344,16 @@ impl Runtime {
         delivery: Delivery,
         slots: Option<&Semaphore>,
     ) -> Outcome {
-        let started = std::time::Instant::now();
+        let (started, wall) = (std::time::Instant::now(), SystemTime::now());
         let worker = handler.worker();
-        let event_type = match Envelope::decode(&delivery.payload, self.config.max_message_bytes) {
-            Ok(e) => e.event_type,
-            Err(_) => "undecodable".to_owned(),
-        };
+        let envelope = Envelope::decode(&delivery.payload, self.config.max_message_bytes).ok();
         let outcome = self.process_inner(handler, delivery, slots).await;
+        let event_type = envelope.as_ref().map_or("undecodable", |e| &e.event_type);
         self.metrics
-            .consumed(worker, &event_type, outcome.label(), started.elapsed());
+            .consumed(worker, event_type, outcome.label(), started.elapsed());
+        if let Some(envelope) = &envelope {
+            self.hop_span(worker, envelope, wall, &outcome);
+        }
         outcome
     }
 
@@ -442,7 +483,7 @@ impl Runtime {
             drop(slot);
             alone = batch;
         } else {
-            let started = std::time::Instant::now();
+            let (started, wall) = (std::time::Instant::now(), SystemTime::now());
             let worker = handler.worker();
             let mut decoded = Vec::with_capacity(batch.len());
             for delivery in batch {
@@ -476,6 +517,7 @@ impl Runtime {
                             outcome.label(),
                             started.elapsed(),
                         );
+                        self.hop_span(worker, &envelope, wall, &outcome);
                     }
                     if handled {
                         self.relay_wakeup.notify_one();
@@ -576,8 +618,10 @@ impl Runtime {
         }
         let mut cx = Cx::new(tx, worker, envelope);
         handler.handle(&mut cx, envelope).await?;
-        let (outgoing, requested) = cx.into_parts();
-        for event in &outgoing {
+        let (mut outgoing, requested) = cx.into_parts();
+        let hop = SpanId::hop(worker, envelope.id.as_str());
+        for event in &mut outgoing {
+            event.emitted_by(hop);
             tx.enqueue(event).await?;
         }
         tracing::info!(emitted = outgoing.len(), "handled");

@@ -33,10 +33,14 @@ impl Runtime {
             }
             let messages: Vec<Outgoing> = batch
                 .messages()
-                .map(|(key, payload)| Outgoing {
-                    routing_key: key.to_owned(),
-                    message_id: event_id_of(payload),
-                    payload: payload.as_bytes().to_vec(),
+                .map(|(key, payload)| {
+                    let (message_id, traceparent) = ids_of(payload);
+                    Outgoing {
+                        routing_key: key.to_owned(),
+                        message_id,
+                        payload: payload.as_bytes().to_vec(),
+                        traceparent,
+                    }
                 })
                 .collect();
             self.bus
@@ -111,9 +115,15 @@ impl Runtime {
     }
 }
 
-fn event_id_of(payload: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(payload)
-        .ok()
-        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-        .unwrap_or_default()
+/// The event id and `traceparent` of an outbox payload (its envelope's `id` and `traceparent`).
+fn ids_of(payload: &str) -> (String, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        #[serde(default)]
+        id: String,
+        #[serde(default)]
+        traceparent: Option<String>,
+    }
+    serde_json::from_str::<Ids>(payload)
+        .map_or_else(|_| (String::new(), None), |ids| (ids.id, ids.traceparent))
 }

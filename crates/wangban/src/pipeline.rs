@@ -268,7 +268,10 @@ impl Pipeline {
             }
             None => Arc::new(MemoryBus::new()),
         };
-        let runtime = Runtime::new(store, bus, settings.runtime.clone());
+        let mut runtime = Runtime::new(store, bus, settings.runtime.clone());
+        if let Some(otlp) = &settings.otlp {
+            runtime = runtime.with_spans(Arc::new(crate::otlp::OtlpExporter::start(otlp.clone())));
+        }
         let _ = late.0.set(BusIngress {
             runtime: runtime.clone(),
             source: "/wangban/simulated".into(),
@@ -398,6 +401,7 @@ impl Pipeline {
             routing_key: routing_key.into(),
             message_id: String::new(),
             payload,
+            traceparent: None,
         };
         self.runtime
             .bus

@@ -87,6 +87,8 @@ pub struct Settings {
     /// The HTTP server's limits (`WANGBAN_HTTP_MAX_CONNECTIONS`, `…_HEADER_TIMEOUT_SECS`,
     /// `…_REQUEST_TIMEOUT_SECS`, `…_AUTH_FAILURES_PER_MINUTE`).
     pub http_limits: wangban_api::HttpLimits,
+    /// Where spans are exported (OTLP over HTTP/JSON); `None`: not traced.
+    pub otlp: Option<crate::otlp::OtlpConfig>,
     /// Declare only the queues of the workers this process runs (`WANGBAN_DECLARE=own`), for
     /// broker users limited to their own queues; the definitions file declares the rest.
     pub declare_own: bool,
@@ -207,6 +209,7 @@ impl Settings {
                 env_u64("WANGBAN_RETENTION_DAYS")?.unwrap_or(180).max(1) * 86_400,
             ),
             http_limits,
+            otlp: crate::otlp::OtlpConfig::from_env()?,
             amqp_url: std::env::var("AMQP_URL").ok().filter(|s| !s.is_empty()),
             amqp_ca_file: std::env::var_os("WANGBAN_AMQP_CA_FILE")
                 .filter(|s| !s.is_empty())
