@@ -72,5 +72,7 @@ if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 cargo test --workspace --locked "$@" -- --skip fault_injection_suite
+# The reviewer and operations APIs against their OpenAPI descriptions (schemathesis).
+bash scripts/api-conformance.sh
 # The fault-injection suite stops and restarts the broker and the database: it runs alone, last.
 bash scripts/reliability.sh

@@ -1,7 +1,7 @@
 //! The operations API behind the dashboard and for scripts. Every handler checks the operator
 //! token first. Responses never carry an ID number in the clear, a name, a phone or an address.
 
-use crate::{AppState, Operator, sla};
+use crate::{AppState, Operator, error_response as answer, internal, sla};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -9,8 +9,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wangban_domain::id_number::{IdNumber, mask};
-
-use crate::internal;
 
 /// The case named by `id` (case or application id), or the answer when there is none.
 async fn case_view(
@@ -69,18 +67,40 @@ pub struct WorkerFilter {
     worker: Option<String>,
 }
 
+impl WorkerFilter {
+    /// The worker named, checked against the topology: `Err` says which workers there are.
+    fn checked(&self, s: &AppState) -> Result<Option<&str>, String> {
+        let Some(worker) = self.worker.as_deref() else {
+            return Ok(None);
+        };
+        let workers: Vec<&str> = s
+            .topology
+            .workers
+            .iter()
+            .map(|w| w.worker.as_str())
+            .collect();
+        if workers.contains(&worker) {
+            Ok(Some(worker))
+        } else {
+            Err(format!(
+                "unknown worker: `worker` is one of {}",
+                workers.join(", ")
+            ))
+        }
+    }
+}
+
 /// Dead letters, newest first.
 pub async fn dead_letters(
     State(s): State<AppState>,
     _: Operator,
     Query(q): Query<WorkerFilter>,
 ) -> Response {
-    match s
-        .runtime
-        .store
-        .dead_letters(q.worker.as_deref().filter(|w| !w.is_empty()))
-        .await
-    {
+    let worker = match q.checked(&s) {
+        Ok(w) => w,
+        Err(why) => return answer(StatusCode::BAD_REQUEST, why),
+    };
+    match s.runtime.store.dead_letters(worker).await {
         Ok(list) => Json(json!({"dead_letters": list})).into_response(),
         Err(e) => internal(e),
     }
@@ -105,14 +125,12 @@ pub async fn replay_all(
     _: Operator,
     Query(q): Query<WorkerFilter>,
 ) -> Response {
-    let Some(worker) = q.worker.filter(|w| !w.is_empty()) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "name the worker: ?worker=intake"})),
-        )
-            .into_response();
+    let worker = match q.checked(&s) {
+        Ok(Some(w)) => w,
+        Ok(None) => return answer(StatusCode::BAD_REQUEST, "name the worker: ?worker=intake"),
+        Err(why) => return answer(StatusCode::BAD_REQUEST, why),
     };
-    let ids = match s.runtime.store.unreplayed_dead_letters(Some(&worker)).await {
+    let ids = match s.runtime.store.unreplayed_dead_letters(Some(worker)).await {
         Ok(ids) => ids,
         Err(e) => return internal(e),
     };
@@ -128,6 +146,7 @@ pub async fn replay_all(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SearchBody {
     q: String,
 }
@@ -140,7 +159,10 @@ pub async fn search(
 ) -> Response {
     let q = body.q.trim();
     if q.contains('\0') {
-        return crate::error_response(StatusCode::BAD_REQUEST, "`q` contains a NUL character");
+        return answer(StatusCode::BAD_REQUEST, "`q` contains a NUL character");
+    }
+    if body.q.chars().count() > 200 {
+        return answer(StatusCode::BAD_REQUEST, "`q` is longer than 200 characters");
     }
     let store = &s.runtime.store;
     let ids: Vec<String> = if let Ok(id) = IdNumber::parse(q) {
@@ -342,8 +364,11 @@ pub async fn history(
     _: Operator,
     Query(q): Query<HistoryQuery>,
 ) -> Response {
-    let since =
-        s.runtime.store.clock().now_ms() - q.hours.unwrap_or(24).clamp(1, 24 * 30) * 3_600_000;
+    let hours = q.hours.unwrap_or(24);
+    if !(1..=24 * 30).contains(&hours) {
+        return answer(StatusCode::BAD_REQUEST, "`hours` is 1 to 720");
+    }
+    let since = s.runtime.store.clock().now_ms() - hours * 3_600_000;
     let samples = match s.runtime.store.state_history(since).await {
         Ok(v) => v,
         Err(e) => return internal(e),
