@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The HTTP APIs against their own OpenAPI descriptions: schemathesis (PyPI, in a venv under
-# target/) runs every check on the reviewer API and the operations API of a `wangban serve` on the
-# embedded default (SQLite, in-process bus) at 127.0.0.1, with a staffed desk and an operator token.
+# target/) runs every check on the reviewer, hall desk and operations APIs of a `wangban serve` on
+# the embedded default (SQLite, in-process bus) at 127.0.0.1, with a staffed desk and halls and an
+# operator token.
 # Bounded (30 examples per operation) and seeded, so a run is reproducible; any failure fails the
 # test command. Part of scripts/test.sh.
 set -euo pipefail
@@ -23,11 +24,15 @@ trap cleanup EXIT
 minted=$("$bin" reviewer-token)
 token=$(awk '/^token:/{print $2}' <<<"$minted")
 digest=$(awk '/^token_sha256:/{print $2}' <<<"$minted")
-python3 - "$digest" "$dir/reviewers.json" <<'EOF'
+minted=$("$bin" reviewer-token)
+staff=$(awk '/^token:/{print $2}' <<<"$minted")
+staff_digest=$(awk '/^token_sha256:/{print $2}' <<<"$minted")
+python3 - "$digest" "$staff_digest" "$dir/reviewers.json" <<'EOF'
 import json, sys
 desk = json.load(open("deploy/review/reviewers.example.json"))
 desk["reviewers"][0]["token_sha256"] = sys.argv[1]
-json.dump(desk, open(sys.argv[2], "w"))
+desk["hall_staff"][0]["token_sha256"] = sys.argv[2]
+json.dump(desk, open(sys.argv[3], "w"))
 EOF
 operator=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -45,9 +50,8 @@ for _ in $(seq 1 60); do
 done
 
 status=0
-for api in review ops; do
-  bearer=$token
-  [ "$api" = ops ] && bearer=$operator
+for api in review hall ops; do
+  case $api in review) bearer=$token ;; hall) bearer=$staff ;; ops) bearer=$operator ;; esac
   echo "schemathesis: the $api API" >&2
   "$venv/bin/schemathesis" run "$base/api/$api/openapi.json" --url "$base" \
     -H "Authorization: Bearer $bearer" --checks all --max-examples 30 --seed 20261201 \

@@ -50,6 +50,15 @@ impl FromRequestParts<AppState> for Staff {
 }
 
 /// The staff member signed in.
+/// The OpenAPI description of this API (no token needed).
+pub async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("hall_openapi.json"),
+    )
+        .into_response()
+}
+
 pub async fn me(Staff(m): Staff) -> Response {
     Json(json!(m)).into_response()
 }

@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
             "/hall",
             get(|| async { pages::page(include_str!("hall.html")) }),
         )
+        .route("/api/hall/openapi.json", get(hall::openapi))
         .route("/api/hall/me", get(hall::me))
         .route("/api/hall/documents", get(hall::documents))
         .route("/api/hall/documents/{case_id}/arrived", post(hall::arrived))
