@@ -431,7 +431,8 @@ where
                 s.auth_failures.record(ip);
             }
             let path = parts.uri.path();
-            tracing::warn!(peer = ?peer, path, token = who.1, "authentication failed: unknown token");
+            let peer = peer.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+            tracing::warn!(%peer, path, token = who.1, "authentication failed: unknown token");
             Err(unauthorized(format!("unknown {} token", who.1)))
         }
         Err(e) => Err(internal(e)),

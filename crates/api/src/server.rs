@@ -227,7 +227,10 @@ async fn time_limited(
 ) -> Response {
     let started = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    let peer = req
+        .extensions()
+        .get::<PeerAddr>()
+        .map_or_else(|| "-".to_owned(), |p| p.0.ip().to_string());
     let response = answer_within(limit, stats, app, req).await;
     // The access log: the path without its query, the client's address, never a header or body.
     let (status, took_ms) = (
@@ -235,9 +238,9 @@ async fn time_limited(
         started.elapsed().as_millis() as u64,
     );
     if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
-        tracing::debug!(target: "wangban::access", %method, path, status, took_ms, peer = ?peer, "request");
+        tracing::debug!(target: "wangban::access", %method, path, status, took_ms, %peer, "request");
     } else {
-        tracing::info!(target: "wangban::access", %method, path, status, took_ms, peer = ?peer, "request");
+        tracing::info!(target: "wangban::access", %method, path, status, took_ms, %peer, "request");
     }
     response
 }

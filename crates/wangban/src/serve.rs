@@ -17,7 +17,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pipeline = Pipeline::open(settings).await?;
     let over_http: Vec<&str> = settings.parties.endpoints().map(|e| e.party).collect();
-    tracing::info!(parties = ?over_http, "parties reached over HTTP (the others are simulated)");
+    tracing::info!(
+        parties = over_http.join(","),
+        "parties reached over HTTP (the others are simulated)"
+    );
     let running = pipeline.spawn(workers)?;
 
     let declaring = {

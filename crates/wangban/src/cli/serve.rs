@@ -22,7 +22,11 @@ pub async fn run(
         .map(String::as_str)
         .filter(|w| *w != "none")
         .collect();
-    tracing::info!(workers = ?names, embedded_bus = s.amqp_url.is_none(), "starting");
+    tracing::info!(
+        workers = names.join(","),
+        embedded_bus = s.amqp_url.is_none(),
+        "starting"
+    );
     let (_keep, never) = tokio::sync::watch::channel(false);
     if let Err(e) = wangban::serve::run(&s, &names, never).await {
         // The one line a log shipper must not drop: JSON like every other.
