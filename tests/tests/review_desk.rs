@@ -296,6 +296,23 @@ async fn three_hundred_cases_are_shared_fairly_among_three_reviewers_and_decided
         assert_eq!(task.decision.as_deref(), Some("approve"));
         assert_eq!(task.decided_by, task.reviewer);
     }
+    // The staffed desk locks its office to assign: its worker never batches deliveries (batches
+    // of it deadlocked), while the others still do.
+    let (_, metrics) = http("GET", &format!("{}/metrics", d.base), None, None).await;
+    let counter = |name: &str, worker: &str| -> f64 {
+        let prefix = format!("{name}{{worker=\"{worker}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (transactions, deliveries) = (
+        counter("wangban_transactions_total", "review"),
+        counter("wangban_transaction_deliveries_total", "review"),
+    );
+    assert!(transactions >= 600.0, "{metrics}");
+    assert_eq!(deliveries, transactions, "the review worker batched");
     d.stop().await;
 }
 

@@ -417,6 +417,12 @@ impl Handler for Review {
         "review"
     }
 
+    /// The staffed desk locks the office to assign a task: a batch holding a case and the office
+    /// and one holding the next case would wait on each other.
+    fn batches(&self) -> bool {
+        self.desk == Desk::Party
+    }
+
     fn bindings(&self) -> Vec<String> {
         [
             EventType::Entered(State::Accepted),

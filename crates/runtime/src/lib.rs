@@ -55,6 +55,13 @@ pub trait Handler: Send + Sync + 'static {
     async fn tick(&self, _runtime: &Runtime) -> Result<(), HandlerError> {
         Ok(())
     }
+    /// Whether several deliveries may share a transaction ([`RuntimeConfig::batch`]). A batch
+    /// locks its cases in id order, so it cannot deadlock with another on case rows; a handler
+    /// that also locks a row shared by many cases — the staffed review desk its office — says
+    /// no, or two batches could each hold what the other's next delivery needs.
+    fn batches(&self) -> bool {
+        true
+    }
 }
 
 /// The queue of a handler, for the topology.
@@ -286,7 +293,8 @@ impl Runtime {
                         }
                     },
                     Ok(slot) = slots.clone().acquire_owned(), if !ready.is_empty() => {
-                        let take = ready.len().min(self.config.batch.max(1));
+                        let batch = if handler.batches() { self.config.batch } else { 1 };
+                        let take = ready.len().min(batch.max(1));
                         let batch: Vec<Delivery> = ready.drain(..take).collect();
                         let (runtime, handler, slots) =
                             (self.clone(), handler.clone(), slots.clone());
