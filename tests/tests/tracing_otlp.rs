@@ -103,9 +103,11 @@ async fn a_case_is_one_trace_across_the_five_workers_and_the_parties() {
             .collect()
     };
     let parties = ["sms", "payment", "production", "courier", "desk"];
+    // (Spans are exported as they end, so the last ones may still be on their way: wait until
+    // every parent named has arrived too.)
     eventually(
         Duration::from_secs(30),
-        "spans of every worker and party",
+        "spans of every worker and party, and of every parent they name",
         || async {
             let spans = of_case();
             let workers: HashSet<&str> = spans
@@ -116,8 +118,13 @@ async fn a_case_is_one_trace_across_the_five_workers_and_the_parties() {
                 .iter()
                 .filter_map(|s| attr(s, "wangban.party"))
                 .collect();
+            let ids: HashSet<&str> = spans.iter().filter_map(|s| s["spanId"].as_str()).collect();
             WORKERS.iter().all(|w| workers.contains(w))
                 && parties.iter().all(|p| called.contains(p))
+                && spans
+                    .iter()
+                    .filter_map(|s| s["parentSpanId"].as_str())
+                    .all(|p| ids.contains(p))
         },
     )
     .await;
