@@ -66,6 +66,11 @@ fn bench_on_rabbitmq_and_postgresql_reports_both_sides() {
             "no row for {worker}:\n{table}"
         );
     }
+    // PostgreSQL's deadlocks during the run are reported (a count: other tests share the database).
+    assert!(
+        last["db_deadlocks"].as_i64().is_some_and(|n| n >= 0),
+        "{last}"
+    );
     // Worker processes were measured: CPU of the workers and the database was seen.
     assert!(last["cpu_s"]["workers"].as_f64().unwrap() > 0.0, "{last}");
     assert!(last["cpu_s"]["database"].as_f64().unwrap() > 0.0, "{last}");
@@ -76,6 +81,7 @@ fn bench_embedded_runs_the_same_load_in_process() {
     let (_, last) = bench(&["--cases", "100", "--embedded"], false);
     check_common(&last, 100);
     assert!(last["mode"].as_str().unwrap().starts_with("embedded"));
+    assert!(last["db_deadlocks"].is_null(), "{last}");
 }
 
 #[test]

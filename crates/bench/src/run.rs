@@ -75,6 +75,9 @@ pub struct Report {
     pub rss_mib: BTreeMap<String, f64>,
     /// CPU seconds of broker, database and workers during the wangban run.
     pub cpu: crate::system::CpuSplit,
+    /// Deadlocks PostgreSQL broke in the database during the wangban run (every client of the
+    /// database counted); `None` on SQLite.
+    pub db_deadlocks: Option<i64>,
 }
 
 impl Report {
@@ -113,6 +116,7 @@ impl Report {
             "offered_cases_per_s": self.offered_rate,
             "provider_latency_ms": self.provider_latency_ms,
             "mode": self.mode,
+            "db_deadlocks": self.db_deadlocks,
             "cpu_s": {"broker": round(self.cpu.broker, 1), "database": round(self.cpu.database, 1),
                       "workers": round(self.cpu.workers, 1), "wall": round(self.cpu.wall, 1)},
         })
@@ -200,8 +204,30 @@ impl Report {
             c.workers,
             c.wall * c.cores as f64
         ));
+        if let Some(n) = self.db_deadlocks {
+            line(format!(
+                "  PostgreSQL deadlocks during the run: {n} (pg_stat_database: every client of the database)"
+            ));
+        }
         s
     }
+}
+
+/// PostgreSQL's count of deadlocks it broke in the database `url` names, if it is PostgreSQL.
+async fn deadlocks(url: &str) -> Option<i64> {
+    use sqlx::Connection;
+    if !url.starts_with("postgres") {
+        return None;
+    }
+    let mut conn = sqlx::AnyConnection::connect(url).await.ok()?;
+    let n: Option<i64> = sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_optional(&mut conn)
+    .await
+    .ok()?;
+    let _ = conn.close().await;
+    n
 }
 
 /// Runs the benchmark.
@@ -279,6 +305,7 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
             .collect(),
     };
     let cpu_before = crate::system::cpu_sample(&pids);
+    let deadlocks_before = deadlocks(&settings.database_url).await;
     let run_id = format!("BENCH{}", &uuid::Uuid::new_v4().simple().to_string()[..6]).to_uppercase();
     let started = Instant::now();
     let submitted = submit(&pipeline, &run_id, opts).await?;
@@ -287,6 +314,10 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
     let quiet_at = started.elapsed();
     let cpu_after = crate::system::cpu_sample(&pids);
     report.cpu = cpu_after.minus(&cpu_before);
+    report.db_deadlocks = match (deadlocks_before, deadlocks(&settings.database_url).await) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
 
     let store = &pipeline.runtime.store;
     let (handled, event_bytes) = store.handled_and_event_size().await?;
