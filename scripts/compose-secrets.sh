@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=deploy/secrets/broker
 mkdir -p "$dir"
-for user in wangban-intake wangban-review wangban-notify wangban-production wangban-courier wangban-ops; do
+for user in wangban-intake wangban-review wangban-notify wangban-production wangban-courier wangban-ops wangban-portal; do
   if [ ! -s "$dir/$user" ]; then
     (umask 022; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$dir/$user")
     echo "made $dir/$user"

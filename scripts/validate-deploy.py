@@ -88,4 +88,21 @@ for w in WORKERS + ["ops"]:
     url = secret.get(f"AMQP_URL_{w.upper()}", "")
     if f"://wangban-{w}:" not in url:
         fail(f"Secret wangban: AMQP_URL_{w.upper()} must log in as the broker user wangban-{w}")
+# Topic permissions: each process relays only what its own broker user may publish.
+def relay_of(env):
+    return env.get("WANGBAN_RELAY")
+for w in WORKERS + ["ops"]:
+    want = "http" if w == "ops" else w
+    c = by_kind["Deployment"][f"wangban-{w}"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    if relay_of(env) != want:
+        fail(f"wangban-{w}: WANGBAN_RELAY must be {want} (its broker user may publish only that)")
+compose = yaml.safe_load(open("docker-compose.yml"))
+for w in WORKERS + ["ops"]:
+    want = "http" if w == "ops" else w
+    env = compose["services"][w].get("environment", {})
+    if relay_of(env) != want:
+        fail(f"docker-compose.yml {w}: WANGBAN_RELAY must be {want}")
+    if env.get("AMQP_PASSWORD_FILE") != f"/run/secrets/broker/wangban-{w}":
+        fail(f"docker-compose.yml {w}: must log in as wangban-{w}")
 print(f"deploy check: {len(docs)} Kubernetes objects consistent with each other and with the RabbitMQ definitions")

@@ -137,7 +137,32 @@ fn as_user(base: &Settings, port: u16, passwords: &Path, user: &str) -> Settings
     s.amqp_password_file = Some(passwords.join(user));
     s.queue_prefix = String::new(); // the definitions name the deployment's queues
     s.declare_own = user != "wangban-ops";
+    // As compose sets WANGBAN_RELAY: each process relays what its own user may publish.
+    s.relay = match user.strip_prefix("wangban-") {
+        Some("ops") => Some(vec![wangban_store::HTTP_PRODUCER]),
+        Some(worker) => WORKERS.iter().find(|w| **w == worker).map(|w| vec![*w]),
+        None => None,
+    };
     s
+}
+
+/// Publishes one event of `routing_key` to the events exchange as `settings`' user.
+async fn publish_as(settings: &Settings, routing_key: &str) -> Result<(), String> {
+    let pipeline = Pipeline::open(settings)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let out = wangban_bus::Outgoing {
+        routing_key: routing_key.into(),
+        message_id: String::new(),
+        payload: b"{}".to_vec(),
+        traceparent: None,
+    };
+    pipeline
+        .runtime
+        .bus
+        .publish(&[out])
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -145,7 +170,7 @@ async fn a_blank_broker_booted_as_compose_boots_it_runs_a_case_with_the_compose_
     let env = RealServices::new("compose_broker").await;
     let secrets = TempDir::new("broker-secrets");
     let users = wangban::pipeline::offline_topology(&env.settings).broker_users();
-    assert_eq!(users.len(), 6, "{users:?}");
+    assert_eq!(users.len(), 7, "{users:?}");
     for user in &users {
         let password = format!("{}/+:@{user}", uuid::Uuid::new_v4().simple());
         std::fs::write(secrets.0.join(user), format!("{password}\n")).unwrap();
@@ -202,16 +227,30 @@ async fn a_blank_broker_booted_as_compose_boots_it_runs_a_case_with_the_compose_
             wangban::serve::run(&s, &[worker], rx).await
         }));
     }
+    // The operations service: the HTTP surface, relaying what it and the (simulated) parties'
+    // reports put in the outbox.
+    let mut ops_settings = as_user(&env.settings, port, &secrets.0, "wangban-ops");
+    ops_settings.http_addr = format!("127.0.0.1:{}", free_port());
+    servers.push(tokio::spawn({
+        let rx = rx.clone();
+        async move { wangban::serve::run(&ops_settings, &[], rx).await }
+    }));
     let ops = Pipeline::connect(&as_user(&env.settings, port, &secrets.0, "wangban-ops"))
         .await
         .expect("the operations user logs in with its password file");
+    // The portal hands over applications as its own user, which may publish nothing else.
+    let portal =
+        Pipeline::connect_as_portal(&as_user(&env.settings, port, &secrets.0, "wangban-portal"))
+            .await
+            .expect("the portal user logs in and declares the exchanges");
     let run = format!("CMP{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    ops.submit(
-        &application(&run, 1, Scenario::PassportCourier, &mut Rng::new(7)),
-        false,
-    )
-    .await
-    .unwrap();
+    portal
+        .submit(
+            &application(&run, 1, Scenario::PassportCourier, &mut Rng::new(7)),
+            false,
+        )
+        .await
+        .unwrap();
     let delivered = || async {
         ops.runtime
             .store
@@ -228,6 +267,28 @@ async fn a_blank_broker_booted_as_compose_boots_it_runs_a_case_with_the_compose_
         || async { delivered().await == 1 },
     )
     .await;
+
+    // Topic permissions: each user publishes its own routing keys and no other.
+    let user = |name: &str| as_user(&env.settings, port, &secrets.0, name);
+    for (name, key) in [
+        ("wangban-intake", "case.approved"),    // review's transition
+        ("wangban-intake", "payment.reported"), // the payment gateway's report
+        ("wangban-review", "case.paid"),        // notify's transition
+        ("wangban-notify", "payment.reported"), // not even for its own party
+        ("wangban-notify", "requeue.review"),   // another worker's queue
+        ("wangban-courier", "review.decided"),  // a desk's decision
+        ("wangban-portal", "review.decided"),   // the portal only hands over applications
+        ("wangban-ops", "case.approved"),       // the HTTP surface takes no step
+    ] {
+        let refused = publish_as(&user(name), key).await;
+        let Err(e) = refused else {
+            panic!("{name} published {key}: topic permissions must refuse it");
+        };
+        assert!(
+            e.contains("ACCESS_REFUSED") && e.contains(&format!("topic '{key}'")),
+            "{name} {key}: {e}"
+        );
+    }
 
     // Importing again — the definitions rendered anew (fresh salts, the same passwords), then the
     // committed template (no users) — leaves every user able to log in.
@@ -252,6 +313,7 @@ async fn a_blank_broker_booted_as_compose_boots_it_runs_a_case_with_the_compose_
     }
     // A wrong password is refused, by the node and by a worker's login.
     assert!(!node.try_ctl(&["authenticate_user", "wangban-intake", "not-the-password"]));
+    let ops_password = password("wangban-ops");
     std::fs::write(secrets.0.join("wangban-ops"), "not-the-password\n").unwrap();
     let wrong = as_user(&env.settings, port, &secrets.0, "wangban-ops");
     let Err(e) = Pipeline::connect(&wrong).await else {
@@ -262,6 +324,18 @@ async fn a_blank_broker_booted_as_compose_boots_it_runs_a_case_with_the_compose_
     stop.send(true).unwrap();
     for server in servers {
         server.await.unwrap().unwrap();
+    }
+    // What each user may publish is let through (the workers have stopped: the copies wait in
+    // their queues on this throwaway node).
+    std::fs::write(secrets.0.join("wangban-ops"), ops_password).unwrap();
+    for (name, key) in [
+        ("wangban-review", "case.approved"),
+        ("wangban-ops", "payment.reported"),
+        ("wangban-portal", "application.resubmitted"),
+    ] {
+        publish_as(&user(name), key)
+            .await
+            .unwrap_or_else(|e| panic!("{name} may publish {key}: {e}"));
     }
     env.cleanup(&ops).await;
     drop(node);

@@ -24,6 +24,7 @@ fn topology(prefix: &str) -> Topology {
         prefix: prefix.into(),
         workers: vec![],
         delivery_limit: 5,
+        ..Default::default()
     }
 }
 

@@ -140,7 +140,7 @@ fn the_checked_in_rabbitmq_definitions_are_what_the_workers_declare() {
         stderr.contains("the password of wangban-courier"),
         "{stderr}"
     );
-    for user in ["wangban-courier", "wangban-ops"] {
+    for user in ["wangban-courier", "wangban-ops", "wangban-portal"] {
         std::fs::write(dir.join(user), "s3cret\n").unwrap();
     }
     let out = Command::new(wangban_binary())
@@ -149,7 +149,11 @@ fn the_checked_in_rabbitmq_definitions_are_what_the_workers_declare() {
         .env_remove("WANGBAN_QUEUE_PREFIX")
         .output()
         .unwrap();
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("s3cret"), "a password in the definitions");
     let rendered: Value = serde_json::from_str(&text).unwrap();
@@ -159,7 +163,7 @@ fn the_checked_in_rabbitmq_definitions_are_what_the_workers_declare() {
         .iter()
         .map(|u| u["password_hash"].as_str().unwrap())
         .collect();
-    assert_eq!(hashes.len(), 6);
+    assert_eq!(hashes.len(), 7);
     assert!(hashes.iter().all(|h| h.len() == 48), "{hashes:?}");
     assert_ne!(hashes[0], hashes[1], "a fresh salt per user");
     let _ = std::fs::remove_dir_all(dir);

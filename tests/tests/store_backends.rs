@@ -480,22 +480,32 @@ async fn scheduled_conformance(url: &str) {
     };
     let (hour, now) = (3_600_000, clock.now_ms());
     let mut tx = a.begin().await.unwrap();
-    tx.schedule(&event("rolled_back"), now, "awaiting_payment")
+    tx.schedule(&event("rolled_back"), now, "awaiting_payment", "notify")
         .await
         .unwrap();
     drop(tx); // rolled back: nothing scheduled
     let mut tx = a.begin().await.unwrap();
-    tx.schedule(&event("expiry"), now + hour, "awaiting_payment")
+    tx.schedule(&event("expiry"), now + hour, "awaiting_payment", "notify")
         .await
         .unwrap();
     tx.commit().await.unwrap();
     // Scheduled again (a redelivered decision, a worker catching up): the first stays.
-    a.schedule(&event("expiry"), now + 5 * hour, "awaiting_payment")
-        .await
-        .unwrap();
-    a.schedule(&event("reminder"), now + 2 * hour, "awaiting_payment")
-        .await
-        .unwrap();
+    a.schedule(
+        &event("expiry"),
+        now + 5 * hour,
+        "awaiting_payment",
+        "notify",
+    )
+    .await
+    .unwrap();
+    a.schedule(
+        &event("reminder"),
+        now + 2 * hour,
+        "awaiting_payment",
+        "notify",
+    )
+    .await
+    .unwrap();
     let waiting = a.scheduled_for(case.as_str()).await.unwrap();
     let due: Vec<i64> = waiting.iter().map(|s| s.due_at - now).collect();
     assert_eq!(due, [hour, 2 * hour], "{waiting:?}");
@@ -519,13 +529,48 @@ async fn scheduled_conformance(url: &str) {
     assert_eq!(b.fire_due(10).await.unwrap(), 1);
     assert!(a.scheduled_for(case.as_str()).await.unwrap().is_empty());
     assert_eq!(a.outbox_backlog().await.unwrap(), backlog + 2);
+    // Each relay takes only its producers' rows: the fired deadlines are notify's, a report the
+    // HTTP surface took is http's.
+    let mut tx = a.begin().await.unwrap();
+    let mut report = event("report");
+    report.event_type = EventType::PaymentReported.type_name();
+    tx.enqueue(&report, wangban_store::HTTP_PRODUCER)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let keys = |producers: Option<&'static [&'static str]>| {
+        let a = &a;
+        async move {
+            let batch = a.begin_relay(1000, producers).await.unwrap();
+            let mut keys: Vec<String> = batch.messages().map(|(k, _)| k.to_owned()).collect();
+            keys.sort();
+            keys
+        }
+    };
+    assert_eq!(
+        keys(Some(&["notify"])).await,
+        ["payment.deadline", "payment.deadline"]
+    );
+    assert_eq!(keys(Some(&["http"])).await, ["payment.reported"]);
+    assert!(keys(Some(&["intake", "review"])).await.is_empty());
+    assert_eq!(keys(None).await.len(), 3 + backlog as usize);
     // A deadline of a state the case has left is cancelled with the transition.
-    a.schedule(&event("lapse"), now + 9 * hour, "correction_requested")
-        .await
-        .unwrap();
-    a.schedule(&event("other"), now + 9 * hour, "awaiting_payment")
-        .await
-        .unwrap();
+    a.schedule(
+        &event("lapse"),
+        now + 9 * hour,
+        "correction_requested",
+        "review",
+    )
+    .await
+    .unwrap();
+    a.schedule(
+        &event("other"),
+        now + 9 * hour,
+        "awaiting_payment",
+        "notify",
+    )
+    .await
+    .unwrap();
     let mut tx = a.begin().await.unwrap();
     tx.cancel_scheduled(case.as_str(), "correction_requested")
         .await

@@ -149,7 +149,7 @@ async fn report(mut tx: CaseTx, doc: &HallDocument, status: &str, m: &HallMember
         None,
         json!({"status": status, "hall": doc.hall_id, "by": m.id}),
     );
-    if let Err(e) = tx.enqueue(&event).await {
+    if let Err(e) = tx.enqueue(&event, wangban_store::HTTP_PRODUCER).await {
         return internal(e);
     }
     match tx.commit().await {

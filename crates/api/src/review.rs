@@ -416,7 +416,9 @@ async fn decide_in_tx(
         None,
         data.clone(),
     );
-    tx.enqueue(&event).await.map_err(internal)?;
+    tx.enqueue(&event, wangban_store::HTTP_PRODUCER)
+        .await
+        .map_err(internal)?;
     tx.commit().await.map_err(|e| {
         let status = match e.is_transient() {
             true => StatusCode::SERVICE_UNAVAILABLE,

@@ -238,9 +238,11 @@ pub async fn in_process(
             .map(|i| WorkerQueue {
                 worker: format!("stage{i}"),
                 bindings: vec![format!("baseline.{i}")],
+                ..Default::default()
             })
             .collect(),
         delivery_limit: 20,
+        ..Default::default()
     };
     bus.declare(&topology).await?;
     let arrived = Arc::new(AtomicUsize::new(0));

@@ -154,7 +154,7 @@ impl AmqpBus {
                 dlq_args,
             )
             .await?;
-            for key in &w.bindings {
+            for key in &t.bindings_of(w) {
                 ch.queue_bind(
                     t.queue(&w.worker).into(),
                     t.exchange().into(),
@@ -176,10 +176,13 @@ impl AmqpBus {
         Ok(())
     }
 
+    /// Publishes `items` with confirms; `mandatory`: a message no queue is bound to take is an
+    /// error, not silently dropped.
     async fn publish_confirmed(
         &self,
         exchange: &str,
         items: &[(&str, &[u8], BasicProperties)],
+        mandatory: bool,
     ) -> Result<(), BusError> {
         let (_, ch) = self.live().await?;
         let mut confirms = Vec::with_capacity(items.len());
@@ -188,7 +191,10 @@ impl AmqpBus {
                 .basic_publish(
                     exchange.into(),
                     (*key).into(),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..Default::default()
+                    },
                     payload,
                     props.clone(),
                 )
@@ -204,7 +210,14 @@ impl AmqpBus {
         // Pipelined: every message is on the wire before we wait for the first confirm.
         for c in confirms {
             match c.await {
-                Ok(conf) if conf.is_ack() => {}
+                Ok(conf) if conf.is_ack() => {
+                    if let Some(returned) = conf.take_message() {
+                        return Err(BusError::Nacked(format!(
+                            "no queue took the message ({})",
+                            returned.reply_text
+                        )));
+                    }
+                }
                 Ok(_) => return Err(BusError::Nacked("negative publisher confirm".into())),
                 Err(e) => {
                     self.forget().await;
@@ -263,7 +276,7 @@ impl Bus for AmqpBus {
                 )
             })
             .collect();
-        self.publish_confirmed(&self.topology.exchange(), &items)
+        self.publish_confirmed(&self.topology.exchange(), &items, false)
             .await
     }
 
@@ -292,6 +305,7 @@ impl Bus for AmqpBus {
         self.publish_confirmed(
             &self.topology.dead_letter_exchange(),
             &[(worker, payload, props)],
+            true,
         )
         .await
     }
@@ -382,10 +396,15 @@ impl Bus for AmqpBus {
     }
 
     async fn send_to_queue(&self, worker: &str, payload: &[u8]) -> Result<(), BusError> {
-        // The default exchange routes by queue name: only this worker gets the message.
-        let queue = self.topology.queue(worker);
-        self.publish_confirmed("", &[(queue.as_str(), payload, properties(None))])
-            .await
+        // Only this worker's queue is bound to its requeue key (no user needs the default
+        // exchange, which routes to any queue by name).
+        let key = self.topology.requeue_key(worker);
+        self.publish_confirmed(
+            &self.topology.exchange(),
+            &[(key.as_str(), payload, properties(None))],
+            true,
+        )
+        .await
     }
 
     async fn depth(&self, worker: &str, dead_letters: bool) -> Result<u32, BusError> {

@@ -263,13 +263,16 @@ mod tests {
                 WorkerQueue {
                     worker: "a".into(),
                     bindings: vec!["case.*".into()],
+                    ..Default::default()
                 },
                 WorkerQueue {
                     worker: "b".into(),
                     bindings: vec!["case.accepted".into()],
+                    ..Default::default()
                 },
             ],
             delivery_limit: limit,
+            ..Default::default()
         }
     }
 

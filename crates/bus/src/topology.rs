@@ -5,20 +5,27 @@
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-/// A worker's queue and the routing-key patterns bound to it.
-#[derive(Clone, Debug)]
+/// A worker's queue, the routing-key patterns bound to it, and the routing keys its process
+/// publishes (what its broker user may publish: [`Topology::rabbitmq_definitions`]).
+#[derive(Clone, Debug, Default)]
 pub struct WorkerQueue {
     pub worker: String,
     pub bindings: Vec<String>,
+    pub publishes: Vec<String>,
 }
 
 /// The whole topology.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Topology {
     pub prefix: String,
     pub workers: Vec<WorkerQueue>,
     /// Deliveries of one message before the broker dead-letters it (poison-message guard).
     pub delivery_limit: u32,
+    /// The routing keys the HTTP surface publishes (parties' reports, desks' decisions,
+    /// operators' corrections): all the `wangban-ops` user may publish besides replays.
+    pub http_publishes: Vec<String>,
+    /// The routing keys the portal publishes (the `wangban-portal` user).
+    pub portal_publishes: Vec<String>,
 }
 
 impl Topology {
@@ -54,7 +61,24 @@ impl Topology {
                 .cloned()
                 .collect(),
             delivery_limit: self.delivery_limit,
+            http_publishes: self.http_publishes.clone(),
+            portal_publishes: self.portal_publishes.clone(),
         }
+    }
+
+    /// The routing key that reaches only `worker`'s queue: a message put back behind what it
+    /// follows, or a replayed dead letter, goes through the events exchange under this key, so
+    /// no broker user needs the default exchange (which would reach every queue by name).
+    pub fn requeue_key(&self, worker: &str) -> String {
+        format!("requeue.{worker}")
+    }
+
+    /// Every routing key bound to `worker`'s queue on the events exchange: its bindings and its
+    /// [`Topology::requeue_key`].
+    pub fn bindings_of(&self, w: &WorkerQueue) -> Vec<String> {
+        let mut keys = w.bindings.clone();
+        keys.push(self.requeue_key(&w.worker));
+        keys
     }
 
     /// The broker permissions of a worker's own user: its queues and the two exchanges.
@@ -65,7 +89,9 @@ impl Topology {
     }
 
     /// The broker users of a deployment: one per worker (`wangban-<worker>`), limited to its own
-    /// queues, and `wangban-ops` (operations: replays, the portal's submissions, monitoring).
+    /// queues and to publishing the events it emits; `wangban-ops`, the HTTP surface (parties'
+    /// reports, the desks, replays, monitoring); `wangban-portal`, which only hands over
+    /// applications.
     pub fn broker_users(&self) -> Vec<String> {
         let mut users: Vec<String> = self
             .workers
@@ -73,6 +99,7 @@ impl Topology {
             .map(|w| format!("wangban-{}", w.worker))
             .collect();
         users.push("wangban-ops".into());
+        users.push("wangban-portal".into());
         users
     }
 
@@ -99,7 +126,7 @@ impl Topology {
                 "name": self.dead_letter_queue(&w.worker), "vhost": vhost, "durable": true, "auto_delete": false,
                 "arguments": { "x-queue-type": "quorum" }
             }));
-            for key in &w.bindings {
+            for key in &self.bindings_of(w) {
                 bindings.push(json!({
                     "source": self.exchange(), "vhost": vhost, "destination": self.queue(&w.worker),
                     "destination_type": "queue", "routing_key": key, "arguments": {}
@@ -110,36 +137,76 @@ impl Topology {
                 "destination_type": "queue", "routing_key": w.worker, "arguments": {}
             }));
         }
-        // One user per worker, with only what it needs, and one for operators.
+        // One user per worker, with only what it needs, one for the HTTP surface and operators,
+        // one for the portal. Topic permissions limit what each may publish on (and bind from)
+        // the events exchange to its own routing keys.
         let mut users_out = Vec::new();
         let mut permissions = Vec::new();
+        let mut topic_permissions = Vec::new();
         if let Some(hashes) = users {
-            let all = format!("^{}wangban\\..*", regex_escape(&self.prefix));
+            let p = regex_escape(&self.prefix);
+            let all = format!("^{p}wangban\\..*");
+            let exchanges = format!("^{p}wangban\\.(events|dead-letters)$");
             for name in self.broker_users() {
-                let (tags, configure, write, read) = match name.strip_prefix("wangban-") {
-                    Some("ops") => (
-                        json!(["monitoring"]),
-                        all.clone(),
-                        format!("({all}|^amq\\.default$)"),
-                        all.clone(),
-                    ),
-                    Some(worker) => {
-                        let perm = self.worker_permissions(worker);
-                        (json!([]), perm.clone(), perm.clone(), perm)
-                    }
-                    None => continue,
-                };
+                let (tags, configure, write, read, publish, bind) =
+                    match name.strip_prefix("wangban-") {
+                        Some("ops") => (
+                            json!(["monitoring"]),
+                            all.clone(),
+                            all.clone(),
+                            all.clone(),
+                            // replays reach a worker's queue through its requeue key
+                            self.http_publishes
+                                .iter()
+                                .map(|k| regex_escape(k))
+                                .chain([format!("{}\\..+", regex_escape("requeue"))])
+                                .collect::<Vec<_>>(),
+                            vec![".*".to_owned()],
+                        ),
+                        Some("portal") => (
+                            json!([]),
+                            exchanges.clone(),
+                            format!("^{p}wangban\\.events$"),
+                            "^$".to_owned(),
+                            self.portal_publishes
+                                .iter()
+                                .map(|k| regex_escape(k))
+                                .collect(),
+                            vec![],
+                        ),
+                        Some(worker) => {
+                            let Some(w) = self.workers.iter().find(|w| w.worker == worker) else {
+                                continue;
+                            };
+                            let perm = self.worker_permissions(worker);
+                            let mut publish: Vec<String> =
+                                w.publishes.iter().map(|k| regex_escape(k)).collect();
+                            publish.push(regex_escape(&self.requeue_key(worker)));
+                            let bind = self
+                                .bindings_of(w)
+                                .iter()
+                                .map(|k| regex_escape(k))
+                                .collect();
+                            (json!([]), perm.clone(), perm.clone(), perm, publish, bind)
+                        }
+                        None => continue,
+                    };
                 let hash = hashes.get(&name).cloned().unwrap_or_default();
                 users_out.push(json!({"name": name, "password_hash": hash,
                                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": tags}));
                 permissions.push(json!({"user": name, "vhost": vhost, "configure": configure,
                                         "write": write, "read": read}));
+                topic_permissions.push(
+                    json!({"user": name, "vhost": vhost, "exchange": self.exchange(),
+                                              "write": any_of(&publish), "read": any_of(&bind)}),
+                );
             }
         }
         json!({
             "rabbit_version": "3.12",
             "users": users_out,
             "permissions": permissions,
+            "topic_permissions": topic_permissions,
             "vhosts": [{"name": vhost}],
             "exchanges": [
                 {"name": self.exchange(), "vhost": vhost, "type": "topic", "durable": true, "auto_delete": false, "internal": false, "arguments": {}},
@@ -164,6 +231,16 @@ pub fn password_hash(password: &str, salt: [u8; 4]) -> String {
             .finalize(),
     );
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A regular expression matching exactly one of `alternatives` (each already a regex), or
+/// nothing when there are none.
+fn any_of(alternatives: &[String]) -> String {
+    if alternatives.is_empty() {
+        "^$".to_owned()
+    } else {
+        format!("^({})$", alternatives.join("|"))
+    }
 }
 
 fn regex_escape(s: &str) -> String {
@@ -223,8 +300,11 @@ mod tests {
             workers: vec![WorkerQueue {
                 worker: "intake".into(),
                 bindings: vec!["application.submitted".into()],
+                publishes: vec!["case.accepted".into(), "case.rejected".into()],
             }],
             delivery_limit: 5,
+            http_publishes: vec!["payment.reported".into()],
+            portal_publishes: vec!["application.submitted".into()],
         };
         let d = t.rabbitmq_definitions(None);
         assert_eq!(d["users"], json!([]), "the template resets no password");
@@ -249,13 +329,40 @@ mod tests {
             .iter()
             .map(|u| u["name"].as_str().unwrap())
             .collect();
-        assert_eq!(users, ["wangban-intake", "wangban-ops"]);
+        assert_eq!(users, ["wangban-intake", "wangban-ops", "wangban-portal"]);
         assert_eq!(d["users"][0]["password_hash"], hashes["wangban-intake"]);
         assert_eq!(d["users"][1]["tags"], json!(["monitoring"]));
         assert_eq!(
             d["permissions"][0]["configure"],
             "^wangban\\.(events|dead-letters|intake|intake\\.dead-letters)$"
         );
+        let topic = |user: &str| {
+            d["topic_permissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["user"] == user)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(topic("wangban-intake")["exchange"], "wangban.events");
+        assert_eq!(
+            topic("wangban-intake")["write"],
+            "^(case\\.accepted|case\\.rejected|requeue\\.intake)$"
+        );
+        assert_eq!(
+            topic("wangban-intake")["read"],
+            "^(application\\.submitted|requeue\\.intake)$"
+        );
+        assert_eq!(
+            topic("wangban-ops")["write"],
+            "^(payment\\.reported|requeue\\..+)$"
+        );
+        assert_eq!(
+            topic("wangban-portal")["write"],
+            "^(application\\.submitted)$"
+        );
+        assert_eq!(topic("wangban-portal")["read"], "^$");
     }
 
     #[test]

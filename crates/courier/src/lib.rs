@@ -219,6 +219,20 @@ impl Handler for Dispatch {
         "courier"
     }
 
+    fn steps(&self) -> Vec<Step> {
+        vec![
+            Step::Ship,
+            Step::Deliver,
+            Step::ReturnDelivery,
+            Step::AnnouncePickup,
+            Step::Collect,
+        ]
+    }
+
+    fn emits(&self) -> Vec<EventType> {
+        vec![]
+    }
+
     fn bindings(&self) -> Vec<String> {
         [
             EventType::Entered(State::Produced),

@@ -40,6 +40,28 @@ impl Party {
         }
     }
 
+    /// The events its executor's answers come back as, published by the requesting worker's
+    /// process: `effect.<party>.done`, and for an SMS the recorded `sms.sent` / `sms.failed`.
+    pub fn answers(&self) -> Vec<EventType> {
+        match self {
+            Party::Sms => vec![EventType::SmsSent, EventType::SmsFailed],
+            p => vec![EventType::EffectDone(*p)],
+        }
+    }
+
+    /// The event the party's own later report comes as (its signed callback, a desk's
+    /// decision, the hall's counter): published by the HTTP surface, never by a worker.
+    pub fn reports(&self) -> EventType {
+        match self {
+            Party::Sms => EventType::SmsReported,
+            Party::Payment => EventType::PaymentReported,
+            Party::Production => EventType::ProductionReported,
+            Party::Courier => EventType::CourierReported,
+            Party::Hall => EventType::PickupReported,
+            Party::Desk => EventType::ReviewDecided,
+        }
+    }
+
     pub const ALL: [Party; 6] = [
         Party::Sms,
         Party::Payment,

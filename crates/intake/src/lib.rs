@@ -213,6 +213,14 @@ impl Handler for Intake {
         "intake"
     }
 
+    fn steps(&self) -> Vec<Step> {
+        vec![Step::Accept, Step::Reject]
+    }
+
+    fn emits(&self) -> Vec<EventType> {
+        vec![EventType::DocumentInvalidated, EventType::CaseResubmitted]
+    }
+
     fn bindings(&self) -> Vec<String> {
         vec![
             EventType::ApplicationSubmitted.routing_key(),

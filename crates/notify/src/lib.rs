@@ -420,6 +420,14 @@ impl Handler for Notify {
         "notify"
     }
 
+    fn steps(&self) -> Vec<Step> {
+        vec![Step::RequestFee, Step::ExpirePayment, Step::ConfirmPayment]
+    }
+
+    fn emits(&self) -> Vec<EventType> {
+        vec![EventType::PaymentDeadline]
+    }
+
     fn bindings(&self) -> Vec<String> {
         let mut keys: Vec<String> = ANNOUNCED.iter().map(|t| t.routing_key()).collect();
         keys.extend(

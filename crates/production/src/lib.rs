@@ -133,6 +133,14 @@ impl Handler for Production {
         "production"
     }
 
+    fn steps(&self) -> Vec<Step> {
+        vec![Step::OrderProduction, Step::CompleteProduction]
+    }
+
+    fn emits(&self) -> Vec<EventType> {
+        vec![]
+    }
+
     fn bindings(&self) -> Vec<String> {
         vec![
             EventType::Entered(State::Paid).routing_key(),

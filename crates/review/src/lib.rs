@@ -423,6 +423,21 @@ impl Handler for Review {
         self.desk == Desk::Party
     }
 
+    fn steps(&self) -> Vec<Step> {
+        vec![
+            Step::StartReview,
+            Step::RequestCorrection,
+            Step::Resubmit,
+            Step::LapseCorrection,
+            Step::RejectReview,
+            Step::Approve,
+        ]
+    }
+
+    fn emits(&self) -> Vec<EventType> {
+        vec![EventType::ReviewDeadline]
+    }
+
     fn bindings(&self) -> Vec<String> {
         [
             EventType::Entered(State::Accepted),

@@ -71,6 +71,7 @@ pub struct Cx<'a> {
     tx: &'a mut CaseTx,
     worker: &'static str,
     cause: &'a Envelope,
+    publishes: &'a [EventType],
     outgoing: Vec<Envelope>,
     requested: Vec<Party>,
 }
@@ -80,11 +81,17 @@ fn fresh_event_id() -> EventId {
 }
 
 impl<'a> Cx<'a> {
-    pub(crate) fn new(tx: &'a mut CaseTx, worker: &'static str, cause: &'a Envelope) -> Self {
+    pub(crate) fn new(
+        tx: &'a mut CaseTx,
+        worker: &'static str,
+        cause: &'a Envelope,
+        publishes: &'a [EventType],
+    ) -> Self {
         Cx {
             tx,
             worker,
             cause,
+            publishes,
             outgoing: Vec::new(),
             requested: Vec::new(),
         }
@@ -158,8 +165,11 @@ impl<'a> Cx<'a> {
             self.worker,
             self.cause.id.as_str(),
         ));
+        crate::may_publish(self.worker, self.publishes, &event.routing_key())?;
         let due = case.state_since + deadline.after.as_millis() as i64;
-        self.tx.schedule(&event, due, case.state.as_str()).await?;
+        self.tx
+            .schedule(&event, due, case.state.as_str(), self.worker)
+            .await?;
         Ok(())
     }
 

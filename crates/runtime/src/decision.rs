@@ -82,7 +82,9 @@ impl crate::Runtime {
             .map_err(|e: String| HandlerError::Permanent(format!("stored case id: {e}")))?;
         let event = deadline.event(self.store.clock(), worker, &case, None);
         let due = entered_at + deadline.after.as_millis() as i64;
-        self.store.schedule(&event, due, state.as_str()).await?;
+        self.store
+            .schedule(&event, due, state.as_str(), worker)
+            .await?;
         Ok(())
     }
 }

@@ -283,7 +283,7 @@ impl Runtime {
             &command.purpose,
             command.attempts,
         ));
-        tx.enqueue(&event).await?;
+        tx.enqueue(&event, party.requested_by()).await?;
         tx.commit().await?;
         self.commits.committed(&command.case_id);
         self.relay_wakeup.notify_one();

@@ -1,5 +1,6 @@
-//! Ingress: events from outside (the portal, parties' answers, timers) published straight to the
-//! bus with confirms. They have no transaction of ours to ride on; the consumers' inboxes and the
+//! Ingress: events from outside. The portal's submissions are published straight to the bus with
+//! confirms; what the HTTP surface takes (parties' reports, operators' corrections) is committed
+//! to the outbox as `http`'s, for a relay allowed to publish it. The consumers' inboxes and the
 //! lifecycle make a repeated or late one harmless.
 
 use async_trait::async_trait;
@@ -59,12 +60,18 @@ impl Ingress for BusIngress {
 }
 
 impl crate::Runtime {
-    /// Publishes an event from outside (confirmed) and counts it.
+    /// Takes an event from outside that the HTTP surface received (a party's report, an
+    /// operator's correction; also the simulated parties' answers): queued in the outbox as
+    /// [`wangban_store::HTTP_PRODUCER`]'s and relayed by a process whose broker user may publish
+    /// it. Returns once it is committed.
     pub async fn publish_ingress(&self, event: &Envelope) -> Result<(), String> {
-        publish(self.bus.as_ref(), event)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.metrics.published("ingress", &event.routing_key(), 1);
+        let queued = async {
+            let mut tx = self.store.begin().await?;
+            tx.enqueue(event, wangban_store::HTTP_PRODUCER).await?;
+            tx.commit().await
+        };
+        queued.await.map_err(|e| e.to_string())?;
+        self.relay_wakeup.notify_one();
         Ok(())
     }
 }

@@ -36,7 +36,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument, info_span};
 use wangban_bus::{Bus, DeadLetterNote, Delivery, WorkerQueue};
 use wangban_domain::effects::Party;
-use wangban_domain::events::Envelope;
+use wangban_domain::events::{Envelope, EventType};
+use wangban_domain::lifecycle::Step;
 use wangban_domain::trace::{SpanId, TraceId};
 /// The case as stored, as a worker's decision sees it.
 pub use wangban_store::CaseRecord;
@@ -49,6 +50,13 @@ pub trait Handler: Send + Sync + 'static {
     fn worker(&self) -> &'static str;
     /// The routing-key patterns of the events it consumes.
     fn bindings(&self) -> Vec<String>;
+    /// The lifecycle steps its decisions take (each emits `case.<state>`).
+    fn steps(&self) -> Vec<Step>;
+    /// The other events its decisions emit or schedule. With [`Handler::steps`] and its
+    /// parties' answers this is all its process may publish ([`publishes`]): the broker user of
+    /// the worker is allowed these routing keys and no other, and a decision emitting anything
+    /// else is refused (dead-lettered, naming the event).
+    fn emits(&self) -> Vec<EventType>;
     /// Handles one event inside the delivery's transaction.
     async fn handle(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError>;
     /// Work on a clock (timers); called every [`RuntimeConfig::tick`] when the worker runs.
@@ -64,11 +72,52 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// The queue of a handler, for the topology.
+/// The queue of a handler and the routing keys its process publishes, for the topology.
 pub fn worker_queue(h: &dyn Handler) -> WorkerQueue {
     WorkerQueue {
         worker: h.worker().to_owned(),
         bindings: h.bindings(),
+        publishes: publishes(h).iter().map(|k| k.routing_key()).collect(),
+    }
+}
+
+/// Every event a worker's process publishes: the transitions of its steps, what its decisions
+/// emit and schedule, and the answers of the parties whose executors run beside it.
+pub fn publishes(h: &dyn Handler) -> Vec<EventType> {
+    let mut kinds: Vec<EventType> = h
+        .steps()
+        .into_iter()
+        .map(|step| EventType::Entered(step.edge().1))
+        .collect();
+    kinds.extend(h.emits());
+    for party in Party::ALL {
+        if party.requested_by() == h.worker() {
+            kinds.extend(party.answers());
+        }
+    }
+    let mut unique = Vec::with_capacity(kinds.len());
+    for k in kinds {
+        if !unique.contains(&k) {
+            unique.push(k);
+        }
+    }
+    unique
+}
+
+/// Refuses an event `worker` may not publish (its broker user could not): a bug in the worker's
+/// [`Handler::steps`] or [`Handler::emits`], dead-lettered with its name rather than left to
+/// stall the relay.
+pub(crate) fn may_publish(
+    worker: &str,
+    publishes: &[EventType],
+    routing_key: &str,
+) -> Result<(), HandlerError> {
+    if publishes.iter().any(|k| k.routing_key() == routing_key) {
+        Ok(())
+    } else {
+        Err(HandlerError::Permanent(format!(
+            "worker {worker} may not publish {routing_key}: not among its steps' transitions, its emits or its parties' answers"
+        )))
     }
 }
 
@@ -624,13 +673,15 @@ impl Runtime {
             tracing::debug!("already handled; acking the redelivery");
             return Ok(None);
         }
-        let mut cx = Cx::new(tx, worker, envelope);
+        let publishes = publishes(handler);
+        let mut cx = Cx::new(tx, worker, envelope, &publishes);
         handler.handle(&mut cx, envelope).await?;
         let (mut outgoing, requested) = cx.into_parts();
         let hop = SpanId::hop(worker, envelope.id.as_str());
         for event in &mut outgoing {
+            may_publish(worker, &publishes, &event.routing_key())?;
             event.emitted_by(hop);
-            tx.enqueue(event).await?;
+            tx.enqueue(event, worker).await?;
         }
         tracing::info!(emitted = outgoing.len(), "handled");
         Ok(Some(requested))

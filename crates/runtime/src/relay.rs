@@ -14,6 +14,12 @@ impl Runtime {
     /// Fires the scheduled events whose time has come (into the outbox), then publishes every
     /// pending outbox row once; returns how many were published.
     pub async fn relay_once(&self) -> Result<usize, String> {
+        self.relay_once_of(None).await
+    }
+
+    /// [`Runtime::relay_once`] for the rows of `producers` only (`None`: all; see
+    /// [`wangban_store::Store::begin_relay`]).
+    pub async fn relay_once_of(&self, producers: Option<&[&'static str]>) -> Result<usize, String> {
         while self
             .store
             .fire_due(BATCH)
@@ -25,7 +31,7 @@ impl Runtime {
         loop {
             let batch = self
                 .store
-                .begin_relay(BATCH)
+                .begin_relay(BATCH, producers)
                 .await
                 .map_err(|e| e.to_string())?;
             if batch.is_empty() {
@@ -57,10 +63,15 @@ impl Runtime {
 
     /// Relays until shutdown: woken by commits, and every 250 ms regardless (events committed by
     /// other processes sharing the database, deadlines come due). After shutdown, one last flush.
-    pub async fn run_relay(&self, mut shutdown: watch::Receiver<bool>) {
+    /// Publishes the rows of `producers` only, when given (see [`Runtime::relay_once_of`]).
+    pub async fn run_relay(
+        &self,
+        producers: Option<Vec<&'static str>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.relay_once().await {
+            match self.relay_once_of(producers.as_deref()).await {
                 Ok(n) => {
                     if n > 0 {
                         tracing::debug!(published = n, "outbox relayed");

@@ -143,6 +143,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         9,
         include_str!("../migrations/postgres/0009_scheduled_state.sql"),
     ),
+    (
+        10,
+        include_str!("../migrations/postgres/0010_producers.sql"),
+    ),
 ];
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -163,6 +167,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (
         9,
         include_str!("../migrations/postgres/0009_scheduled_state.sql"),
+    ),
+    (
+        10,
+        include_str!("../migrations/postgres/0010_producers.sql"),
     ),
 ];
 
@@ -315,20 +323,30 @@ impl Store {
         ))
     }
 
-    /// Takes up to `limit` unpublished outbox rows, oldest first. On PostgreSQL the rows are locked
-    /// (`FOR UPDATE SKIP LOCKED`) so relays in several processes never publish the same row at once.
-    pub async fn begin_relay(&self, limit: i64) -> Result<RelayBatch, StoreError> {
+    /// Takes up to `limit` unpublished outbox rows, oldest first: of every producer, or with
+    /// `producers` only of those (a process relays what its own broker user may publish; rows
+    /// written before producers were recorded count as `http`'s). On PostgreSQL the rows are
+    /// locked (`FOR UPDATE SKIP LOCKED`) so relays in several processes never publish the same
+    /// row at once.
+    pub async fn begin_relay(
+        &self,
+        limit: i64,
+        producers: Option<&[&'static str]>,
+    ) -> Result<RelayBatch, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let sql = match self.backend {
-            Backend::Postgres => {
-                "SELECT id, routing_key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
-            }
-            Backend::Sqlite => {
-                "SELECT id, routing_key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
-            }
+        let only = producers.map_or_else(String::new, producer_filter);
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
         };
-        let rows: Vec<(i64, String, String)> =
-            sqlx::query_as(sql).bind(limit).fetch_all(&mut *tx).await?;
+        // The names are our own role names (checked by `producer_filter`), never input.
+        let sql = format!(
+            "SELECT id, routing_key, payload FROM outbox WHERE published_at IS NULL{only} ORDER BY id LIMIT $1{lock}"
+        );
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
         Ok(RelayBatch {
             tx,
             rows,
@@ -346,6 +364,31 @@ impl Store {
         )
     }
 }
+
+/// ` AND producer IN (…)` for the relay of `producers`; `http` also takes rows without one.
+fn producer_filter(producers: &[&'static str]) -> String {
+    let mut names: Vec<String> = producers
+        .iter()
+        .map(|p| {
+            assert!(
+                !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()),
+                "a producer is a role name: {p:?}"
+            );
+            format!("'{p}'")
+        })
+        .collect();
+    if producers.contains(&HTTP_PRODUCER) {
+        names.push("''".into());
+    }
+    if names.is_empty() {
+        return " AND 1 = 0".into();
+    }
+    format!(" AND producer IN ({})", names.join(","))
+}
+
+/// The producer of the events the HTTP surface writes: parties' reports, the desks' decisions,
+/// operators' corrections (see [`Store::begin_relay`]).
+pub const HTTP_PRODUCER: &str = "http";
 
 /// A batch of outbox rows taken by the relay; [`RelayBatch::complete`] marks them published.
 /// Dropping the batch without completing it leaves them for the next attempt.

@@ -8,8 +8,8 @@ use crate::{Backend, CaseTx, Store, StoreError};
 use sqlx::{Any, Executor};
 use wangban_domain::events::Envelope;
 
-const INSERT: &str = "INSERT INTO scheduled (event_id, case_id, routing_key, payload, due_at, created_at, state) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING";
+const INSERT: &str = "INSERT INTO scheduled (event_id, case_id, routing_key, payload, due_at, created_at, state, producer) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING";
 
 /// A deadline waiting for its time, as operators see it on a case.
 #[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
@@ -26,6 +26,7 @@ async fn insert<'e>(
     due_at: i64,
     now: i64,
     state: &str,
+    producer: &str,
 ) -> Result<(), StoreError> {
     let payload = String::from_utf8(event.encode()).map_err(|e| StoreError::Data(e.to_string()))?;
     sqlx::query(INSERT)
@@ -36,6 +37,7 @@ async fn insert<'e>(
         .bind(due_at)
         .bind(now)
         .bind(state)
+        .bind(producer)
         .execute(ex)
         .await?;
     Ok(())
@@ -44,15 +46,17 @@ async fn insert<'e>(
 impl CaseTx {
     /// Schedules `event` for `due_at` (ms since the Unix epoch), a deadline of the case's
     /// `state`: it is fired only if this transaction commits, and cancelled when the case leaves
-    /// `state` ([`CaseTx::cancel_scheduled`]). A row with the same event id stays as it is.
+    /// `state` ([`CaseTx::cancel_scheduled`]). A row with the same event id stays as it is. Once
+    /// fired, it is relayed as `producer`'s (see [`CaseTx::enqueue`]).
     pub async fn schedule(
         &mut self,
         event: &Envelope,
         due_at: i64,
         state: &str,
+        producer: &str,
     ) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
-        insert(&mut *self.tx, event, due_at, now, state).await
+        insert(&mut *self.tx, event, due_at, now, state, producer).await
     }
 
     /// Cancels the deadlines of `case` that belong to `state` (the case has just left it).
@@ -74,8 +78,17 @@ impl Store {
         event: &Envelope,
         due_at: i64,
         state: &str,
+        producer: &str,
     ) -> Result<(), StoreError> {
-        insert(&self.pool, event, due_at, self.clock.now_ms(), state).await
+        insert(
+            &self.pool,
+            event,
+            due_at,
+            self.clock.now_ms(),
+            state,
+            producer,
+        )
+        .await
     }
 
     /// Moves up to `limit` events whose time has come into the outbox, earliest first, and
@@ -85,27 +98,28 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let sql = match self.backend {
             Backend::Postgres => {
-                "SELECT event_id, routing_key, payload FROM scheduled WHERE due_at <= $1 \
+                "SELECT event_id, routing_key, payload, producer FROM scheduled WHERE due_at <= $1 \
                  ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED"
             }
             Backend::Sqlite => {
-                "SELECT event_id, routing_key, payload FROM scheduled WHERE due_at <= $1 \
+                "SELECT event_id, routing_key, payload, producer FROM scheduled WHERE due_at <= $1 \
                  ORDER BY due_at LIMIT $2"
             }
         };
-        let due: Vec<(String, String, String)> = sqlx::query_as(sql)
+        let due: Vec<(String, String, String, String)> = sqlx::query_as(sql)
             .bind(now)
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
-        for (event_id, routing_key, payload) in &due {
+        for (event_id, routing_key, payload, producer) in &due {
             sqlx::query(
-                "INSERT INTO outbox (event_id, routing_key, payload, created_at) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO outbox (event_id, routing_key, payload, created_at, producer) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(event_id)
             .bind(routing_key)
             .bind(payload)
             .bind(now)
+            .bind(producer)
             .execute(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM scheduled WHERE event_id = $1")

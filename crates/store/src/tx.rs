@@ -386,13 +386,15 @@ impl CaseTx {
             .transpose()
     }
 
-    /// Queues an event for the relay; it is published only if this transaction commits.
-    pub async fn enqueue(&mut self, event: &Envelope) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO outbox (event_id, routing_key, payload, created_at) VALUES ($1, $2, $3, $4)")
+    /// Queues an event for the relay of `producer` (the worker, or [`crate::HTTP_PRODUCER`]); it
+    /// is published only if this transaction commits.
+    pub async fn enqueue(&mut self, event: &Envelope, producer: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO outbox (event_id, routing_key, payload, created_at, producer) VALUES ($1, $2, $3, $4, $5)")
             .bind(event.id.as_str())
             .bind(event.routing_key())
             .bind(String::from_utf8(event.encode()).map_err(|e| StoreError::Data(e.to_string()))?)
             .bind(self.clock.now_ms())
+            .bind(producer)
             .execute(&mut *self.tx)
             .await?;
         Ok(())

@@ -122,9 +122,10 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
         /// A directory with one file per broker user (wangban-intake, wangban-review,
-        /// wangban-notify, wangban-production, wangban-courier, wangban-ops) holding its
-        /// password: the definitions then create the users with salted hashes of them (a
-        /// deployment's definitions). Without it, the definitions hold no users (the template).
+        /// wangban-notify, wangban-production, wangban-courier, wangban-ops, wangban-portal)
+        /// holding its password: the definitions then create the users with salted hashes of
+        /// them and topic permissions limiting each to the events it publishes (a deployment's
+        /// definitions). Without it, the definitions hold no users (the template).
         #[arg(long)]
         passwords: Option<PathBuf>,
     },

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use wangban_bus::amqp::AmqpBus;
 use wangban_bus::memory::MemoryBus;
 use wangban_bus::{Bus, Topology};
+use wangban_domain::effects::Party;
 use wangban_domain::events::EventType;
 use wangban_domain::ids::CaseId;
 use wangban_providers::simulated::Simulation;
@@ -33,6 +34,10 @@ pub struct Pipeline {
     parties: Arc<Parties>,
     staffed_desk: bool,
     portal_retry: std::time::Duration,
+    /// Whose outbox rows this process relays ([`Settings::relay`]).
+    relay: Option<Vec<&'static str>>,
+    /// Declare only what this process's own broker user may ([`Settings::declare_own`]).
+    declare_own: bool,
 }
 
 /// Running workers; stop them gracefully with [`Running::stop`] or kill them with [`Running::abort`].
@@ -90,10 +95,24 @@ impl Running {
 
 /// Builds the topology of all five workers.
 pub fn topology(handlers: &[Arc<dyn Handler>], prefix: &str, delivery_limit: u32) -> Topology {
+    let keys = |kinds: &mut dyn Iterator<Item = EventType>| {
+        let mut keys: Vec<String> = kinds.map(EventType::routing_key).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    };
     Topology {
         prefix: prefix.to_owned(),
         workers: handlers.iter().map(|h| worker_queue(h.as_ref())).collect(),
         delivery_limit,
+        http_publishes: keys(&mut Party::ALL.iter().map(|p| p.reports())),
+        portal_publishes: keys(
+            &mut [
+                EventType::ApplicationSubmitted,
+                EventType::ApplicationResubmitted,
+            ]
+            .into_iter(),
+        ),
     }
 }
 
@@ -153,9 +172,15 @@ impl Pipeline {
     /// `WANGBAN_PORTAL_RETRY_SECS` before this gives up.
     pub async fn connect_as_portal(settings: &Settings) -> anyhow::Result<Pipeline> {
         let pipeline = Pipeline::open(settings).await?;
+        // The portal's own broker user (`WANGBAN_DECLARE=own`) declares only the exchanges.
+        let topology = if pipeline.declare_own {
+            pipeline.topology.only(&[])
+        } else {
+            pipeline.topology.clone()
+        };
         pipeline
             .patiently("declaring the bus topology", || async {
-                pipeline.runtime.bus.declare(&pipeline.topology).await
+                pipeline.runtime.bus.declare(&topology).await
             })
             .await?;
         pipeline
@@ -284,6 +309,8 @@ impl Pipeline {
             parties,
             staffed_desk: settings.desk.is_some(),
             portal_retry: settings.portal_retry,
+            relay: settings.relay.clone(),
+            declare_own: settings.declare_own,
         })
     }
 
@@ -316,8 +343,8 @@ impl Pipeline {
         }
         let (relay_shutdown, relay_rx) = watch::channel(false);
         let mut relay = JoinSet::new();
-        let rt = self.runtime.clone();
-        relay.spawn(async move { rt.run_relay(relay_rx).await });
+        let (rt, producers) = (self.runtime.clone(), self.relay.clone());
+        relay.spawn(async move { rt.run_relay(producers, relay_rx).await });
         Ok(Running {
             shutdown,
             tasks,
@@ -434,5 +461,65 @@ impl wangban_providers::Ingress for LateIngress {
             Some(ingress) => ingress.report(kind, case, data).await,
             None => Err("the bus is not connected yet".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wangban_bus::topic_matches;
+
+    /// Every event a worker consumes has a publisher allowed to publish it (a worker, the HTTP
+    /// surface or the portal), and every transition has exactly one: the topic permissions
+    /// rendered from this topology let the pipeline run and let no two workers take one step.
+    #[test]
+    fn every_consumed_event_has_exactly_the_publishers_it_needs() {
+        let settings = Settings::from_env("sqlite::memory:").unwrap();
+        let t = offline_topology(&settings);
+        let publishers = |key: &str| -> Vec<String> {
+            let mut who: Vec<String> = t
+                .workers
+                .iter()
+                .filter(|w| w.publishes.iter().any(|k| k == key))
+                .map(|w| w.worker.clone())
+                .collect();
+            if t.http_publishes.iter().any(|k| k == key) {
+                who.push("http".into());
+            }
+            if t.portal_publishes.iter().any(|k| k == key) {
+                who.push("portal".into());
+            }
+            who
+        };
+        for w in &t.workers {
+            for binding in &w.bindings {
+                let keys: Vec<String> = EventType::all()
+                    .into_iter()
+                    .map(EventType::routing_key)
+                    .filter(|k| topic_matches(binding, k))
+                    .collect();
+                assert!(
+                    !keys.is_empty(),
+                    "{} binds {binding}: no such event",
+                    w.worker
+                );
+                for key in keys {
+                    let who = publishers(&key);
+                    assert!(
+                        !who.is_empty(),
+                        "{} consumes {key}: nobody may publish it",
+                        w.worker
+                    );
+                    if key.starts_with("case.") {
+                        assert_eq!(who.len(), 1, "{key} published by {who:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(publishers("case.approved"), ["review"]);
+        assert_eq!(publishers("payment.reported"), ["http"]);
+        assert_eq!(publishers("effect.payment.done"), ["notify"]);
+        assert_eq!(publishers("review.decided"), ["http"]);
+        assert_eq!(publishers("application.submitted"), ["portal"]);
     }
 }

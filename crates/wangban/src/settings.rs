@@ -92,6 +92,10 @@ pub struct Settings {
     /// Declare only the queues of the workers this process runs (`WANGBAN_DECLARE=own`), for
     /// broker users limited to their own queues; the definitions file declares the rest.
     pub declare_own: bool,
+    /// Whose outbox rows this process's relay publishes (`WANGBAN_RELAY`: `all`, the default,
+    /// or a comma-separated list of workers and `http`): with one broker user per worker, each
+    /// process relays only what its user may publish (docs/security.md). `None`: all.
+    pub relay: Option<Vec<&'static str>>,
     /// Refuse applications carrying fields the contract does not define
     /// (`WANGBAN_UNKNOWN_FIELDS=refuse`); by default they are ignored.
     pub refuse_unknown_fields: bool,
@@ -262,6 +266,7 @@ impl Settings {
                 Ok("all") | Err(_) => false,
                 Ok(other) => anyhow::bail!("WANGBAN_DECLARE must be `all` or `own`, not `{other}`"),
             },
+            relay: relay_producers(std::env::var("WANGBAN_RELAY").ok().as_deref())?,
             refuse_unknown_fields: match std::env::var("WANGBAN_UNKNOWN_FIELDS").as_deref() {
                 Ok("refuse") => true,
                 Ok("ignore") | Err(_) => false,
@@ -366,9 +371,45 @@ fn load_calendar(path: &Path) -> anyhow::Result<WorkingCalendar> {
     Ok(WorkingCalendar::from_json(&text)?)
 }
 
+/// The producers named by `WANGBAN_RELAY` (see [`Settings::relay`]).
+pub fn relay_producers(value: Option<&str>) -> anyhow::Result<Option<Vec<&'static str>>> {
+    let Some(value) = value
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "all")
+    else {
+        return Ok(None);
+    };
+    let known = crate::pipeline::WORKERS
+        .iter()
+        .copied()
+        .chain([wangban_store::HTTP_PRODUCER]);
+    let mut producers = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        let Some(p) = known.clone().find(|k| *k == name) else {
+            anyhow::bail!(
+                "WANGBAN_RELAY names `{name}`: it takes `all` or workers and `http`, comma-separated"
+            );
+        };
+        producers.push(p);
+    }
+    Ok(Some(producers))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::with_password;
+    use super::{relay_producers, with_password};
+
+    #[test]
+    fn relay_names_workers_and_http() {
+        assert_eq!(relay_producers(None).unwrap(), None);
+        assert_eq!(relay_producers(Some("all")).unwrap(), None);
+        assert_eq!(
+            relay_producers(Some("notify, http")).unwrap(),
+            Some(vec!["notify", "http"])
+        );
+        let e = relay_producers(Some("notify,payments")).unwrap_err();
+        assert!(e.to_string().contains("`payments`"), "{e}");
+    }
 
     #[test]
     fn a_password_file_takes_the_place_of_the_urls_password() {
