@@ -1,13 +1,27 @@
 # The wangban image: one binary, any subset of workers, configured only by environment.
-FROM rust:1-bookworm AS build
+#   docker build .                      builds the binary in a Rust image, runs it on BASE
+#   docker build --target prebuilt .    packs target/release/wangban built beside it (same glibc:
+#                                       Debian 12), as the test command does (scripts/compose-test.sh)
+# BASE defaults to Debian's slim image; without a registry, pass one made from Debian's packages
+# (`--build-arg BASE=wangban-base:bookworm`, docs/deploy.md).
+ARG BASE=debian:bookworm-slim
+ARG RUST_IMAGE=rust:1-bookworm
+
+FROM ${BASE} AS runtime
+RUN useradd --system --uid 10001 --home-dir /var/lib/wangban --create-home wangban
+WORKDIR /var/lib/wangban
+ENTRYPOINT ["/usr/local/bin/wangban"]
+CMD ["serve"]
+
+FROM runtime AS prebuilt
+COPY target/release/wangban /usr/local/bin/wangban
+USER 10001:10001
+
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin wangban
 
-FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --home-dir /var/lib/wangban --create-home wangban
+FROM runtime
 COPY --from=build /src/target/release/wangban /usr/local/bin/wangban
 USER 10001:10001
-WORKDIR /var/lib/wangban
-ENTRYPOINT ["/usr/local/bin/wangban"]
-CMD ["serve"]

