@@ -147,11 +147,27 @@ async fn no_personal_data_in_any_log_line() {
                 "log line {i} carries personal data {p:?}: {line}"
             );
         }
-        // Values a shipper can use as they are: no Rust debug renderings of options or lists.
+        // Values a shipper can use as they are: no Rust debug renderings of options or lists,
+        // and no list packed into a string: every field a JSON scalar or object.
         assert!(
             !line.contains("\"Some(") && !line.contains("\"[\\\""),
             "log line {i} carries a debug-formatted value: {line}"
         );
+        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(line) {
+            for (name, value) in &fields {
+                // `intake,review`: names joined by commas
+                let packed = value.as_str().is_some_and(|v| {
+                    v.contains(',')
+                        && v.split(',').all(|w| {
+                            !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        })
+                });
+                assert!(
+                    !packed,
+                    "log line {i}: field {name} packs a list into a string: {line}"
+                );
+            }
+        }
         // Masked, the number's digits would still be findable in pieces: the birth date must not leak.
         assert!(
             !line.contains("19900307"),

@@ -16,11 +16,16 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pipeline = Pipeline::open(settings).await?;
+    // One line per party, each value a plain scalar (a log shipper indexes them as they are).
     let over_http: Vec<&str> = settings.parties.endpoints().map(|e| e.party).collect();
-    tracing::info!(
-        parties = over_http.join(","),
-        "parties reached over HTTP (the others are simulated)"
-    );
+    for party in ["sms", "payment", "production", "courier"] {
+        let reached = if over_http.contains(&party) {
+            "http"
+        } else {
+            "simulated"
+        };
+        tracing::info!(party, reached, "party");
+    }
     let running = pipeline.spawn(workers)?;
 
     let declaring = {

@@ -23,10 +23,13 @@ pub async fn run(
         .filter(|w| *w != "none")
         .collect();
     tracing::info!(
-        workers = names.join(","),
+        workers = names.len(),
         embedded_bus = s.amqp_url.is_none(),
         "starting"
     );
+    for worker in &names {
+        tracing::info!(worker, "running worker");
+    }
     let (_keep, never) = tokio::sync::watch::channel(false);
     if let Err(e) = wangban::serve::run(&s, &names, never).await {
         // The one line a log shipper must not drop: JSON like every other.
