@@ -24,6 +24,7 @@ pub mod fees;
 pub mod id_number;
 pub mod ids;
 pub mod lifecycle;
+pub mod materials;
 pub mod pilot;
 pub mod promise;
 pub mod review;

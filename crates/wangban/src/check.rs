@@ -1,4 +1,6 @@
-//! `wangban check`: the intake rules without a store, one JSON line per file.
+//! `wangban check`: the intake rules without a store, one JSON line per file. With
+//! `--materials DIR` the photo guide is applied to the files themselves (DIR holds each material
+//! under its SHA-256, the local materials store's layout), not to what the application declares.
 
 use anyhow::Context;
 use serde_json::json;
@@ -19,13 +21,32 @@ pub fn load_rules(pilot_cities: Option<&Path>) -> anyhow::Result<Rules> {
     Ok(rules)
 }
 
-/// The decision line for one file's bytes.
-pub fn decision_line(file: &str, bytes: &[u8], rules: &Rules) -> serde_json::Value {
+/// The decision line for one file's bytes; with `materials`, the application's materials are
+/// the files there (see [`materials_in`]).
+pub fn decision_line(
+    file: &str,
+    bytes: &[u8],
+    rules: &Rules,
+    materials: Option<&Path>,
+) -> serde_json::Value {
     match Application::parse(bytes) {
         Err(malformed) => {
             json!({"file": file, "decision": "invalid", "reasons": [], "errors": malformed.0})
         }
-        Ok(app) => {
+        Ok(mut app) => {
+            let mut errors: Vec<String> = Vec::new();
+            let mut checked = None;
+            if let Some(dir) = materials {
+                let (found, discrepancies) =
+                    wangban_domain::materials::reconcile(&app.materials, |sha| {
+                        materials_in(dir, sha).unwrap_or_else(|e| {
+                            errors.push(e);
+                            None
+                        })
+                    });
+                app.materials = found;
+                checked = Some(json!({"discrepancies": discrepancies}));
+            }
             let codes = eligibility::assess(&app, rules);
             let decision = if codes.is_empty() {
                 "accepted"
@@ -33,20 +54,61 @@ pub fn decision_line(file: &str, bytes: &[u8], rules: &Rules) -> serde_json::Val
                 "rejected"
             };
             let reasons: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
-            json!({"file": file, "decision": decision, "reasons": reasons, "errors": []})
+            let mut line =
+                json!({"file": file, "decision": decision, "reasons": reasons, "errors": errors});
+            if let Some(checked) = checked {
+                line["materials"] = checked;
+            }
+            line
         }
     }
 }
 
+/// The facts of the material named `sha256` in `dir`: `None` when there is no such file; an
+/// error naming it when it cannot be read or its bytes do not hash to its name (not that
+/// material: counted as missing).
+pub fn materials_in(
+    dir: &Path,
+    sha256: &str,
+) -> Result<Option<wangban_domain::materials::FileFacts>, String> {
+    // The contract makes it 64 hex digits; nothing else names a file.
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let name = sha256.to_ascii_lowercase();
+    let bytes = match std::fs::read(dir.join(&name)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("material {name}: cannot read: {e}")),
+    };
+    if wangban_domain::materials::sha256_hex(&bytes) != name {
+        return Err(format!(
+            "material {name}: its bytes do not hash to its name (integrity)"
+        ));
+    }
+    Ok(Some(wangban_domain::materials::inspect(&bytes)))
+}
+
 /// Prints a line per file. Exits 0 when every file was read (whatever its decision), 2 when a
 /// file could not be read (its line says so, as `invalid`).
-pub fn run(files: &[PathBuf], pilot_cities: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn run(
+    files: &[PathBuf],
+    pilot_cities: Option<&Path>,
+    materials: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let rules = load_rules(pilot_cities)?;
+    if let Some(dir) = materials {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--materials {}: not a directory",
+            dir.display()
+        );
+    }
     let mut unreadable = false;
     for path in files {
         let name = path.display().to_string();
         let line = match std::fs::read(path) {
-            Ok(bytes) => decision_line(&name, &bytes, &rules),
+            Ok(bytes) => decision_line(&name, &bytes, &rules, materials),
             Err(e) => {
                 unreadable = true;
                 json!({"file": name, "decision": "invalid", "reasons": [], "errors": [format!("cannot read file: {e}")]})

@@ -31,6 +31,11 @@ enum Command {
         /// A pilot-city list replacing the shipped one.
         #[arg(long, env = "WANGBAN_PILOT_CITIES")]
         pilot_cities: Option<PathBuf>,
+        /// A directory holding each material under its SHA-256 (the local materials store's
+        /// layout): the photo guide is then applied to the files, a declared material without
+        /// its file is missing, and each line names where a declaration disagrees with its file.
+        #[arg(long)]
+        materials: Option<PathBuf>,
     },
     /// Run workers until SIGINT/SIGTERM (all five unless --workers names some).
     Serve {
@@ -197,9 +202,10 @@ fn main() -> ExitCode {
     if let Command::Check {
         files,
         pilot_cities,
+        materials,
     } = &cli.command
     {
-        return match wangban::check::run(files, pilot_cities.as_deref()) {
+        return match wangban::check::run(files, pilot_cities.as_deref(), materials.as_deref()) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("wangban: {e:#}");
