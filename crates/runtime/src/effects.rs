@@ -187,7 +187,7 @@ impl Runtime {
                         Outcome::Refused { .. } => "refused",
                     };
                     self.metrics.effect(party.as_str(), label, took);
-                    let record = || async { self.record_answer(party, &command, &effect, &outcome).await };
+                    let record = || async { self.record_answer(party, &command, &effect, &outcome, span).await };
                     let settled = backon::Retryable::retry(record, self.backoff())
                         .when(StoreError::is_transient)
                         .await;
@@ -240,6 +240,7 @@ impl Runtime {
         command: &EffectCommand,
         effect: &Effect,
         outcome: &Outcome,
+        span: SpanId,
     ) -> Result<(), StoreError> {
         let case: CaseId = command.case_id.parse().map_err(StoreError::Data)?;
         let mut tx = self.store.begin().await?;
@@ -278,11 +279,7 @@ impl Runtime {
             event.correlationid = correlation;
         }
         event.causationid = command.cause_id.parse().ok();
-        event.emitted_by(SpanId::effect(
-            &command.case_id,
-            &command.purpose,
-            command.attempts,
-        ));
+        event.emitted_by(span); // the attempt's span, as the call carried it
         tx.enqueue(&event, party.requested_by()).await?;
         tx.commit().await?;
         self.commits.committed(&command.case_id);

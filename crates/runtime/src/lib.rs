@@ -403,32 +403,39 @@ impl Runtime {
     ) -> Outcome {
         let (started, wall) = (std::time::Instant::now(), SystemTime::now());
         let worker = handler.worker();
-        let envelope = Envelope::decode(&delivery.payload, self.config.max_message_bytes).ok();
-        let outcome = self.process_inner(handler, delivery, slots).await;
-        let event_type = envelope.as_ref().map_or("undecodable", |e| &e.event_type);
-        self.metrics
-            .consumed(worker, event_type, outcome.label(), started.elapsed());
-        if let Some(envelope) = &envelope {
-            self.hop_span(worker, envelope, wall, &outcome);
-        }
-        outcome
-    }
-
-    async fn process_inner(
-        &self,
-        handler: &dyn Handler,
-        delivery: Delivery,
-        slots: Option<&Semaphore>,
-    ) -> Outcome {
-        let worker = handler.worker();
+        // Decoded once: the handling, the metrics and the hop's span share it.
         let envelope = match Envelope::decode(&delivery.payload, self.config.max_message_bytes) {
             Ok(e) => e,
             Err(e) => {
                 let reason = format!("refused: {e}");
                 tracing::warn!(worker, routing_key = %delivery.routing_key, %reason, "dead-lettering an undecodable message");
-                return self.dead_letter(worker, delivery, None, reason).await;
+                let outcome = self.dead_letter(worker, delivery, None, reason).await;
+                self.metrics
+                    .consumed(worker, "undecodable", outcome.label(), started.elapsed());
+                return outcome;
             }
         };
+        let outcome = self
+            .process_decoded(handler, delivery, &envelope, slots)
+            .await;
+        self.metrics.consumed(
+            worker,
+            &envelope.event_type,
+            outcome.label(),
+            started.elapsed(),
+        );
+        self.hop_span(worker, &envelope, wall, &outcome);
+        outcome
+    }
+
+    async fn process_decoded(
+        &self,
+        handler: &dyn Handler,
+        delivery: Delivery,
+        envelope: &Envelope,
+        slots: Option<&Semaphore>,
+    ) -> Outcome {
+        let worker = handler.worker();
         async {
             let attempt = || async {
                 let _slot = match slots {
@@ -437,14 +444,14 @@ impl Runtime {
                     })?),
                     None => None,
                 };
-                self.attempt(handler, &envelope).await
+                self.attempt(handler, envelope).await
             };
             let mut attempts = 0_i64;
             let mut note = |e: &HandlerError, after: Duration| {
                 attempts += 1;
                 tracing::info!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying");
                 self.metrics.retried(worker, &envelope.event_type);
-                self.note_retry(worker, &envelope, attempts, e);
+                self.note_retry(worker, envelope, attempts, e);
             };
             // An early event gets a few tries only, each after the next commit on its case in
             // this process (what it follows is usually that commit, a moment behind it) or the
@@ -479,7 +486,7 @@ impl Runtime {
                 if age.to_std().unwrap_or_default() < self.config.early_wait {
                     // The early tries that a commit soon ended stay off the timeline; one that
                     // is put back is on it.
-                    self.note_retry(worker, &envelope, i64::from(early_tries), e);
+                    self.note_retry(worker, envelope, i64::from(early_tries), e);
                     return self.defer(worker, delivery, &e.to_string()).await;
                 }
             }
@@ -492,11 +499,11 @@ impl Runtime {
                 Err(e) => {
                     let reason = e.to_string();
                     tracing::warn!(%reason, "dead-lettering");
-                    self.dead_letter(worker, delivery, Some(&envelope), reason).await
+                    self.dead_letter(worker, delivery, Some(envelope), reason).await
                 }
             }
         }
-        .instrument(handle_span(worker, &envelope))
+        .instrument(handle_span(worker, envelope))
         .await
     }
 
