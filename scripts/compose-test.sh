@@ -2,8 +2,9 @@
 # The compose stack, for real: builds the wangban image and the RabbitMQ and PostgreSQL images
 # from Debian's packages on a base image made with debootstrap (nothing is pulled from a
 # registry), brings docker-compose.yml up as a user would, hands the example applications to
-# intake as the portal (its own broker user), waits until each case reaches the state it must,
-# checks the store's invariants, and takes the stack down. Exit 1 naming what did not happen.
+# intake as the portal (its own broker user) and waits until each case reaches the state it must,
+# drives the demo's applications of every scenario through it (`wangban demo --external` as the
+# portal and the applicants), checks the store's invariants, and takes the stack down. Exit 1 naming what did not happen.
 #   bash scripts/compose-test.sh        (run by scripts/test.sh)
 # Needs root (or sudo) for the Docker engine; installs docker.io, docker-compose and debootstrap
 # from Debian's packages when missing.
@@ -35,7 +36,9 @@ if ! as_root docker info >/dev/null 2>&1; then
   as_root docker info >/dev/null 2>&1 || fail "the Docker engine did not start (/var/log/wangban-dockerd.log)"
 fi
 docker() { as_root env DOCKER_BUILDKIT=0 docker "$@"; }
-compose() { as_root env WANGBAN_BASE_IMAGE="$base" WANGBAN_HTTP_PORT="$http_port" \
+# The windows short enough to see unpaid applications lapse and unanswered corrections lapse.
+compose() { as_root env WANGBAN_PAYMENT_WINDOW_SECS=6 WANGBAN_PAYMENT_REMINDER_SECS=3 \
+  WANGBAN_RESUBMIT_WITHIN_SECS=30 WANGBAN_BASE_IMAGE="$base" WANGBAN_HTTP_PORT="$http_port" \
   WANGBAN_AMQP_PORT="$amqp_port" WANGBAN_RABBITMQ_MANAGEMENT_PORT="$mgmt_port" \
   WANGBAN_OPERATOR_TOKEN="$token" docker-compose -p "$project" "$@"; }
 
@@ -116,6 +119,18 @@ for _ in $(seq 1 60); do
 done
 case "$dead" in *phone*) step "the malformed application is a dead letter naming its field" ;;
   *) fail "no dead letter names the missing phone: $dead" ;; esac
+
+step "driving the demo's applications (every scenario) through the stack"
+demo=$(compose run --rm --no-deps -T \
+  -e WANGBAN_DECLARE=own -e AMQP_URL=amqp://wangban-portal@rabbitmq:5672/%2f \
+  -e AMQP_PASSWORD_FILE=/run/secrets/broker/wangban-portal \
+  ops demo --external --cases 46 --seed 7 --json) || fail "the demo's cases did not all end as expected: $demo"
+echo "$demo" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read().strip().splitlines()[-1])
+assert r["cases"] == 46 and r["unexpected"] == 0, r
+print("compose test: demo: %d cases, 0 unexpected; final states %s" % (r["cases"], r["by_state"]), file=sys.stderr)
+' || fail "the demo's report: $demo"
 
 step "checking the store's invariants"
 compose run --rm --no-deps -T ops verify >&2 || fail "wangban verify found a violation"

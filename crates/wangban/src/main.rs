@@ -68,6 +68,11 @@ enum Command {
         /// {"cases": N, "by_state": {...}, "unexpected": K, "scenarios": {"<name>": {"cases": n, "unexpected": k}, ...}}.
         #[arg(long)]
         json: bool,
+        /// Play only the portal and the applicants, against workers already running elsewhere
+        /// on the same broker and database (the compose stack, a deployment), whose settings
+        /// rule: give this process the same payment and correction windows.
+        #[arg(long)]
+        external: bool,
     },
     /// Hand application files to intake as the portal does, retrying while the broker is away.
     Submit {
@@ -266,7 +271,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             cases,
             seed,
             json,
-        } => cli::demo::run(services, cases, seed, json).await,
+            external,
+        } => cli::demo::run(services, cases, seed, json, external).await,
         Command::Submit {
             broker,
             files,

@@ -11,6 +11,7 @@ pub async fn run(
     cases: usize,
     seed: u64,
     json: bool,
+    external: bool,
 ) -> anyhow::Result<ExitCode> {
     // The demo refuses malformed applications on purpose: only errors interrupt its table.
     init_logs("error");
@@ -21,6 +22,9 @@ pub async fn run(
             .display()
     );
     let mut s = settings(&services, &default_db)?;
+    if external {
+        return run_external(s, cases, seed, json).await;
+    }
     if std::env::var("WANGBAN_PAYMENT_WINDOW_SECS").is_err() {
         // The demo cannot wait 7 days: unpaid cases lapse after a few seconds.
         s.fees.payment_window = std::time::Duration::from_millis(3000 + 10 * cases as u64);
@@ -52,6 +56,34 @@ pub async fn run(
         }
     );
     let (pipeline, report) = demo::run(&s, cases, seed, true).await?;
+    print_report(&pipeline, &report, json, true).await
+}
+
+/// `--external`: only the portal and the applicants, against workers running elsewhere on the
+/// same broker and database (the compose stack, a deployment); their settings rule, and this
+/// process must be given the same (payment and correction windows) to know how long to wait.
+async fn run_external(
+    s: wangban::settings::Settings,
+    cases: usize,
+    seed: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        s.amqp_url.is_some(),
+        "--external drives workers running elsewhere: set AMQP_URL (and DATABASE_URL) to theirs"
+    );
+    eprintln!("wangban demo: {cases} applications to the workers on RabbitMQ");
+    let pipeline = wangban::pipeline::Pipeline::connect_as_portal(&s).await?;
+    let report = demo::drive(&pipeline, &s, cases, seed, true, None).await?;
+    print_report(&pipeline, &report, json, false).await
+}
+
+async fn print_report(
+    pipeline: &wangban::pipeline::Pipeline,
+    report: &demo::Report,
+    json: bool,
+    workers_here: bool,
+) -> anyhow::Result<ExitCode> {
     // With --json, stdout carries only the JSON line; the tables go to stderr.
     let mut out: Box<dyn std::io::Write> = if json {
         Box::new(std::io::stderr())
@@ -82,12 +114,14 @@ pub async fn run(
     for (name, c) in &report.scenarios {
         writeln!(out, "{name:<26} {:>7} {:>10}", c.cases, c.unexpected)?;
     }
-    writeln!(
-        out,
-        "\n{:<12} {:>10} {:>10} {:>12}",
-        "worker", "deliveries", "mean ms", "p99 ≤ ms"
-    )?;
-    for w in WORKERS {
+    if workers_here {
+        writeln!(
+            out,
+            "\n{:<12} {:>10} {:>10} {:>12}",
+            "worker", "deliveries", "mean ms", "p99 ≤ ms"
+        )?;
+    }
+    for w in WORKERS.iter().filter(|_| workers_here) {
         let (n, sum, p99) = pipeline.runtime.metrics.worker_summary(w);
         let mean = if n > 0 { 1000.0 * sum / n as f64 } else { 0.0 };
         writeln!(
