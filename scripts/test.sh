@@ -43,6 +43,14 @@ if [ -z "${WANGBAN_TEST_AMQPS_URL:-}" ]; then
   export WANGBAN_TEST_AMQP_CA_FILE=/tmp/wangban-test-tls/ca.pem
 fi
 
+# The materials store's S3 backend is tested against a real S3 server: Garage, one node on
+# 127.0.0.1:3900 (scripts/s3-server.sh installs it with cargo when missing — about 7 minutes, once —
+# and starts it). Set WANGBAN_TEST_S3_ENDPOINT (and _REGION, _BUCKET, _ACCESS_KEY_ID,
+# _SECRET_ACCESS_KEY) to use a store of your own instead.
+if [ -z "${WANGBAN_TEST_S3_ENDPOINT:-}" ]; then
+  bash scripts/s3-server.sh
+fi
+
 # A fresh Debian PostgreSQL has peer auth on the socket and md5 on TCP; our URL uses the
 # `postgres` role on 127.0.0.1 with database `test`. Create the database when it is missing.
 if command -v psql >/dev/null && ! psql "$WANGBAN_TEST_DATABASE_URL" -c 'select 1' >/dev/null 2>&1; then

@@ -33,6 +33,37 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// The S3-compatible server of the materials tests: `WANGBAN_TEST_S3_ENDPOINT`, `…_REGION`,
+/// `…_BUCKET`, `…_ACCESS_KEY_ID`, `…_SECRET_ACCESS_KEY`, or the file `scripts/s3-server.sh`
+/// writes (`/tmp/wangban-test-s3/env`). Panics naming the way to start one when there is none.
+pub fn s3_config() -> wangban_materials::S3Config {
+    let file = std::fs::read_to_string("/tmp/wangban-test-s3/env").unwrap_or_default();
+    let get = |name: &str| {
+        std::env::var(name).ok().or_else(|| {
+            file.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_owned))
+        })
+        .unwrap_or_else(|| {
+            panic!("{name} is not set and no S3 server was started: run `bash scripts/s3-server.sh` (scripts/test.sh does)")
+        })
+    };
+    wangban_materials::S3Config {
+        endpoint: Some(get("WANGBAN_TEST_S3_ENDPOINT")),
+        bucket: get("WANGBAN_TEST_S3_BUCKET"),
+        region: get("WANGBAN_TEST_S3_REGION"),
+        access_key_id: get("WANGBAN_TEST_S3_ACCESS_KEY_ID"),
+        secret_access_key: get("WANGBAN_TEST_S3_SECRET_ACCESS_KEY"),
+        path_style: true,
+    }
+}
+
+/// [`s3_config`] pointed at a port where nothing listens: a store that does not answer.
+pub fn s3_config_down() -> wangban_materials::S3Config {
+    let mut down = s3_config();
+    down.endpoint = Some(format!("http://127.0.0.1:{}", free_port()));
+    down
+}
+
 /// A test's own slice of the real services.
 pub struct RealServices {
     pub settings: Settings,

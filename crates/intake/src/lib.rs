@@ -7,16 +7,27 @@
 //! acceptance the held document is invalidated, exactly once and irreversibly (policy, other
 //! points 4). A resubmission answers a correction request: it is validated again and, when it
 //! passes, returns the case to review.
+//!
+//! With a materials store, the four materials are read from it before the transaction
+//! ([`Handler::gather`]) and eligibility applies to the files, not the declarations: a declared
+//! material without its file is missing, the photo guide is applied to the photo's real bytes,
+//! and where a declaration disagrees with its file the file wins and the disagreement is on the
+//! case's timeline (`materials_checked`). A store that cannot answer is a transient failure:
+//! the delivery is retried, never rejected for it.
 
 use async_trait::async_trait;
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use wangban_domain::application::Application;
 use wangban_domain::eligibility::{self, ReasonCode, Rules};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::id_number::IdNumber;
 use wangban_domain::ids::CaseId;
 use wangban_domain::lifecycle::{State, Step};
-use wangban_runtime::{CaseRecord, Cx, Decision, Handler, HandlerError};
+use wangban_domain::materials::{self, FileFacts};
+use wangban_materials::{MaterialError, MaterialStore};
+use wangban_runtime::{CaseRecord, Cx, Decision, Gathered, Handler, HandlerError};
 use wangban_store::NewCase;
 
 /// The intake worker.
@@ -25,6 +36,30 @@ pub struct Intake {
     /// Refuse applications with fields the contract does not define (default: ignore them, so
     /// the portal can extend the contract compatibly).
     pub refuse_unknown_fields: bool,
+    /// Where the applicants' uploads are; `None`: the declarations are taken as they are.
+    pub materials: Option<Arc<dyn MaterialStore>>,
+}
+
+/// What the materials store holds for an application's materials (read by [`Handler::gather`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Files {
+    /// By SHA-256: the file's facts, or `None` when the store has no such file.
+    pub found: BTreeMap<String, Option<FileFacts>>,
+    /// Names whose stored bytes do not hash to them (integrity errors): counted missing.
+    pub corrupt: Vec<String>,
+}
+
+impl Files {
+    /// The application's materials as the files are, and the timeline record of what differed
+    /// (`None` when the files agree with every declaration).
+    pub fn apply(&self, app: &mut Application) -> Option<serde_json::Value> {
+        let (found, discrepancies) = materials::reconcile(&app.materials, |sha| {
+            self.found.get(&sha.to_ascii_lowercase()).copied().flatten()
+        });
+        app.materials = found;
+        (!discrepancies.is_empty() || !self.corrupt.is_empty())
+            .then(|| json!({"discrepancies": discrepancies, "integrity_errors": self.corrupt}))
+    }
 }
 
 /// The effect purpose of the held document's invalidation.
@@ -149,7 +184,8 @@ impl Intake {
     }
 
     async fn submitted(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let app = parse(event, self.refuse_unknown_fields)?;
+        let mut app = parse(event, self.refuse_unknown_fields)?;
+        let checked = cx.gathered::<Files>().and_then(|f| f.apply(&mut app));
         let case_id = event.subject.clone();
         let existing = cx.tx().load_case(&case_id).await?;
         let key = cx.tx().fingerprint_key().to_owned();
@@ -178,6 +214,9 @@ impl Intake {
                 let event_id = event.id.to_string();
                 cx.tx().insert_case(&new_case, accepted, &event_id).await?;
                 let mut case = cx.case().await?;
+                if let Some(checked) = checked {
+                    cx.audit(&case, "materials_checked", checked).await?;
+                }
                 cx.apply(&mut case, decision).await?;
             }
         }
@@ -185,12 +224,16 @@ impl Intake {
     }
 
     async fn resubmitted(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let app = parse(event, self.refuse_unknown_fields)?;
+        let mut app = parse(event, self.refuse_unknown_fields)?;
+        let checked = cx.gathered::<Files>().and_then(|f| f.apply(&mut app));
         let Some(mut case) = cx.tx().load_case(&event.subject).await? else {
             return Err(HandlerError::Permanent(
                 "resubmission for an application with no case".into(),
             ));
         };
+        if let Some(checked) = checked {
+            cx.audit(&case, "materials_checked", checked).await?;
+        }
         let stored = Cx::application(&case)?;
         match self.decide_resubmission(&case, &stored, &app)? {
             Resubmission::Refused(decision) => {
@@ -228,6 +271,51 @@ impl Handler for Intake {
         ]
     }
 
+    async fn gather(&self, event: &Envelope) -> Result<Option<Gathered>, HandlerError> {
+        let Some(store) = &self.materials else {
+            return Ok(None);
+        };
+        if !matches!(
+            event.kind(),
+            Some(EventType::ApplicationSubmitted | EventType::ApplicationResubmitted)
+        ) {
+            return Ok(None);
+        }
+        // A malformed application is refused by `handle`, naming its fields.
+        let Ok(app) = parse(event, self.refuse_unknown_fields) else {
+            return Ok(None);
+        };
+        let m = &app.materials;
+        let mut files = Files::default();
+        for material in [&m.photo, &m.signature, &m.id_card_front, &m.id_card_back]
+            .into_iter()
+            .flatten()
+        {
+            let name = material.sha256.to_ascii_lowercase();
+            if files.found.contains_key(&name) {
+                continue;
+            }
+            let facts = match store.get(&name).await {
+                Ok(bytes) => bytes.map(|b| materials::inspect(&b)),
+                Err(MaterialError::Integrity { .. }) => {
+                    // The name only: a hash, no personal data.
+                    tracing::error!(material = %name, store = %store.describe(), "a stored material does not hash to its name");
+                    files.corrupt.push(name.clone());
+                    None
+                }
+                Err(MaterialError::InvalidName(_)) => None,
+                Err(e) => {
+                    return Err(HandlerError::Transient(format!(
+                        "reading the materials from the {}: {e}",
+                        store.describe()
+                    )));
+                }
+            };
+            files.found.insert(name, facts);
+        }
+        Ok(Some(Arc::new(files)))
+    }
+
     async fn handle(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match event.kind() {
             Some(EventType::ApplicationSubmitted) => self.submitted(cx, event).await,
@@ -251,6 +339,7 @@ mod tests {
 
     fn intake() -> Intake {
         Intake {
+            materials: None,
             rules: Rules::default(),
             refuse_unknown_fields: false,
         }
@@ -265,6 +354,72 @@ mod tests {
             application: ACCEPTED.into(),
             ..wangban_runtime::case_in(state)
         }
+    }
+
+    /// The example's four materials share one name; `facts` is what the store holds under it.
+    /// Returns the reasons and the fields of the photo's recorded discrepancies.
+    fn decided_on_files(facts: Option<FileFacts>) -> (Vec<String>, Vec<String>) {
+        let mut a = app(ACCEPTED);
+        let name = a.materials.photo.as_ref().unwrap().sha256.clone();
+        let files = Files {
+            found: BTreeMap::from([(name, facts)]),
+            corrupt: vec![],
+        };
+        let checked = files.apply(&mut a);
+        let reasons = match intake().decide_submission(&a, None, false) {
+            Submission::Open { accepted: true, .. } => vec![],
+            Submission::Open { decision, .. } => {
+                let (_, detail) = decision.step.unwrap();
+                serde_json::from_value(detail["reasons"].clone()).unwrap()
+            }
+            Submission::Repeated(_) => unreachable!(),
+        };
+        let photo = checked.map_or_else(Vec::new, |c| {
+            c["discrepancies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["material"] == "photo")
+                .map(|d| d["field"].as_str().unwrap().to_owned())
+                .collect()
+        });
+        (reasons, photo)
+    }
+
+    #[test]
+    fn with_a_store_the_files_decide_and_their_disagreements_are_recorded() {
+        let jpeg = |w, h, bytes| {
+            Some(FileFacts {
+                content_type: Some("image/jpeg"),
+                bytes,
+                width_px: w,
+                height_px: h,
+            })
+        };
+        // The photo's declaration (354x472, 45,000 bytes) agrees with the file.
+        let (reasons, photo) = decided_on_files(jpeg(354, 472, 45_000));
+        assert!(
+            reasons.is_empty() && photo.is_empty(),
+            "{reasons:?} {photo:?}"
+        );
+        // The file is 360x480 and 40,000 bytes: it conforms, the difference is recorded.
+        let (reasons, photo) = decided_on_files(jpeg(360, 480, 40_000));
+        assert!(reasons.is_empty(), "{reasons:?}");
+        assert_eq!(photo, ["bytes", "width_px", "height_px"]);
+        // A square photo, whatever was declared.
+        let (reasons, _) = decided_on_files(jpeg(400, 400, 40_000));
+        assert_eq!(reasons, ["photo_nonconforming"]);
+        // A PNG named as the photo.
+        let png = FileFacts {
+            content_type: Some("image/png"),
+            ..jpeg(354, 472, 45_000).unwrap()
+        };
+        let (reasons, _) = decided_on_files(Some(png));
+        assert_eq!(reasons, ["photo_nonconforming"]);
+        // Declared, not in the store.
+        let (reasons, photo) = decided_on_files(None);
+        assert_eq!(reasons, ["materials_incomplete"]);
+        assert_eq!(photo, ["file"]);
     }
 
     #[test]

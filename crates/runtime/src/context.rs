@@ -72,6 +72,7 @@ pub struct Cx<'a> {
     worker: &'static str,
     cause: &'a Envelope,
     publishes: &'a [EventType],
+    gathered: Option<crate::Gathered>,
     outgoing: Vec<Envelope>,
     requested: Vec<Party>,
 }
@@ -86,12 +87,14 @@ impl<'a> Cx<'a> {
         worker: &'static str,
         cause: &'a Envelope,
         publishes: &'a [EventType],
+        gathered: Option<crate::Gathered>,
     ) -> Self {
         Cx {
             tx,
             worker,
             cause,
             publishes,
+            gathered,
             outgoing: Vec::new(),
             requested: Vec::new(),
         }
@@ -140,6 +143,11 @@ impl<'a> Cx<'a> {
     /// The transaction, for loading cases and recording effects.
     pub fn tx(&mut self) -> &mut CaseTx {
         self.tx
+    }
+
+    /// What the handler's [`crate::Handler::gather`] read for this delivery, as a `T`.
+    pub fn gathered<T: std::any::Any + Send + Sync>(&self) -> Option<&T> {
+        self.gathered.as_ref()?.downcast_ref::<T>()
     }
 
     /// The event being handled.

@@ -57,6 +57,12 @@ pub trait Handler: Send + Sync + 'static {
     /// the worker is allowed these routing keys and no other, and a decision emitting anything
     /// else is refused (dead-lettered, naming the event).
     fn emits(&self) -> Vec<EventType>;
+    /// Reads what the decision needs from outside (an object store, say) before the delivery's
+    /// transaction begins, so that no database connection or row lock waits on it; the handler
+    /// finds it in [`Cx::gathered`]. A transient error retries the delivery like any other.
+    async fn gather(&self, _event: &Envelope) -> Result<Option<Gathered>, HandlerError> {
+        Ok(None)
+    }
     /// Handles one event inside the delivery's transaction.
     async fn handle(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError>;
     /// Work on a clock (timers); called every [`RuntimeConfig::tick`] when the worker runs.
@@ -71,6 +77,10 @@ pub trait Handler: Send + Sync + 'static {
         true
     }
 }
+
+/// What [`Handler::gather`] read for one delivery; the handler downcasts it
+/// ([`Cx::gathered`]).
+pub type Gathered = Arc<dyn std::any::Any + Send + Sync>;
 
 /// The queue of a handler and the routing keys its process publishes, for the topology.
 pub fn worker_queue(h: &dyn Handler) -> WorkerQueue {
@@ -614,13 +624,25 @@ impl Runtime {
         envelopes: &[&Envelope],
     ) -> Result<Vec<Result<bool, HandlerError>>, HandlerError> {
         let worker = handler.worker();
+        // What each decision needs from outside, read before the transaction begins.
+        let mut gathered = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            gathered.push(handler.gather(envelope).await);
+        }
         let mut tx = self.store.begin().await?;
         let mut results = Vec::with_capacity(envelopes.len());
         let mut parties = Vec::new();
-        for envelope in envelopes {
+        for (envelope, gathered) in envelopes.iter().zip(gathered) {
+            let gathered = match gathered {
+                Ok(g) => g,
+                Err(e) => {
+                    results.push(Err(e)); // handled alone, with retries
+                    continue;
+                }
+            };
             tx.savepoint().await?;
             let one = self
-                .handle_in(&mut tx, handler, envelope)
+                .handle_in(&mut tx, handler, envelope, gathered)
                 .instrument(handle_span(worker, envelope))
                 .await;
             match one {
@@ -655,8 +677,9 @@ impl Runtime {
         handler: &dyn Handler,
         envelope: &Envelope,
     ) -> Result<bool, HandlerError> {
+        let gathered = handler.gather(envelope).await?;
         let mut tx = self.store.begin().await?;
-        let Some(requested) = self.handle_in(&mut tx, handler, envelope).await? else {
+        let Some(requested) = self.handle_in(&mut tx, handler, envelope, gathered).await? else {
             return Ok(false);
         };
         tx.commit().await?;
@@ -674,6 +697,7 @@ impl Runtime {
         tx: &mut wangban_store::CaseTx,
         handler: &dyn Handler,
         envelope: &Envelope,
+        gathered: Option<Gathered>,
     ) -> Result<Option<Vec<Party>>, HandlerError> {
         let worker = handler.worker();
         if !tx.inbox_claim(worker, envelope.id.as_str()).await? {
@@ -681,7 +705,7 @@ impl Runtime {
             return Ok(None);
         }
         let publishes = publishes(handler);
-        let mut cx = Cx::new(tx, worker, envelope, &publishes);
+        let mut cx = Cx::new(tx, worker, envelope, &publishes, gathered);
         handler.handle(&mut cx, envelope).await?;
         let (mut outgoing, requested) = cx.into_parts();
         let hop = SpanId::hop(worker, envelope.id.as_str());

@@ -135,6 +135,7 @@ pub fn worker_queues(settings: &Settings) -> Vec<wangban_bus::WorkerQueue> {
 pub fn handlers(settings: &Settings) -> Vec<Arc<dyn Handler>> {
     vec![
         Arc::new(wangban_intake::Intake {
+            materials: settings.materials.as_ref().map(|m| m.0.clone()),
             rules: settings.rules.clone(),
             refuse_unknown_fields: settings.refuse_unknown_fields,
         }),

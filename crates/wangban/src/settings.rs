@@ -32,6 +32,75 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Everything a pipeline needs.
+/// The applicants' uploads (`WANGBAN_MATERIALS_DIR`, or `WANGBAN_MATERIALS_S3_*`).
+#[derive(Clone)]
+pub struct MaterialsStore(pub std::sync::Arc<dyn wangban_materials::MaterialStore>);
+
+impl std::fmt::Debug for MaterialsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.describe()) // never the keys
+    }
+}
+
+impl MaterialsStore {
+    /// The store the environment names, if any: a directory (`WANGBAN_MATERIALS_DIR`) or an
+    /// S3-compatible bucket (`WANGBAN_MATERIALS_S3_BUCKET` with `…_ENDPOINT`, `…_REGION`,
+    /// `…_ACCESS_KEY_ID`, `…_SECRET_ACCESS_KEY` or `…_SECRET_ACCESS_KEY_FILE`, `…_PATH_STYLE`).
+    pub fn from_env() -> anyhow::Result<Option<MaterialsStore>> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let dir = var("WANGBAN_MATERIALS_DIR");
+        let bucket = var("WANGBAN_MATERIALS_S3_BUCKET");
+        let store: std::sync::Arc<dyn wangban_materials::MaterialStore> = match (dir, bucket) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                anyhow::bail!("set WANGBAN_MATERIALS_DIR or WANGBAN_MATERIALS_S3_BUCKET, not both")
+            }
+            (Some(dir), None) => std::sync::Arc::new(wangban_materials::LocalDir::new(dir)),
+            (None, Some(bucket)) => {
+                let endpoint = var("WANGBAN_MATERIALS_S3_ENDPOINT");
+                let secret = match (
+                    var("WANGBAN_MATERIALS_S3_SECRET_ACCESS_KEY"),
+                    var("WANGBAN_MATERIALS_S3_SECRET_ACCESS_KEY_FILE"),
+                ) {
+                    (Some(s), None) => s,
+                    (None, Some(file)) => std::fs::read_to_string(&file)
+                        .with_context(|| {
+                            format!("reading WANGBAN_MATERIALS_S3_SECRET_ACCESS_KEY_FILE {file}")
+                        })?
+                        .trim_end()
+                        .to_owned(),
+                    _ => anyhow::bail!(
+                        "WANGBAN_MATERIALS_S3_BUCKET needs WANGBAN_MATERIALS_S3_SECRET_ACCESS_KEY or …_FILE (one of them)"
+                    ),
+                };
+                let path_style = match var("WANGBAN_MATERIALS_S3_PATH_STYLE").as_deref() {
+                    None => endpoint.is_some(),
+                    Some("true") => true,
+                    Some("false") => false,
+                    Some(other) => anyhow::bail!(
+                        "WANGBAN_MATERIALS_S3_PATH_STYLE must be true or false, not `{other}`"
+                    ),
+                };
+                let config = wangban_materials::S3Config {
+                    endpoint,
+                    bucket,
+                    region: var("WANGBAN_MATERIALS_S3_REGION")
+                        .unwrap_or_else(|| "us-east-1".into()),
+                    access_key_id: var("WANGBAN_MATERIALS_S3_ACCESS_KEY_ID").context(
+                        "WANGBAN_MATERIALS_S3_BUCKET needs WANGBAN_MATERIALS_S3_ACCESS_KEY_ID",
+                    )?,
+                    secret_access_key: secret,
+                    path_style,
+                };
+                std::sync::Arc::new(
+                    wangban_materials::S3::new(&config).map_err(anyhow::Error::msg)?,
+                )
+            }
+        };
+        Ok(Some(MaterialsStore(store)))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// `amqp://…` or `amqps://…`; `None` runs the in-process bus.
@@ -96,6 +165,9 @@ pub struct Settings {
     /// or a comma-separated list of workers and `http`): with one broker user per worker, each
     /// process relays only what its user may publish (docs/security.md). `None`: all.
     pub relay: Option<Vec<&'static str>>,
+    /// Where the applicants' uploads are; with one, intake checks the files themselves
+    /// (`None`: the declarations are taken as they are).
+    pub materials: Option<MaterialsStore>,
     /// Refuse applications carrying fields the contract does not define
     /// (`WANGBAN_UNKNOWN_FIELDS=refuse`); by default they are ignored.
     pub refuse_unknown_fields: bool,
@@ -267,6 +339,7 @@ impl Settings {
                 Ok(other) => anyhow::bail!("WANGBAN_DECLARE must be `all` or `own`, not `{other}`"),
             },
             relay: relay_producers(std::env::var("WANGBAN_RELAY").ok().as_deref())?,
+            materials: MaterialsStore::from_env()?,
             refuse_unknown_fields: match std::env::var("WANGBAN_UNKNOWN_FIELDS").as_deref() {
                 Ok("refuse") => true,
                 Ok("ignore") | Err(_) => false,
