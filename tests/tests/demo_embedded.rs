@@ -99,3 +99,65 @@ fn without_json_it_prints_its_tables_and_one_masked_timeline() {
             .any(|w| w.len() == 18 && w[..17].bytes().all(|b| b.is_ascii_digit()))
     );
 }
+
+#[test]
+fn the_demos_applicants_upload_real_files_and_intake_checks_them() {
+    let dir = std::env::temp_dir().join(format!(
+        "wangban-demo-files-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let materials = dir.join("materials");
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("demo.sqlite");
+    let out = Command::new(wangban_binary())
+        .args(["demo", "--cases", "23", "--seed", "8", "--json"])
+        .env_remove("AMQP_URL")
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("WANGBAN_MATERIALS_DIR", &materials)
+        .output()
+        .expect("wangban demo runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Real JPEGs, each under its SHA-256.
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&materials)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() >= 6, "{files:?}");
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        let facts = wangban_domain::materials::inspect(&bytes);
+        assert_eq!(facts.content_type, Some("image/jpeg"), "{}", f.display());
+        assert_eq!(
+            f.file_name().unwrap().to_str().unwrap(),
+            wangban_domain::materials::sha256_hex(&bytes)
+        );
+    }
+    // The nonconforming photo was declared 360 px wide; its file is 300: the file decided, and
+    // the disagreement is on the case's timeline.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let details: Vec<String> = rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&format!(
+            "sqlite://{}",
+            db.display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query_scalar("SELECT detail FROM audit WHERE kind = 'materials_checked'")
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+    });
+    assert!(!details.is_empty(), "no materials_checked record");
+    let d: Value = serde_json::from_str(&details[0]).unwrap();
+    assert_eq!(
+        d["discrepancies"][0],
+        serde_json::json!({"material": "photo", "field": "width_px", "declared": 360, "found": 300}),
+        "{d}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

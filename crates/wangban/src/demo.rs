@@ -237,6 +237,66 @@ pub fn application(run: &str, n: usize, scenario: Scenario, rng: &mut Rng) -> Va
     app
 }
 
+/// The files a demo run's applicants upload, stored once (content-addressed, so every applicant
+/// of a scenario shares them): a photo of the guide's size (a narrower one for the scenario whose
+/// photo does not conform), a signature and its correction, both sides of the identity card.
+#[derive(Debug)]
+pub struct Uploads {
+    photo: Value,
+    narrow_photo: Value,
+    signature: Value,
+    /// The signature a corrected application brings instead.
+    pub corrected_signature: Value,
+    id_card_front: Value,
+    id_card_back: Value,
+}
+
+impl Uploads {
+    /// Makes the files (real JPEGs, seeded by `seed`) and puts them in `store`.
+    pub async fn put(
+        store: &dyn wangban_materials::MaterialStore,
+        seed: u64,
+    ) -> anyhow::Result<Uploads> {
+        let (kib20, kib80) = (20 * 1024, 80 * 1024);
+        let declared = async |bytes: Vec<u8>, w: u16, h: u16| -> anyhow::Result<Value> {
+            let sha = store
+                .put(&bytes)
+                .await
+                .map_err(|e| anyhow::anyhow!("putting the demo's uploads: {e}"))?;
+            Ok(
+                json!({"sha256": sha, "content_type": "image/jpeg", "bytes": bytes.len(),
+                      "width_px": w, "height_px": h}),
+            )
+        };
+        use crate::images::{jpeg, jpeg_sized};
+        Ok(Uploads {
+            photo: declared(jpeg_sized(360, 480, kib20, kib80, seed), 360, 480).await?,
+            narrow_photo: declared(jpeg_sized(300, 480, kib20, kib80, seed + 1), 300, 480).await?,
+            signature: declared(jpeg(600, 300, 80, seed + 2), 600, 300).await?,
+            corrected_signature: declared(jpeg(600, 300, 80, seed + 3), 600, 300).await?,
+            id_card_front: declared(jpeg(1200, 760, 60, seed + 4), 1200, 760).await?,
+            id_card_back: declared(jpeg(1200, 760, 60, seed + 5), 1200, 760).await?,
+        })
+    }
+
+    /// Declares the stored files in `app`, as the portal would for `scenario`.
+    pub fn declare(&self, app: &mut Value, scenario: Scenario) {
+        let photo = if scenario == Scenario::PhotoNonconforming {
+            // The portal declares a conforming 360 px photo; the file is 300 px wide, and the
+            // file decides (its disagreement is on the case's timeline).
+            let mut declared = self.narrow_photo.clone();
+            declared["width_px"] = json!(360);
+            declared
+        } else {
+            self.photo.clone()
+        };
+        app["materials"] = json!({
+            "photo": photo, "signature": self.signature,
+            "id_card_front": self.id_card_front, "id_card_back": self.id_card_back,
+        });
+    }
+}
+
 /// How one scenario went in a demo run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ScenarioCount {
@@ -292,6 +352,11 @@ pub async fn drive(
     );
     let mut rng = Rng::new(seed);
     let started = Instant::now();
+    // With a materials store the applicants upload real files, and intake checks those.
+    let uploads = match &settings.materials {
+        Some(store) => Some(Uploads::put(store.0.as_ref(), seed).await?),
+        None => None,
+    };
 
     let mut expected: BTreeMap<String, &'static str> = BTreeMap::new();
     let mut scenario_of: BTreeMap<String, Scenario> = BTreeMap::new();
@@ -323,7 +388,10 @@ pub async fn drive(
             1
         };
         n += 1;
-        let app = application(&run_id, n, scenario, &mut rng);
+        let mut app = application(&run_id, n, scenario, &mut rng);
+        if let Some(u) = &uploads {
+            u.declare(&mut app, scenario);
+        }
         let id = app["application_id"]
             .as_str()
             .unwrap_or_default()
@@ -412,7 +480,11 @@ pub async fn drive(
                         .with_timezone(&wangban_domain::application::beijing())
                         .to_rfc3339()
                 );
-                fixed["materials"]["signature"]["sha256"] = json!("cd".repeat(32));
+                // The corrected upload: a new signature, a new name.
+                match &uploads {
+                    Some(u) => fixed["materials"]["signature"] = u.corrected_signature.clone(),
+                    None => fixed["materials"]["signature"]["sha256"] = json!("cd".repeat(32)),
+                }
                 if pipeline.submit(&fixed, true).await.is_err() {
                     resubmitted.remove(id); // the broker is away: the applicant tries again
                 }

@@ -5,6 +5,7 @@ pub mod check;
 pub mod command;
 pub mod demo;
 pub mod executors;
+pub mod images;
 pub mod otlp;
 pub mod parties;
 pub mod pipeline;

@@ -36,6 +36,15 @@ pub async fn run(
         // enough that the demo's answered corrections are always in time.
         s.resubmit_within = std::time::Duration::from_millis(10_000 + 30 * cases as u64);
     }
+    // The applicants upload real files: without a materials store of the environment's, into a
+    // directory beside the demo's database, where intake checks them.
+    if s.materials.is_none() {
+        let dir =
+            std::env::temp_dir().join(format!("wangban-demo-{}-materials", std::process::id()));
+        s.materials = Some(wangban::settings::MaterialsStore(std::sync::Arc::new(
+            wangban_materials::LocalDir::new(dir),
+        )));
+    }
     // Nor 3 working days for a late production order: the demo's workers read a clock it moves
     // forward once every other case has ended (see `wangban::demo::drive`).
     s.clock = wangban_domain::clock::Clock::controlled_now();
