@@ -18,6 +18,7 @@ async fn conformance(store: Arc<dyn MaterialStore>, plant: impl AsyncFn(&str, Ve
         name,
         "a second put changes nothing"
     );
+    assert!(store.exists(&name).await.unwrap());
     let read = store.get(&name).await.unwrap().expect("the photo is there");
     assert_eq!(read, photo);
     let facts = inspect(&read);
@@ -47,6 +48,7 @@ async fn conformance(store: Arc<dyn MaterialStore>, plant: impl AsyncFn(&str, Ve
     store.delete(&name).await.unwrap();
     store.delete(&name).await.unwrap();
     assert!(store.get(&name).await.unwrap().is_none(), "erased");
+    assert!(!store.exists(&name).await.unwrap());
     store.delete(&forged).await.unwrap();
 }
 

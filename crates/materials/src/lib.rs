@@ -47,6 +47,9 @@ pub trait MaterialStore: Send + Sync {
     async fn put(&self, bytes: &[u8]) -> Result<String, MaterialError>;
     /// Erases the material named `sha256` (retention); erasing one that is not there is done.
     async fn delete(&self, sha256: &str) -> Result<(), MaterialError>;
+    /// Whether the store has a file named `sha256` (without reading it: the checker asks this
+    /// of every case's materials).
+    async fn exists(&self, sha256: &str) -> Result<bool, MaterialError>;
     /// Where the store is, for logs and errors (no credentials).
     fn describe(&self) -> String;
 }
@@ -120,6 +123,13 @@ impl MaterialStore for LocalDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io(e)),
         }
+    }
+
+    async fn exists(&self, sha256: &str) -> Result<bool, MaterialError> {
+        let name = checked_name(sha256)?;
+        tokio::fs::try_exists(self.root.join(name))
+            .await
+            .map_err(io)
     }
 
     fn describe(&self) -> String {
@@ -241,6 +251,20 @@ impl MaterialStore for S3 {
             .await
         {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    async fn exists(&self, sha256: &str) -> Result<bool, MaterialError> {
+        use object_store::ObjectStore;
+        let name = checked_name(sha256)?;
+        match self
+            .store
+            .head(&object_store::path::Path::from(name.as_str()))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(s3_error(e)),
         }
     }

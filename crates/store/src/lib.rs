@@ -147,6 +147,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/postgres/0010_producers.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_materials_erased.sql"),
+    ),
 ];
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -171,6 +175,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (
         10,
         include_str!("../migrations/postgres/0010_producers.sql"),
+    ),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_materials_erased.sql"),
     ),
 ];
 

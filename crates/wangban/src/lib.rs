@@ -11,6 +11,7 @@ pub mod parties;
 pub mod pipeline;
 pub mod processes;
 pub mod progress;
+pub mod retention;
 pub mod serve;
 pub mod settings;
 pub mod show;

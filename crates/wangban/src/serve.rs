@@ -62,10 +62,26 @@ pub async fn run(
     // case row's lock and its erased mark make a second pass over a case do nothing).
     let retention = {
         let (store, keep) = (pipeline.runtime.store.clone(), settings.retention);
+        let materials = settings.materials.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 tick.tick().await;
+                if let Some(m) = &materials {
+                    match crate::retention::erase_materials(&store, m.0.as_ref(), false).await {
+                        Ok(e) if e.files > 0 => {
+                            tracing::info!(
+                                cases = e.cases,
+                                files = e.files,
+                                "retention erased uploaded materials"
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "retention of materials failed; trying again in an hour")
+                        }
+                    }
+                }
                 match store.erase_expired(keep, false).await {
                     Ok(e) if e.cases + e.dead_letters > 0 => {
                         tracing::info!(

@@ -43,8 +43,12 @@ pub async fn verify(database: Database, json: bool, grace_secs: u64) -> anyhow::
     init_logs("warn");
     let (s, store) = existing_store(&database).await?;
     let queues = wangban::pipeline::worker_queues(&s);
-    let v =
+    let mut v =
         wangban::verify::check(&store, &queues, std::time::Duration::from_secs(grace_secs)).await?;
+    if let Some(materials) = &s.materials {
+        v.violations
+            .extend(wangban::retention::check_materials(&store, materials.0.as_ref()).await?);
+    }
     if json {
         println!("{}", serde_json::to_string(&v)?);
     } else {
@@ -85,5 +89,21 @@ pub async fn retention(database: Database, dry_run: bool) -> anyhow::Result<Exit
         erased.cases,
         erased.dead_letters
     );
+    if let Some(materials) = &s.materials {
+        let m = wangban::retention::erase_materials(&store, materials.0.as_ref(), dry_run).await?;
+        if dry_run {
+            println!(
+                "would erase the uploaded materials of {} more cases",
+                m.cases
+            );
+        } else {
+            println!(
+                "erased {} uploaded files of {} cases from the {}",
+                m.files,
+                m.cases,
+                materials.0.describe()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
