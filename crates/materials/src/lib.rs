@@ -65,7 +65,8 @@ pub fn checked_name(sha256: &str) -> Result<String, MaterialError> {
     }
 }
 
-fn verified(name: String, bytes: Vec<u8>) -> Result<Option<Vec<u8>>, MaterialError> {
+/// `bytes` read under the material name `name`, if they hash to it (else an integrity error).
+pub fn verified(name: String, bytes: Vec<u8>) -> Result<Option<Vec<u8>>, MaterialError> {
     if sha256_hex(&bytes) == name {
         Ok(Some(bytes))
     } else {

@@ -71,22 +71,17 @@ pub fn materials_in(
     dir: &Path,
     sha256: &str,
 ) -> Result<Option<wangban_domain::materials::FileFacts>, String> {
-    // The contract makes it 64 hex digits; nothing else names a file.
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // The local store's own rules: 64 hex digits name a file, its bytes must hash to the name.
+    let Ok(name) = wangban_materials::checked_name(sha256) else {
         return Ok(None);
-    }
-    let name = sha256.to_ascii_lowercase();
+    };
     let bytes = match std::fs::read(dir.join(&name)) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("material {name}: cannot read: {e}")),
     };
-    if wangban_domain::materials::sha256_hex(&bytes) != name {
-        return Err(format!(
-            "material {name}: its bytes do not hash to its name (integrity)"
-        ));
-    }
-    Ok(Some(wangban_domain::materials::inspect(&bytes)))
+    let bytes = wangban_materials::verified(name, bytes).map_err(|e| e.to_string())?;
+    Ok(bytes.map(|b| wangban_domain::materials::inspect(&b)))
 }
 
 /// Prints a line per file. Exits 0 when every file was read (whatever its decision), 2 when a
