@@ -78,7 +78,7 @@ async fn the_payment_window_reminds_and_lapses_when_the_clock_passes_it() {
         serde_json::json!({"payment_id": "PAY-FORGED", "gateway_order_id": "ORD-MADE-UP",
                            "amount_cny": 120, "status": "succeeded"}),
     );
-    d.client.runtime.publish_ingress(&forged).await.unwrap();
+    d.client.runtime.queue_ingress(&forged).await.unwrap();
     let store = &d.client.runtime.store;
     eventually(
         Duration::from_secs(30),

@@ -123,7 +123,7 @@ async fn metrics_move_and_a_dead_letter_is_replayed_to_completion() {
         serde_json::json!({"payment_id": "PAY-EARLY-1", "amount_cny": 120, "status": "succeeded",
                            "gateway_order_id": wangban_providers::simulated::gateway_order_id(&case)}),
     );
-    client.runtime.publish_ingress(&early).await.unwrap();
+    client.runtime.queue_ingress(&early).await.unwrap();
     let store = client.runtime.store.clone();
     eventually(
         Duration::from_secs(30),

@@ -150,7 +150,7 @@ pub async fn receive(
                         Some(id),
                         data,
                     );
-                    if let Err(e) = s.runtime.publish_ingress(&event).await {
+                    if let Err(e) = s.runtime.queue_ingress(&event).await {
                         return refuse(
                             StatusCode::SERVICE_UNAVAILABLE,
                             format!("cannot take the report now: {e}"),

@@ -539,7 +539,7 @@ pub async fn return_to_hall(
         ])),
         json!({"status": "returned", "waybill": waybill, "by": "operator"}),
     );
-    match s.runtime.publish_ingress(&event).await {
+    match s.runtime.queue_ingress(&event).await {
         Ok(()) => (
             StatusCode::ACCEPTED,
             Json(json!({"returning": case.as_str(), "waybill": waybill})),

@@ -114,37 +114,42 @@ impl EventType {
         format!("wangban.{}.{SCHEMA_VERSION}", self.routing_key())
     }
 
-    /// The event type of a CloudEvents `type` string.
+    /// The event type of a CloudEvents `type` string. Allocation-free: every delivery asks.
     pub fn parse(type_name: &str) -> Option<EventType> {
         let key = type_name
             .strip_prefix("wangban.")?
-            .strip_suffix(&format!(".{SCHEMA_VERSION}"))?;
+            .strip_suffix(SCHEMA_VERSION)?
+            .strip_suffix('.')?;
         EventType::from_routing_key(key)
     }
 
-    /// The event type of a routing key.
+    /// The event type of a routing key. Allocation-free.
     pub fn from_routing_key(key: &str) -> Option<EventType> {
-        EventType::all()
-            .into_iter()
-            .find(|t| t.routing_key() == key)
-    }
-
-    /// Whether the event comes from outside wangban (the portal or a provider): such events are
-    /// published straight to the bus, not through the outbox.
-    pub fn is_ingress(self) -> bool {
-        matches!(
-            self,
-            EventType::ApplicationSubmitted
-                | EventType::ApplicationResubmitted
-                | EventType::ReviewDecided
-                | EventType::PaymentReported
-                | EventType::PaymentDeadline
-                | EventType::ReviewDeadline
-                | EventType::ProductionReported
-                | EventType::CourierReported
-                | EventType::PickupReported
-                | EventType::SmsReported
-        )
+        Some(match key {
+            "application.submitted" => EventType::ApplicationSubmitted,
+            "application.resubmitted" => EventType::ApplicationResubmitted,
+            "review.decided" => EventType::ReviewDecided,
+            "payment.reported" => EventType::PaymentReported,
+            "payment.deadline" => EventType::PaymentDeadline,
+            "review.deadline" => EventType::ReviewDeadline,
+            "production.reported" => EventType::ProductionReported,
+            "courier.reported" => EventType::CourierReported,
+            "pickup.reported" => EventType::PickupReported,
+            "document.invalidated" => EventType::DocumentInvalidated,
+            "case.resubmitted" => EventType::CaseResubmitted,
+            "sms.sent" => EventType::SmsSent,
+            "sms.failed" => EventType::SmsFailed,
+            "sms.reported" => EventType::SmsReported,
+            _ => {
+                if let Some(state) = key.strip_prefix("case.") {
+                    return State::parse(state)
+                        .filter(|s| *s != State::Submitted)
+                        .map(EventType::Entered);
+                }
+                let party = key.strip_prefix("effect.")?.strip_suffix(".done")?;
+                return Party::parse(party).map(EventType::EffectDone);
+            }
+        })
     }
 }
 
@@ -354,7 +359,20 @@ mod tests {
         assert_eq!(all.len(), 14 + 6 + 17);
         for t in all {
             assert_eq!(EventType::parse(&t.type_name()), Some(t));
+            assert_eq!(EventType::from_routing_key(&t.routing_key()), Some(t));
             assert!(!t.routing_key().contains('#') && !t.routing_key().contains('*'));
+        }
+        for junk in [
+            "case.submitted",
+            "case.",
+            "effect.sms",
+            "effect..done",
+            "wangban.case.accepted.v2",
+            "wangban.case.acceptedv1",
+            "application.submitted.v1",
+        ] {
+            assert_eq!(EventType::from_routing_key(junk), None, "{junk}");
+            assert_eq!(EventType::parse(junk), None, "{junk}");
         }
     }
 }

@@ -173,7 +173,7 @@ impl<'a> Cx<'a> {
             self.worker,
             self.cause.id.as_str(),
         ));
-        crate::may_publish(self.worker, self.publishes, &event.routing_key())?;
+        crate::may_publish(self.worker, self.publishes, &event)?;
         let due = case.state_since + deadline.after.as_millis() as i64;
         self.tx
             .schedule(&event, due, case.state.as_str(), self.worker)

@@ -55,7 +55,7 @@ impl Ingress for BusIngress {
         // An answer given during a call belongs under the call's span, as a real party's
         // callback carrying the traceparent it was sent would.
         event.traceparent = wangban_providers::current_traceparent();
-        self.runtime.publish_ingress(&event).await
+        self.runtime.queue_ingress(&event).await
     }
 }
 
@@ -64,7 +64,7 @@ impl crate::Runtime {
     /// operator's correction; also the simulated parties' answers): queued in the outbox as
     /// [`wangban_store::HTTP_PRODUCER`]'s and relayed by a process whose broker user may publish
     /// it. Returns once it is committed.
-    pub async fn publish_ingress(&self, event: &Envelope) -> Result<(), String> {
+    pub async fn queue_ingress(&self, event: &Envelope) -> Result<(), String> {
         let queued = async {
             let mut tx = self.store.begin().await?;
             tx.enqueue(event, wangban_store::HTTP_PRODUCER).await?;

@@ -120,13 +120,14 @@ pub fn publishes(h: &dyn Handler) -> Vec<EventType> {
 pub(crate) fn may_publish(
     worker: &str,
     publishes: &[EventType],
-    routing_key: &str,
+    event: &Envelope,
 ) -> Result<(), HandlerError> {
-    if publishes.iter().any(|k| k.routing_key() == routing_key) {
+    if event.kind().is_some_and(|k| publishes.contains(&k)) {
         Ok(())
     } else {
         Err(HandlerError::Permanent(format!(
-            "worker {worker} may not publish {routing_key}: not among its steps' transitions, its emits or its parties' answers"
+            "worker {worker} may not publish {}: not among its steps' transitions, its emits or its parties' answers",
+            event.routing_key()
         )))
     }
 }
@@ -210,6 +211,8 @@ pub struct Runtime {
     spans: Option<Arc<dyn telemetry::SpanSink>>,
     /// One per party ([`wangban_domain::effects::Party::ALL`] order): wakes its executor.
     effect_wakeups: Arc<[Notify; 6]>,
+    /// [`publishes`] of each worker this process runs, worked out once.
+    publishing: Arc<std::sync::Mutex<Vec<(&'static str, Arc<[EventType]>)>>>,
 }
 
 /// How a delivery ended, for tests that step a worker one delivery at a time.
@@ -261,7 +264,20 @@ impl Runtime {
             commits: Default::default(),
             spans: None,
             effect_wakeups: Arc::new(std::array::from_fn(|_| Notify::new())),
+            publishing: Default::default(),
         }
+    }
+
+    /// [`publishes`] of `handler`'s worker, worked out on its first delivery.
+    fn publishing(&self, handler: &dyn Handler) -> Arc<[EventType]> {
+        let mut known = self.publishing.lock().expect("publishing lock");
+        let worker = handler.worker();
+        if let Some((_, p)) = known.iter().find(|(w, _)| *w == worker) {
+            return p.clone();
+        }
+        let p: Arc<[EventType]> = publishes(handler).into();
+        known.push((worker, p.clone()));
+        p
     }
 
     /// Hands every finished hop and effect span to `sink`.
@@ -428,14 +444,25 @@ impl Runtime {
         let outcome = self
             .process_decoded(handler, delivery, &envelope, slots)
             .await;
+        self.finished(worker, &envelope, (started, wall), &outcome);
+        outcome
+    }
+
+    /// Counts a delivery that ended with `outcome` and finishes its hop's span.
+    fn finished(
+        &self,
+        worker: &str,
+        envelope: &Envelope,
+        (started, wall): (std::time::Instant, SystemTime),
+        outcome: &Outcome,
+    ) {
         self.metrics.consumed(
             worker,
             &envelope.event_type,
             outcome.label(),
             started.elapsed(),
         );
-        self.hop_span(worker, &envelope, wall, &outcome);
-        outcome
+        self.hop_span(worker, envelope, wall, outcome);
     }
 
     async fn process_decoded(
@@ -585,13 +612,7 @@ impl Runtime {
                         };
                         handled |= outcome == Outcome::Handled;
                         let outcome = self.settle(delivery, outcome).await;
-                        self.metrics.consumed(
-                            worker,
-                            &envelope.event_type,
-                            outcome.label(),
-                            started.elapsed(),
-                        );
-                        self.hop_span(worker, &envelope, wall, &outcome);
+                        self.finished(worker, &envelope, (started, wall), &outcome);
                     }
                     if handled {
                         self.relay_wakeup.notify_one();
@@ -704,13 +725,13 @@ impl Runtime {
             tracing::debug!("already handled; acking the redelivery");
             return Ok(None);
         }
-        let publishes = publishes(handler);
+        let publishes = self.publishing(handler);
         let mut cx = Cx::new(tx, worker, envelope, &publishes, gathered);
         handler.handle(&mut cx, envelope).await?;
         let (mut outgoing, requested) = cx.into_parts();
         let hop = SpanId::hop(worker, envelope.id.as_str());
         for event in &mut outgoing {
-            may_publish(worker, &publishes, &event.routing_key())?;
+            may_publish(worker, &publishes, event)?;
             event.emitted_by(hop);
             tx.enqueue(event, worker).await?;
         }
