@@ -132,6 +132,9 @@ pub(crate) fn may_publish(
     }
 }
 
+/// What one worker may publish ([`publishes`]).
+type Publishes = Arc<[EventType]>;
+
 /// Tries of an event that arrived early before it is put back behind what it follows.
 const EARLY_TRIES: u32 = 3;
 
@@ -212,7 +215,7 @@ pub struct Runtime {
     /// One per party ([`wangban_domain::effects::Party::ALL`] order): wakes its executor.
     effect_wakeups: Arc<[Notify; 6]>,
     /// [`publishes`] of each worker this process runs, worked out once.
-    publishing: Arc<std::sync::Mutex<Vec<(&'static str, Arc<[EventType]>)>>>,
+    publishing: Arc<std::sync::Mutex<Vec<(&'static str, Publishes)>>>,
 }
 
 /// How a delivery ended, for tests that step a worker one delivery at a time.
@@ -269,13 +272,13 @@ impl Runtime {
     }
 
     /// [`publishes`] of `handler`'s worker, worked out on its first delivery.
-    fn publishing(&self, handler: &dyn Handler) -> Arc<[EventType]> {
+    fn publishing(&self, handler: &dyn Handler) -> Publishes {
         let mut known = self.publishing.lock().expect("publishing lock");
         let worker = handler.worker();
         if let Some((_, p)) = known.iter().find(|(w, _)| *w == worker) {
             return p.clone();
         }
-        let p: Arc<[EventType]> = publishes(handler).into();
+        let p: Publishes = publishes(handler).into();
         known.push((worker, p.clone()));
         p
     }
