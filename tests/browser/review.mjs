@@ -1,6 +1,7 @@
 // Drives the reviewer console the way a reviewer does, in Debian's headless Chromium: sign in
-// with a reviewer token, open cases from the queue, ask for a correction, approve, and meet a 409
-// when the office's supervisor decided first.
+// with a reviewer token, open cases from the queue, look at the uploaded images (the photo in
+// the guide's frame, zoomed), ask for a new photo from the image itself, approve, meet a 409
+// when the office's supervisor decided first, and see what a resubmission changed.
 // Usage: node review.mjs BASE_URL REVIEWER_TOKEN SUPERVISOR_TOKEN SCREENSHOT_DIR
 // Prints one JSON line of what it saw; the Rust test asserts on it.
 import { chromium } from "playwright-core";
@@ -32,13 +33,28 @@ try {
   seen.task_rows = cases.length;
   seen.queue_rows = await page.$$eval("#queues tbody tr", trs => trs.map(tr => tr.textContent));
 
-  // First case: look, then ask for a new photo.
+  const loaded = async () => {
+    await page.waitForFunction(() => { const p = [...document.querySelectorAll("#materials .pic[data-sha]")];
+                                       return p.length > 0 && p.every(x => x.dataset.loaded); });
+    return page.$$eval("#materials .pic[data-sha]", ps => ps.map(p => ({ material: p.dataset.material, loaded: p.dataset.loaded,
+      width: p.querySelector("img")?.naturalWidth || 0, height: p.querySelector("img")?.naturalHeight || 0,
+      marks: !!p.querySelector("svg.guide"), before: !!p.closest(".before") })));
+  };
+
+  // First case: look at the images, zoom the photo, then ask for a new photo from the photo.
   await page.click(`#tasks a[data-case="${cases[0]}"]`);
   await page.waitForSelector("#approve");
   seen.id_shown = await page.textContent("#id-number");
   seen.page_text = await page.textContent("body");
-  await page.screenshot({ path: `${shots}/review-console.png`, fullPage: true });
-  await page.check('input[name=item][value="photo"]');
+  seen.pictures = await loaded();
+  await page.click('#materials .pic.photo[data-loaded="yes"]');
+  await page.waitForSelector("#zoom:not([hidden]) img");
+  seen.zoomed = await page.$eval("#zoom img", img => ({ width: img.getBoundingClientRect().width, marks: !!img.parentElement.querySelector("svg.guide") }));
+  await page.screenshot({ path: `${shots}/review-zoom.png` });
+  await page.keyboard.press("Escape");
+  seen.zoom_closed = await page.isHidden("#zoom");
+  await page.click('button.ask[data-ask="photo"]');
+  seen.photo_item_checked = await page.isChecked('input[name=item][value="photo"]');
   await page.fill("#message", "照片背景请使用白色");
   await page.click("#correct");
   seen.correction = await result(page);
@@ -58,6 +74,14 @@ try {
   seen.supervisor_status = r.status;
   await page.click("#approve");
   seen.late_click = await result(page);
+
+  // Fourth case: resubmitted with a new photo and phone number; the console shows what changed.
+  await page.click(`#tasks a[data-case="${cases[3]}"]`);
+  await page.waitForSelector("#changes");
+  seen.changes = await page.textContent("#changes");
+  seen.resubmitted_pictures = await loaded();
+  seen.changed_badges = await page.$$eval("#materials figure", fs => fs.filter(f => f.querySelector(".changed")).map(f => f.dataset.material));
+  await page.screenshot({ path: `${shots}/review-console.png`, fullPage: true });
   seen.cases = cases;
 } catch (e) {
   seen.error = String(e);

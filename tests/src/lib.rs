@@ -376,3 +376,17 @@ pub fn browser_run(script: &str, args: &[&str]) -> serde_json::Value {
 }
 
 pub use wangban::images::{jpeg, jpeg_sized};
+
+/// The paths under `prefix` that `crates/api/src/lib.rs` routes (the first string after each
+/// `.route(`, on its line or the next), without the OpenAPI description's own.
+pub fn served_routes(prefix: &str) -> Vec<String> {
+    let routes = std::fs::read_to_string(workspace_root().join("crates/api/src/lib.rs"))
+        .expect("crates/api/src/lib.rs");
+    routes
+        .split(".route(")
+        .skip(1)
+        .filter_map(|r| r.trim_start().strip_prefix('"')?.split('"').next())
+        .filter(|p| p.starts_with(prefix) && !p.ends_with("openapi.json"))
+        .map(str::to_owned)
+        .collect()
+}

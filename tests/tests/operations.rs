@@ -386,20 +386,11 @@ async fn metrics_move_and_a_dead_letter_is_replayed_to_completion() {
     assert_eq!(status, 200);
     let spec: Value = serde_json::from_str(&spec).unwrap();
     assert_eq!(spec["openapi"], "3.0.3");
-    let routes =
-        std::fs::read_to_string(wangban_tests::workspace_root().join("crates/api/src/lib.rs"))
-            .unwrap();
-    // The first string after each `.route(`, on its line or the next.
-    let served: Vec<&str> = routes
-        .split(".route(")
-        .skip(1)
-        .filter_map(|r| r.trim_start().strip_prefix('"')?.split('"').next())
-        .filter(|p| p.starts_with("/api/ops/") && !p.ends_with("openapi.json"))
-        .collect();
-    assert_eq!(served.len(), 15, "{served:?}");
+    let served = wangban_tests::served_routes("/api/ops/");
+    assert_eq!(served.len(), 16, "{served:?}");
     for p in served {
         assert!(
-            spec["paths"].get(p).is_some(),
+            spec["paths"].get(&p).is_some(),
             "{p} is not in the OpenAPI description"
         );
     }

@@ -3,9 +3,12 @@
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use wangban::demo::{self, Rng, Scenario};
+use wangban::settings::MaterialsStore;
 use wangban_domain::clock::Clock;
+use wangban_materials::{LocalDir, MaterialStore, S3};
 use wangban_review::desk_file::{DeskFile, token_digest};
 use wangban_tests::{RealServices, Served, eventually, http};
 
@@ -614,18 +617,11 @@ async fn a_reviewer_of_another_office_is_refused_and_nothing_changes() {
     assert_eq!(status, 200);
     let spec: Value = serde_json::from_str(&spec).unwrap();
     let paths: Vec<&String> = spec["paths"].as_object().unwrap().keys().collect();
-    let routes =
-        std::fs::read_to_string(wangban_tests::workspace_root().join("crates/api/src/lib.rs"))
-            .unwrap();
-    let served: Vec<&str> = routes
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix(".route(\"")?.split('"').next())
-        .filter(|p| p.starts_with("/api/review/") && !p.ends_with("openapi.json"))
-        .collect();
-    assert_eq!(served.len(), 8, "{served:?}");
+    let served = wangban_tests::served_routes("/api/review/");
+    assert_eq!(served.len(), 9, "{served:?}");
     for p in served {
         assert!(
-            paths.iter().any(|d| *d == p),
+            paths.iter().any(|d| **d == p),
             "{p} is not in the OpenAPI description"
         );
     }
@@ -907,22 +903,49 @@ async fn held_tasks_return_to_the_queue_and_an_unanswered_correction_lapses() {
 /// `WANGBAN_UPDATE_SCREENSHOTS=1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reviewer_decides_in_the_console_in_chromium() {
-    let mut d = Desk::start("desk_console", |_| {}).await;
+    // The uploads in a real S3 server (Garage), as real JPEGs.
+    let store: Arc<dyn MaterialStore> = Arc::new(S3::new(&wangban_tests::s3_config()).unwrap());
+    let uploads = demo::Uploads::put(store.as_ref(), uuid::Uuid::new_v4().as_u128() as u64)
+        .await
+        .unwrap();
+    let materials = MaterialsStore(store.clone());
+    let mut d = Desk::start("desk_console", |s| s.materials = Some(materials)).await;
     for r in ["bj-2", "bj-3"] {
         d.set_available(r, false).await;
     }
     let mut apps = Vec::new();
-    for n in 0..3 {
+    for n in 0..4 {
         // The first carries a member of `materials` the contract does not name, as null (the
         // portal may send it; intake ignores it): the console shows it and works on.
-        let extra = |app: &mut Value| app["materials"]["extra_scan"] = Value::Null;
-        let (case, app) = match n {
-            0 => d.submit_with(n, BEIJING, extra).await,
-            _ => d.submit(n, BEIJING).await,
-        };
+        let (case, app) = d
+            .submit_with(n, BEIJING, |app| {
+                uploads.declare(app, Scenario::PassportCourier);
+                if n == 0 {
+                    app["materials"]["extra_scan"] = Value::Null;
+                }
+            })
+            .await;
         d.wait_state(&[&case], "under_review").await; // in this order in bj-1's queue
         apps.push((case, app));
     }
+    // The fourth comes back with a new photo and another phone number: round 2, last in the queue.
+    let ask = json!({"decision": "request_correction", "items": ["photo", "phone"], "message": ""});
+    assert_eq!(d.decide("bj-1", &apps[3].0, ask).await.0, 200);
+    d.wait_state(&[&apps[3].0], "correction_requested").await;
+    let new_photo = wangban::images::portrait_sized(354, 472, 20 * 1024, 80 * 1024, 99);
+    let new_sha = store.put(&new_photo).await.unwrap();
+    let mut corrected = apps[3].1.clone();
+    corrected["materials"]["photo"] = json!({"sha256": new_sha, "content_type": "image/jpeg",
+        "bytes": new_photo.len(), "width_px": 354, "height_px": 472});
+    corrected["applicant"]["phone"] = json!("13912345678");
+    corrected["submitted_at"] = json!(
+        chrono::Utc::now()
+            .with_timezone(&wangban_domain::application::beijing())
+            .to_rfc3339()
+    );
+    d.client.submit(&corrected, true).await.unwrap();
+    d.wait_state(&[&apps[3].0], "under_review").await;
+
     let shots = wangban_tests::screenshot_dir();
     let seen = wangban_tests::browser_run(
         "review.mjs",
@@ -941,7 +964,7 @@ async fn a_reviewer_decides_in_the_console_in_chromium() {
             .contains("unknown reviewer token")
     );
     assert!(seen["who"].as_str().unwrap().contains("beijing"), "{seen}");
-    assert_eq!(seen["task_rows"], 3);
+    assert_eq!(seen["task_rows"], 4);
     let cases: Vec<&str> = seen["cases"]
         .as_array()
         .unwrap()
@@ -950,6 +973,77 @@ async fn a_reviewer_decides_in_the_console_in_chromium() {
         .collect();
     let expected: Vec<&str> = apps.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(cases, expected, "oldest first");
+    // The four images, from the store through the reviewer API; the photo in the guide's frame.
+    let pictures = seen["pictures"].as_array().expect("pictures seen");
+    let sizes: Vec<(&str, u64, u64, bool)> = pictures
+        .iter()
+        .map(|p| {
+            assert_eq!(p["loaded"], "yes", "{p}");
+            let size = |k: &str| p[k].as_u64().unwrap();
+            let material = p["material"].as_str().unwrap();
+            (material, size("width"), size("height"), p["marks"] == true)
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("photo", 360, 480, true),
+            ("signature", 600, 300, false),
+            ("id_card_front", 1200, 760, false),
+            ("id_card_back", 1200, 760, false)
+        ]
+    );
+    assert!(seen["zoomed"]["width"].as_f64().unwrap() > 400.0, "{seen}");
+    assert_eq!(seen["zoomed"]["marks"], true);
+    assert_eq!(seen["zoom_closed"], true);
+    assert_eq!(seen["photo_item_checked"], true, "asked from the photo");
+    // Every view is on the case's record: who, which material, which submission.
+    let viewed: HashSet<String> = d
+        .client
+        .runtime
+        .store
+        .case_view(&apps[0].0)
+        .await
+        .unwrap()
+        .unwrap()
+        .audit
+        .iter()
+        .filter(|r| r.kind == "material_viewed")
+        .map(|r| {
+            let detail: Value = serde_json::from_str(&r.detail).unwrap();
+            assert_eq!(detail["reviewer"], "bj-1");
+            assert_eq!(detail["submission"], 1);
+            detail["material"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(viewed.len(), 4, "{viewed:?}");
+    // The resubmitted case: what changed, the new photo beside the one it replaced.
+    let changes = seen["changes"].as_str().unwrap();
+    assert!(
+        changes.contains("round 2") && changes.contains("photo") && changes.contains("phone"),
+        "{changes}"
+    );
+    assert!(!changes.contains("signature"), "{changes}");
+    assert_eq!(seen["changed_badges"], json!(["photo"]));
+    let again: Vec<(&str, u64, bool)> = seen["resubmitted_pictures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let material = p["material"].as_str().unwrap();
+            (material, p["width"].as_u64().unwrap(), p["before"] == true)
+        })
+        .collect();
+    assert_eq!(
+        again,
+        [
+            ("photo", 354, false),
+            ("photo", 360, true),
+            ("signature", 600, false),
+            ("id_card_front", 1200, false),
+            ("id_card_back", 1200, false)
+        ]
+    );
     let id_number = apps[0].1["applicant"]["id_number"].as_str().unwrap();
     assert_eq!(seen["id_shown"], wangban_domain::id_number::mask(id_number));
     assert!(
@@ -1040,6 +1134,108 @@ async fn a_changed_reviewers_file_is_reloaded_and_a_broken_one_refused() {
         || async { me("bj-1").await == 200 && me("bj-2").await == 401 },
     )
     .await;
+    d.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The reviewer API serves a case's uploads (from a local-directory store) to the reviewer
+/// holding its task only, each view recorded and never cached; a stored file that does not hash
+/// to its name is never served — neither by the API nor to intake — and operators see it listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_case_s_files_are_served_to_its_holder_only_and_a_corrupt_one_never() {
+    let dir = std::env::temp_dir().join(format!("wangban-files-{}", uuid::Uuid::new_v4().simple()));
+    let store: Arc<dyn MaterialStore> = Arc::new(LocalDir::new(&dir));
+    let uploads = demo::Uploads::put(store.as_ref(), 5).await.unwrap();
+    let materials = MaterialsStore(store.clone());
+    let mut d = Desk::start("desk_files", |s| s.materials = Some(materials)).await;
+    for r in ["bj-2", "bj-3"] {
+        d.set_available(r, false).await;
+    }
+    let declare = |app: &mut Value| uploads.declare(app, Scenario::PassportCourier);
+    let (case, app) = d.submit_with(0, BEIJING, declare).await;
+    d.wait_state(&[&case], "under_review").await;
+    let sha = |m: &str| app["materials"][m]["sha256"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let get = |reviewer: &str, name: &str| {
+        let req = client
+            .get(format!(
+                "{}/api/review/cases/{case}/materials/{name}",
+                d.base
+            ))
+            .bearer_auth(token(reviewer));
+        async move {
+            let r = req.send().await.unwrap();
+            let header = |h: &str| {
+                r.headers()
+                    .get(h)
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            let (ty, cache) = (header("content-type"), header("cache-control"));
+            (r.status().as_u16(), ty, cache, r.bytes().await.unwrap())
+        }
+    };
+    let (status, ty, cache, bytes) = get("bj-1", &sha("photo")).await;
+    assert_eq!(
+        (status, ty.as_str(), cache.as_str()),
+        (200, "image/jpeg", "no-store")
+    );
+    assert_eq!(wangban_domain::materials::sha256_hex(&bytes), sha("photo"));
+    // Not the holder (same office): 403; another office: 404, as if there were no such case.
+    assert_eq!(get("bj-2", &sha("photo")).await.0, 403);
+    assert_eq!(get("sh-1", &sha("photo")).await.0, 404);
+    // A file in the store that this case does not name, and a name that is no name: 404.
+    let other = uploads.corrected_signature["sha256"].as_str().unwrap();
+    assert_eq!(get("bj-1", other).await.0, 404);
+    assert_eq!(get("bj-1", "..%2F..%2Fetc%2Fpasswd").await.0, 404);
+    let viewed = |d: &Desk| {
+        let store = d.client.runtime.store.clone();
+        let case = case.clone();
+        async move {
+            let view = store.case_view(&case).await.unwrap().unwrap();
+            view.audit
+                .iter()
+                .filter(|r| r.kind == "material_viewed")
+                .count()
+        }
+    };
+    assert_eq!(viewed(&d).await, 1, "one served view, one record");
+
+    // The ID card's back side is corrupted in the store: never served, listed for operators.
+    let back = sha("id_card_back");
+    std::fs::write(dir.join(&back), b"not the uploaded file").unwrap();
+    let (status, _, _, body) = get("bj-1", &back).await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("does not hash"));
+    assert_eq!(viewed(&d).await, 1, "nothing shown, nothing recorded");
+    let problems = |d: &Desk| {
+        let base = d.base.clone();
+        async move {
+            let (status, body) = http(
+                "GET",
+                &format!("{base}/api/ops/materials"),
+                Some(OPERATOR),
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()["integrity_errors"].clone()
+        }
+    };
+    let listed = problems(&d).await;
+    assert_eq!(listed[0]["sha256"], back.as_str(), "{listed}");
+    assert_eq!(listed[0]["case_id"], case.as_str());
+    assert_eq!(listed[0]["seen_by"], "review");
+
+    // Intake reads the same corrupt file for another application: counted missing (rejected as
+    // incomplete), and listed again.
+    let (second, _) = d.submit_with(1, BEIJING, declare).await;
+    d.wait_state(&[&second], "rejected").await;
+    let listed = problems(&d).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["case_id"], second.as_str());
+    assert_eq!(listed[0]["seen_by"], "intake");
+    assert_eq!(listed[0]["times"], 2);
     d.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -700,6 +700,79 @@ async fn retention_conformance(url: &str) {
     store.close().await;
 }
 
+/// Every submission's materials are recorded (schema v12): what the reviewer API may serve, what
+/// retention erases; a store migrated before v12 gets them from the stored applications.
+async fn materials_conformance(url: &str) {
+    let store = Store::connect(url, "k").await.unwrap();
+    let mut rng = Rng::new(31);
+    let app = application("MATS", 1, Scenario::PassportCourier, &mut rng);
+    let c = new_case(app["application_id"].as_str().unwrap(), "fp-mats-1", &app);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_case(&c, true, "evt_mats_1").await.unwrap();
+    tx.commit().await.unwrap();
+    let replaced = "AB".repeat(32);
+    let mut corrected = app.clone();
+    corrected["materials"]["photo"]["sha256"] = json!(replaced);
+    let mut tx = store.begin().await.unwrap();
+    tx.replace_application(&c.case_id, &corrected.to_string())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let case = c.case_id.to_string();
+    let files = store.case_materials(&case).await.unwrap();
+    let of = |n: i64| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = files
+            .iter()
+            .filter(|f| f.submission == n)
+            .map(|f| (f.material.clone(), f.sha256.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let declared = |app: &serde_json::Value| {
+        let mut v: Vec<(String, String)> = wangban_store::declared_materials(app)
+            .into_iter()
+            .map(|(m, n)| (m.to_owned(), n))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(of(1), declared(&app));
+    assert_eq!(of(2), declared(&corrected));
+    assert!(of(2).contains(&("photo".to_owned(), replaced.to_ascii_lowercase())));
+    assert_eq!(files.len(), 8);
+    assert!(
+        store
+            .material_in_use(&replaced.to_ascii_lowercase())
+            .await
+            .unwrap()
+    );
+    assert!(!store.material_in_use(&"cd".repeat(32)).await.unwrap());
+    store.close().await;
+
+    // A store migrated before v12: the migration fills the table from the stored application.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(
+            "DROP TABLE case_materials; DROP TABLE material_problems; \
+             DELETE FROM schema_migrations WHERE version = 12",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let store = Store::connect(url, "k").await.unwrap();
+    let files = store.case_materials(&case).await.unwrap();
+    assert!(files.iter().all(|f| f.submission == 1), "{files:?}");
+    let mut backfilled: Vec<(String, String)> =
+        files.into_iter().map(|f| (f.material, f.sha256)).collect();
+    backfilled.sort();
+    assert_eq!(backfilled, declared(&corrected));
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_backend() {
     let path = std::env::temp_dir().join(format!(
@@ -713,6 +786,7 @@ async fn sqlite_backend() {
     hall_conformance(&url).await;
     scheduled_conformance(&url).await;
     retention_conformance(&url).await;
+    materials_conformance(&url).await;
     let _ = std::fs::remove_file(path);
 }
 
@@ -726,6 +800,7 @@ async fn postgres_backend() {
     hall_conformance(&url).await;
     scheduled_conformance(&url).await;
     retention_conformance(&url).await;
+    materials_conformance(&url).await;
     let pipeline = wangban::pipeline::Pipeline::connect(&env.settings)
         .await
         .unwrap();

@@ -65,6 +65,8 @@ pub struct AppState {
     pub http_limits: HttpLimits,
     pub http_stats: Arc<HttpStats>,
     pub auth_failures: Arc<AuthFailures>,
+    /// Where the applicants' uploads are (`None`: the reviewer API serves no images).
+    pub materials: Option<Arc<dyn wangban_materials::MaterialStore>>,
 }
 
 /// The router of every endpoint.
@@ -99,6 +101,7 @@ pub fn router(state: AppState) -> Router {
             post(ops::return_to_hall),
         )
         .route("/api/ops/review-desk", get(ops::review_desk))
+        .route("/api/ops/materials", get(ops::materials))
         .route("/api/ops/effects", get(ops::effects))
         .route(
             "/api/ops/effects/{case_id}/{purpose}/retry",
@@ -118,6 +121,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/review/cases/{case_id}", get(review::case))
         .route("/api/review/cases/{case_id}/decision", post(review::decide))
         .route("/api/review/cases/{case_id}/release", post(review::release))
+        .route(
+            "/api/review/cases/{case_id}/materials/{sha256}",
+            get(review::material),
+        )
         .route(
             "/hall",
             get(|| async { pages::page(include_str!("hall.html")) }),

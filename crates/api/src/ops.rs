@@ -471,6 +471,24 @@ pub async fn refunds(State(s): State<AppState>, _: Operator) -> Response {
     Json(json!({"refunds_due": due, "unmatched_payments": unmatched})).into_response()
 }
 
+/// Stored files that did not hash to their names (integrity errors) in the last 7 days, most
+/// recent first: each by name, with the case it was read for, where it was read (`intake` or
+/// `review`), when first and last, and how often. Such a file is never used: intake counts it
+/// missing and the reviewer API does not serve it. An operator restores it from the applicant's
+/// upload (or asks for a correction); the entry ages out a week after the last failed read.
+pub async fn materials(State(s): State<AppState>, _: Operator) -> Response {
+    let since = s.runtime.store.clock().now_ms() - 7 * 86_400_000;
+    match s.runtime.store.material_problems(since, 200).await {
+        Ok(problems) => Json(json!({
+            "store": s.materials.as_ref().map(|m| m.describe()),
+            "since": since,
+            "integrity_errors": problems,
+        }))
+        .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 /// The operators' delivery queue: shipments the courier could not deliver, on cases still
 /// `shipped` (the courier tries again, or an operator returns the document to the hall with
 /// [`return_to_hall`]), and documents that came back and are not yet at the hall.

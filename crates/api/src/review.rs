@@ -141,6 +141,22 @@ fn visible(m: &DeskMember, task: Option<Task>) -> Result<Task, (StatusCode, &'st
     }
 }
 
+/// Every review round of the case, once, and the latest if `m` may see it (else the answer).
+async fn rounds_seen(
+    s: &AppState,
+    m: &DeskMember,
+    id: &CaseId,
+) -> Result<(Vec<Task>, Task), Response> {
+    let rounds = s
+        .runtime
+        .store
+        .tasks_of(id.as_str())
+        .await
+        .map_err(internal)?;
+    let task = visible(m, rounds.last().cloned()).map_err(|(status, e)| answer(status, e))?;
+    Ok((rounds, task))
+}
+
 /// The application without its personal data: what a reviewer who no longer (or not yet) holds
 /// the case's task may see.
 fn without_personal_data(application: &Value) -> Value {
@@ -172,14 +188,9 @@ pub async fn case(
     Query(q): Query<Reveal>,
 ) -> Response {
     let id = case_id!(raw);
-    // Every round, once: the latest is the one the reviewer may or may not see.
-    let rounds = match s.runtime.store.tasks_of(id.as_str()).await {
-        Ok(r) => r,
-        Err(e) => return internal(e),
-    };
-    let task = match visible(&m, rounds.last().cloned()) {
-        Ok(t) => t,
-        Err((status, e)) => return answer(status, e),
+    let (rounds, task) = match rounds_seen(&s, &m, &id).await {
+        Ok(seen) => seen,
+        Err(r) => return r,
     };
     let reveal = match q.reveal.as_deref() {
         None => false,
@@ -220,13 +231,120 @@ pub async fn case(
         .filter(|d| d["step"] == "request_correction" || d["step"] == "resubmit")
         .map(|d| json!({"step": d["step"], "detail": d["detail"]}))
         .collect();
+    // What each accepted resubmission changed (names of items only).
+    let resubmissions: Vec<Value> = view
+        .audit
+        .iter()
+        .filter(|a| a.kind == "resubmission_accepted")
+        .filter_map(|a| serde_json::from_str::<Value>(&a.detail).ok())
+        .map(|d| json!({"round": d["round"], "changed": d.get("changed").cloned().unwrap_or(json!([]))}))
+        .collect();
+    // Every file of every submission, for the console to fetch (only with personal data).
+    let files = match personal {
+        true => match s.runtime.store.case_materials(id.as_str()).await {
+            Ok(f) => json!(f),
+            Err(e) => return internal(e),
+        },
+        false => json!([]),
+    };
     Json(json!({
         "case_id": id.as_str(), "application_id": view.case.application_id, "state": view.case.state,
         "round": view.case.review_round, "task": task, "rounds": rounds, "corrections": corrections,
+        "resubmissions": resubmissions, "files": files, "materials_store": s.materials.is_some(),
+        "photo_guide": wangban_domain::materials::HEAD_GUIDE,
         "max_rounds": s.review_max_rounds, "application": application,
         "personal_data": personal,
     }))
     .into_response()
+}
+
+/// One file an applicant uploaded for the case (any submission's, named by its SHA-256), as its
+/// bytes: only to the reviewer who may see the case's personal data, each view on the case's
+/// record (`material_viewed`), never cached. A stored file that does not hash to its name is
+/// never served: 502, logged by name and listed for operators (`/api/ops/materials`).
+pub async fn material(
+    State(s): State<AppState>,
+    Reviewer(m): Reviewer,
+    Path((raw, name)): Path<(String, String)>,
+) -> Response {
+    const NO_SUCH: &str = "no such material of this case";
+    let id = case_id!(raw);
+    let task = match rounds_seen(&s, &m, &id).await {
+        Ok((_, task)) => task,
+        Err(r) => return r,
+    };
+    if !m.may_see_personal_data(&task) {
+        return answer(
+            StatusCode::FORBIDDEN,
+            "materials are shown only to the reviewer holding the case's open task",
+        );
+    }
+    let Ok(name) = wangban_materials::checked_name(&name) else {
+        return answer(StatusCode::NOT_FOUND, NO_SUCH);
+    };
+    let named = match s.runtime.store.case_materials(id.as_str()).await {
+        Ok(all) => all.into_iter().find(|f| f.sha256 == name),
+        Err(e) => return internal(e),
+    };
+    let Some(file) = named else {
+        return answer(StatusCode::NOT_FOUND, NO_SUCH);
+    };
+    let Some(store) = &s.materials else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            "this deployment has no materials store (WANGBAN_MATERIALS_DIR or WANGBAN_MATERIALS_S3_BUCKET)",
+        );
+    };
+    let bytes = match store.get(&name).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            return answer(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "the materials store has no file {name} (never uploaded, or erased by retention)"
+                ),
+            );
+        }
+        Err(wangban_materials::MaterialError::Integrity { .. }) => {
+            tracing::error!(material = %name, store = %store.describe(), "a stored material does not hash to its name");
+            if let Err(e) = s
+                .runtime
+                .store
+                .record_material_problem(&name, id.as_str(), "review")
+                .await
+            {
+                tracing::warn!(error = %e, "recording a material problem");
+            }
+            return answer(
+                StatusCode::BAD_GATEWAY,
+                format!("the stored file {name} does not hash to its name; operators are told"),
+            );
+        }
+        Err(e) if e.is_transient() => {
+            let mut r = answer(StatusCode::SERVICE_UNAVAILABLE, e);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            return r;
+        }
+        Err(e) => return answer(StatusCode::BAD_GATEWAY, e),
+    };
+    let detail =
+        json!({"reviewer": m.id, "material": file.material, "submission": file.submission});
+    if let Err(e) = record(&s, &id, "material_viewed", &detail).await {
+        return internal(e);
+    }
+    let content_type = wangban_domain::materials::inspect(&bytes)
+        .content_type
+        .unwrap_or("application/octet-stream");
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_DISPOSITION, "inline"),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 async fn record_view(
@@ -243,9 +361,19 @@ async fn record_view(
             json!({"reviewer": m.id, "id_number": "masked"}),
         )
     };
+    record(s, id, kind, &detail).await
+}
+
+/// Appends `kind` to the case's record.
+async fn record(
+    s: &AppState,
+    id: &CaseId,
+    kind: &str,
+    detail: &Value,
+) -> Result<(), wangban_store::StoreError> {
     let mut tx = s.runtime.store.begin().await?;
     if tx.load_case(id).await?.is_some() {
-        tx.append_audit(id, kind, None, &detail).await?;
+        tx.append_audit(id, kind, None, detail).await?;
     }
     tx.commit().await
 }

@@ -17,8 +17,9 @@
 use anyhow::Context;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wangban::demo::{Rng, Scenario, application};
+use wangban::demo::{Rng, Scenario, Uploads, application};
 use wangban::pipeline::{Pipeline, WORKERS};
 use wangban::processes::WorkerProcesses;
 use wangban::settings::Settings;
@@ -78,6 +79,8 @@ pub struct Report {
     /// Deadlocks PostgreSQL broke in the database during the wangban run (every client of the
     /// database counted); `None` on SQLite.
     pub db_deadlocks: Option<i64>,
+    /// Where the applicants' uploads were (intake reads four files per case from it).
+    pub materials: String,
 }
 
 impl Report {
@@ -116,6 +119,7 @@ impl Report {
             "offered_cases_per_s": self.offered_rate,
             "provider_latency_ms": self.provider_latency_ms,
             "mode": self.mode,
+            "materials": self.materials,
             "db_deadlocks": self.db_deadlocks,
             "cpu_s": {"broker": round(self.cpu.broker, 1), "database": round(self.cpu.database, 1),
                       "workers": round(self.cpu.workers, 1), "wall": round(self.cpu.wall, 1)},
@@ -258,13 +262,37 @@ pub async fn run(base: &Settings, opts: &Options) -> anyhow::Result<Report> {
         settings.database_url = with_search_path(&settings.database_url, &schema);
         Namespace::create_schema(&base.database_url, schema).await?
     };
-    let result = measure(&settings, opts).await;
+    // The applicants upload real JPEGs: into the environment's materials store, or else into a
+    // directory of this run's own, which intake (in every worker process) reads.
+    let own_materials = match settings.materials {
+        Some(_) => None,
+        None => {
+            let dir = std::env::temp_dir().join(format!("wangban-bench-{tag}-materials"));
+            settings.materials = Some(wangban::settings::MaterialsStore(Arc::new(
+                wangban_materials::LocalDir::new(&dir),
+            )));
+            Some(dir)
+        }
+    };
+    let result = measure(&settings, opts, own_materials.as_deref()).await;
     namespace.drop(&base.database_url).await;
+    if let Some(dir) = own_materials {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     result
 }
 
-async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> {
+async fn measure(
+    settings: &Settings,
+    opts: &Options,
+    own_materials: Option<&std::path::Path>,
+) -> anyhow::Result<Report> {
     let pipeline = Pipeline::connect(settings).await?;
+    let materials = settings
+        .materials
+        .as_ref()
+        .context("the benchmark's materials store")?;
+    let uploads = Uploads::put(materials.0.as_ref(), 7).await?;
     let mut report = Report {
         mode: if opts.embedded {
             "embedded: in-process bus, SQLite"
@@ -275,6 +303,7 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
         replicas: if opts.embedded { 1 } else { opts.replicas },
         offered_rate: opts.rate,
         provider_latency_ms: opts.provider_latency.as_millis() as u64,
+        materials: materials.0.describe(),
         ..Default::default()
     };
 
@@ -290,7 +319,12 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
         let mut s = settings.clone();
         s.db_pool_size = s.db_pool_size.min((80 / procs as u32).max(2));
         s.runtime.concurrency = s.runtime.concurrency.min(s.db_pool_size as usize);
-        let p = WorkerProcesses::start(&opts.binary, &s, opts.replicas, &[])
+        let dir = own_materials.map(|d| d.display().to_string());
+        let extra: Vec<(&str, &str)> = dir
+            .iter()
+            .map(|d| ("WANGBAN_MATERIALS_DIR", d.as_str()))
+            .collect();
+        let p = WorkerProcesses::start(&opts.binary, &s, opts.replicas, &extra)
             .context("starting the worker processes")?;
         wait_for_consumers(&pipeline, opts.replicas as u32).await?;
         processes = Some(p);
@@ -308,7 +342,7 @@ async fn measure(settings: &Settings, opts: &Options) -> anyhow::Result<Report> 
     let deadlocks_before = deadlocks(&settings.database_url).await;
     let run_id = format!("BENCH{}", &uuid::Uuid::new_v4().simple().to_string()[..6]).to_uppercase();
     let started = Instant::now();
-    let submitted = submit(&pipeline, &run_id, opts).await?;
+    let submitted = submit(&pipeline, &run_id, opts, &uploads).await?;
     let (finished_at, by_state) = wait_for_cases(&pipeline, opts.cases, started).await?;
     quiet(&pipeline).await;
     let quiet_at = started.elapsed();
@@ -423,6 +457,7 @@ async fn submit(
     pipeline: &Pipeline,
     run_id: &str,
     opts: &Options,
+    uploads: &Uploads,
 ) -> anyhow::Result<HashMap<String, i64>> {
     let mut rng = Rng::new(7);
     let mut submitted = HashMap::with_capacity(opts.cases);
@@ -442,7 +477,8 @@ async fn submit(
         let mut out = Vec::with_capacity(batch);
         let mut ids = Vec::with_capacity(batch);
         for i in n..(n + batch).min(opts.cases) {
-            let app = application(run_id, i, scenario(i), &mut rng);
+            let mut app = application(run_id, i, scenario(i), &mut rng);
+            uploads.declare(&mut app, scenario(i));
             let id = app["application_id"]
                 .as_str()
                 .unwrap_or_default()

@@ -26,6 +26,24 @@ pub struct FileFacts {
     pub height_px: u32,
 }
 
+/// Where the head must lie on a document photo, as fractions of the photo's width and height:
+/// the photo guide's printed photo is 33 × 48 mm with the head 21–24 mm wide, 28–33 mm from crown
+/// to chin, and the crown 3–5 mm below the top edge. The reviewer console draws these marks over
+/// the photo; a reviewer judges the head against them (no file check can).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct HeadGuide {
+    pub head_width: (f64, f64),
+    pub head_height: (f64, f64),
+    pub crown_from_top: (f64, f64),
+}
+
+/// The photo guide's head marks.
+pub const HEAD_GUIDE: HeadGuide = HeadGuide {
+    head_width: (21.0 / 33.0, 24.0 / 33.0),
+    head_height: (28.0 / 48.0, 33.0 / 48.0),
+    crown_from_top: (3.0 / 48.0, 5.0 / 48.0),
+};
+
 /// The lowercase hex SHA-256 of `bytes`: a material's name.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

@@ -49,9 +49,64 @@ pub fn correction_item_zh(item: &str) -> Option<&'static str> {
         .map(|(_, zh)| *zh)
 }
 
+/// Where each correction item lives in the application JSON (a material by its SHA-256).
+const ITEM_POINTERS: [(&str, &str); 9] = [
+    ("photo", "/materials/photo/sha256"),
+    ("signature", "/materials/signature/sha256"),
+    ("id_card_front", "/materials/id_card_front/sha256"),
+    ("id_card_back", "/materials/id_card_back/sha256"),
+    ("name", "/applicant/name"),
+    ("phone", "/applicant/phone"),
+    ("document", "/document"),
+    ("reason", "/reason"),
+    ("delivery", "/delivery"),
+];
+
+/// The correction items whose content differs between two submissions of an application (what a
+/// resubmission changed), in [`CORRECTION_ITEMS`] order. Only names: no personal data.
+pub fn changed_items(before: &serde_json::Value, after: &serde_json::Value) -> Vec<&'static str> {
+    let same = |a: Option<&serde_json::Value>, b: Option<&serde_json::Value>| match (a, b) {
+        (Some(serde_json::Value::String(a)), Some(serde_json::Value::String(b))) => {
+            a.eq_ignore_ascii_case(b)
+        }
+        (a, b) => a == b,
+    };
+    ITEM_POINTERS
+        .iter()
+        .filter(|(_, p)| !same(before.pointer(p), after.pointer(p)))
+        .map(|(item, _)| *item)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resubmission_names_what_it_changed() {
+        let before = serde_json::json!({
+            "applicant": {"name": "张三", "phone": "13800000000", "id_number": "x"},
+            "document": {"kind": "passport", "number": "E1"},
+            "reason": "expired", "delivery": {"method": "pickup"},
+            "materials": {"photo": {"sha256": "AA", "bytes": 1}, "signature": {"sha256": "bb"},
+                          "id_card_front": {"sha256": "cc"}, "id_card_back": {"sha256": "dd"}}});
+        assert!(changed_items(&before, &before).is_empty());
+        let mut after = before.clone();
+        // The same file named in other case, or re-declared: not a change.
+        after["materials"]["photo"] = serde_json::json!({"sha256": "aa", "bytes": 2});
+        assert!(changed_items(&before, &after).is_empty());
+        after["materials"]["signature"]["sha256"] = "ee".into();
+        after["applicant"]["phone"] = "13900000000".into();
+        after["delivery"] = serde_json::json!({"method": "courier", "recipient": "李四"});
+        after["materials"]["id_card_back"] = serde_json::Value::Null;
+        assert_eq!(
+            changed_items(&before, &after),
+            ["signature", "id_card_back", "phone", "delivery"]
+        );
+        for (item, _) in ITEM_POINTERS {
+            assert!(correction_item_zh(item).is_some(), "{item}");
+        }
+    }
 
     #[test]
     fn the_review_clock_runs_out_at_the_instant_it_is_found_run_out() {

@@ -49,6 +49,43 @@ pub struct Files {
     pub corrupt: Vec<String>,
 }
 
+/// What the files said about one application: the timeline record, if any, and the names of
+/// stored files that did not hash to them.
+struct Checked {
+    record: Option<serde_json::Value>,
+    corrupt: Vec<String>,
+}
+
+impl Checked {
+    /// Applies the gathered files (if a store was read) to `app`.
+    fn of(cx: &Cx<'_>, app: &mut Application) -> Checked {
+        match cx.gathered::<Files>() {
+            Some(files) => Checked {
+                record: files.apply(app),
+                corrupt: files.corrupt.clone(),
+            },
+            None => Checked {
+                record: None,
+                corrupt: Vec::new(),
+            },
+        }
+    }
+
+    /// Puts what differed on the case's timeline and each integrity error where operators see
+    /// it (`/api/ops/materials`, the dashboard).
+    async fn record(self, cx: &mut Cx<'_>, case: &CaseRecord) -> Result<(), HandlerError> {
+        for name in &self.corrupt {
+            cx.tx()
+                .record_material_problem(name, &case.case_id, "intake")
+                .await?;
+        }
+        if let Some(record) = self.record {
+            cx.audit(case, "materials_checked", record).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Files {
     /// The application's materials as the files are, and the timeline record of what differed
     /// (`None` when the files agree with every declaration).
@@ -141,13 +178,16 @@ impl Intake {
         }
     }
 
-    /// What a resubmission `app` does to `case`, whose stored application is `stored`. An early
-    /// one (the case has not reached `correction_requested` yet) waits.
+    /// What a resubmission `app` does to `case`, whose stored application is `stored`; `changed`
+    /// names the correction items whose content differs from the stored application's
+    /// ([`wangban_domain::review::changed_items`]), recorded with an accepted one. An early one
+    /// (the case has not reached `correction_requested` yet) waits.
     pub fn decide_resubmission(
         &self,
         case: &CaseRecord,
         stored: &Application,
         app: &Application,
+        changed: &[&str],
     ) -> Result<Resubmission, HandlerError> {
         let refused = |detail| {
             Ok(Resubmission::Refused(Decision::audit(
@@ -177,15 +217,20 @@ impl Intake {
             let reasons: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
             return refused(json!({"reasons": reasons}));
         }
-        let round = json!({"round": case.review_round + 1});
-        let mut decision = Decision::audit("resubmission_accepted", round.clone());
-        decision.emit.push((EventType::CaseResubmitted, round));
+        let round = case.review_round + 1;
+        let mut decision = Decision::audit(
+            "resubmission_accepted",
+            json!({"round": round, "changed": changed}),
+        );
+        decision
+            .emit
+            .push((EventType::CaseResubmitted, json!({"round": round})));
         Ok(Resubmission::Accepted(decision))
     }
 
     async fn submitted(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         let mut app = parse(event, self.refuse_unknown_fields)?;
-        let checked = cx.gathered::<Files>().and_then(|f| f.apply(&mut app));
+        let checked = Checked::of(cx, &mut app);
         let case_id = event.subject.clone();
         let existing = cx.tx().load_case(&case_id).await?;
         let key = cx.tx().fingerprint_key().to_owned();
@@ -214,9 +259,7 @@ impl Intake {
                 let event_id = event.id.to_string();
                 cx.tx().insert_case(&new_case, accepted, &event_id).await?;
                 let mut case = cx.case().await?;
-                if let Some(checked) = checked {
-                    cx.audit(&case, "materials_checked", checked).await?;
-                }
+                checked.record(cx, &case).await?;
                 cx.apply(&mut case, decision).await?;
             }
         }
@@ -225,17 +268,17 @@ impl Intake {
 
     async fn resubmitted(&self, cx: &mut Cx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         let mut app = parse(event, self.refuse_unknown_fields)?;
-        let checked = cx.gathered::<Files>().and_then(|f| f.apply(&mut app));
+        let checked = Checked::of(cx, &mut app);
         let Some(mut case) = cx.tx().load_case(&event.subject).await? else {
             return Err(HandlerError::Permanent(
                 "resubmission for an application with no case".into(),
             ));
         };
-        if let Some(checked) = checked {
-            cx.audit(&case, "materials_checked", checked).await?;
-        }
+        checked.record(cx, &case).await?;
         let stored = Cx::application(&case)?;
-        match self.decide_resubmission(&case, &stored, &app)? {
+        let before: serde_json::Value = serde_json::from_str(&case.application).unwrap_or_default();
+        let changed = wangban_domain::review::changed_items(&before, &event.data);
+        match self.decide_resubmission(&case, &stored, &app, &changed)? {
             Resubmission::Refused(decision) => {
                 cx.apply(&mut case, decision).await?;
             }
@@ -478,9 +521,17 @@ mod tests {
         let i = intake();
         let stored = app(ACCEPTED);
         let accepted = i
-            .decide_resubmission(&case(State::CorrectionRequested), &stored, &stored)
+            .decide_resubmission(
+                &case(State::CorrectionRequested),
+                &stored,
+                &stored,
+                &["photo", "phone"],
+            )
             .unwrap();
-        let mut expected = Decision::audit("resubmission_accepted", json!({"round": 2}));
+        let mut expected = Decision::audit(
+            "resubmission_accepted",
+            json!({"round": 2, "changed": ["photo", "phone"]}),
+        );
         expected
             .emit
             .push((EventType::CaseResubmitted, json!({"round": 2})));
@@ -489,7 +540,7 @@ mod tests {
         // Late: the case has moved past the correction (resubmitted twice) or closed.
         for state in [State::UnderReview, State::Approved, State::CorrectionLapsed] {
             let r = i
-                .decide_resubmission(&case(state), &stored, &stored)
+                .decide_resubmission(&case(state), &stored, &stored, &[])
                 .unwrap();
             assert_eq!(
                 r,
@@ -502,7 +553,7 @@ mod tests {
         }
         // Early: the correction has not been asked for yet.
         let err = i
-            .decide_resubmission(&case(State::Accepted), &stored, &stored)
+            .decide_resubmission(&case(State::Accepted), &stored, &stored, &[])
             .unwrap_err();
         assert!(err.is_early(), "{err}");
 
@@ -511,7 +562,7 @@ mod tests {
         other["applicant"]["id_number"] = json!("11010519491231002X");
         let other = Application::from_value(&other).unwrap();
         let r = i
-            .decide_resubmission(&case(State::CorrectionRequested), &stored, &other)
+            .decide_resubmission(&case(State::CorrectionRequested), &stored, &other, &[])
             .unwrap();
         assert_eq!(
             r,
@@ -523,7 +574,7 @@ mod tests {
         // Still ineligible after the correction: refused with the reasons.
         let bad = app(REJECTED);
         let r = i
-            .decide_resubmission(&case(State::CorrectionRequested), &bad, &bad)
+            .decide_resubmission(&case(State::CorrectionRequested), &bad, &bad, &[])
             .unwrap();
         assert!(matches!(r, Resubmission::Refused(d) if d.audit[0].1["reasons"].is_array()));
     }

@@ -21,6 +21,7 @@ mod callbacks;
 mod desk;
 mod effects;
 mod hall;
+mod materials;
 mod operations;
 mod read;
 mod retention;
@@ -32,6 +33,7 @@ pub use callbacks::UnmatchedPayment;
 pub use desk::{DeskMember, Office, Reviewer, Task, office_for};
 pub use effects::{EffectCommand, EffectCounts};
 pub use hall::{Hall, HallDocument, HallMember, HallStaff, hall_for, serving};
+pub use materials::{CaseMaterial, MaterialProblem, declared as declared_materials};
 pub use operations::{ReplayClaim, Retry, StateSample};
 pub use read::{CaseView, DeadLetter};
 pub use retention::{Erased, erase_personal_data};
@@ -151,6 +153,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         11,
         include_str!("../migrations/postgres/0011_materials_erased.sql"),
     ),
+    (
+        12,
+        include_str!("../migrations/postgres/0012_case_materials.sql"),
+    ),
 ];
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -179,6 +185,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (
         11,
         include_str!("../migrations/postgres/0011_materials_erased.sql"),
+    ),
+    // JSON differs: its own file.
+    (
+        12,
+        include_str!("../migrations/sqlite/0012_case_materials.sql"),
     ),
 ];
 

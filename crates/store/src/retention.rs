@@ -119,54 +119,7 @@ impl Store {
     }
 }
 
-/// The names (SHA-256) of the materials `application` declares.
-pub fn material_names(application: &Value) -> Vec<String> {
-    let mut names: Vec<String> = ["photo", "signature", "id_card_front", "id_card_back"]
-        .iter()
-        .filter_map(|m| application["materials"][m]["sha256"].as_str())
-        .map(str::to_ascii_lowercase)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 impl Store {
-    /// Cases whose personal fields retention erased and whose uploads are still to be erased
-    /// from the materials store: `(case id, the names of its materials)`, at most `limit`.
-    pub async fn materials_to_erase(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT case_id, application FROM cases \
-             WHERE erased_at IS NOT NULL AND materials_erased_at IS NULL ORDER BY case_id LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(case, app)| {
-                let app: Value = serde_json::from_str(&app).unwrap_or(Value::Null);
-                (case, material_names(&app))
-            })
-            .collect())
-    }
-
-    /// Whether a case whose personal data is kept still names the material `name` (the same
-    /// photo uploaded again for a later application): then it must stay.
-    pub async fn material_in_use(&self, name: &str) -> Result<bool, StoreError> {
-        // The name is 64 hex digits (checked by the caller): no LIKE metacharacters.
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM cases WHERE erased_at IS NULL AND application LIKE $1 LIMIT 1",
-        )
-        .bind(format!("%{name}%"))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
-    }
-
     /// Marks the materials of `case` erased and records it on the case's chain.
     pub async fn materials_erased(&self, case: &str, erased: usize) -> Result<(), StoreError> {
         let id: CaseId = case.parse().map_err(StoreError::Data)?;
@@ -182,25 +135,6 @@ impl Store {
         tx.append_audit(&id, "materials_erased", None, &json!({"files": erased}))
             .await?;
         tx.commit().await
-    }
-
-    /// `(case id, state, materials erased, the names of its materials)` of every case, for the
-    /// checker.
-    pub async fn cases_materials(
-        &self,
-    ) -> Result<Vec<(String, String, bool, Vec<String>)>, StoreError> {
-        let rows: Vec<(String, String, Option<i64>, String)> = sqlx::query_as(
-            "SELECT case_id, state, materials_erased_at, application FROM cases ORDER BY case_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(case, state, erased, app)| {
-                let app: Value = serde_json::from_str(&app).unwrap_or(Value::Null);
-                (case, state, erased.is_some(), material_names(&app))
-            })
-            .collect())
     }
 }
 

@@ -183,6 +183,8 @@ impl CaseTx {
         });
         self.append_audit(&case.case_id, "case_opened", Some(event_id), &detail)
             .await?;
+        self.record_submission(&case.case_id, &case.application)
+            .await?;
         Ok(())
     }
 
@@ -267,7 +269,8 @@ impl CaseTx {
         Ok((case.version + 1, now))
     }
 
-    /// Replaces the application JSON (a resubmission's corrected content).
+    /// Replaces the application JSON (a resubmission's corrected content) and records its
+    /// materials as the case's next submission.
     pub async fn replace_application(
         &mut self,
         case_id: &CaseId,
@@ -278,6 +281,7 @@ impl CaseTx {
             .bind(case_id.as_str())
             .execute(&mut *self.tx)
             .await?;
+        self.record_submission(case_id, application).await?;
         Ok(())
     }
 

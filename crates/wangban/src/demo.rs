@@ -268,14 +268,35 @@ impl Uploads {
                       "width_px": w, "height_px": h}),
             )
         };
-        use crate::images::{jpeg, jpeg_sized};
+        use crate::images::{Picture, picture, portrait_sized};
+        let photo = |w, s| portrait_sized(w, 480, kib20, kib80, seed + s);
         Ok(Uploads {
-            photo: declared(jpeg_sized(360, 480, kib20, kib80, seed), 360, 480).await?,
-            narrow_photo: declared(jpeg_sized(300, 480, kib20, kib80, seed + 1), 300, 480).await?,
-            signature: declared(jpeg(600, 300, 80, seed + 2), 600, 300).await?,
-            corrected_signature: declared(jpeg(600, 300, 80, seed + 3), 600, 300).await?,
-            id_card_front: declared(jpeg(1200, 760, 60, seed + 4), 1200, 760).await?,
-            id_card_back: declared(jpeg(1200, 760, 60, seed + 5), 1200, 760).await?,
+            photo: declared(photo(360, 0), 360, 480).await?,
+            narrow_photo: declared(photo(300, 1), 300, 480).await?,
+            signature: declared(
+                picture(Picture::Signature, 600, 300, 80, seed + 2),
+                600,
+                300,
+            )
+            .await?,
+            corrected_signature: declared(
+                picture(Picture::Signature, 600, 300, 80, seed + 3),
+                600,
+                300,
+            )
+            .await?,
+            id_card_front: declared(
+                picture(Picture::CardFront, 1200, 760, 60, seed + 4),
+                1200,
+                760,
+            )
+            .await?,
+            id_card_back: declared(
+                picture(Picture::CardBack, 1200, 760, 60, seed + 5),
+                1200,
+                760,
+            )
+            .await?,
         })
     }
 

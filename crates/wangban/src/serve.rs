@@ -204,5 +204,6 @@ pub fn app_state(settings: &Settings, pipeline: &Pipeline) -> wangban_api::AppSt
         auth_failures: Arc::new(wangban_api::AuthFailures::new(
             settings.http_limits.auth_failures_per_minute,
         )),
+        materials: settings.materials.as_ref().map(|m| m.0.clone()),
     }
 }
