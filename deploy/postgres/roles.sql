@@ -17,6 +17,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON cases, inbox, outbox, effects, dead_lett
     halls, hall_staff, hall_documents, scheduled
     TO wangban_worker;
 GRANT SELECT ON schema_migrations TO wangban_worker;
+-- What each submission of a case named is history too: added to, never changed.
+GRANT SELECT, INSERT ON case_materials TO wangban_worker;
+GRANT SELECT, INSERT, UPDATE ON material_problems TO wangban_worker;
 -- The audit log is append-only for the workers: no UPDATE, no DELETE, no TRUNCATE.
 GRANT SELECT, INSERT ON audit TO wangban_worker;
 REVOKE UPDATE, DELETE, TRUNCATE ON audit FROM wangban_worker;

@@ -876,6 +876,8 @@ async fn the_worker_role_cannot_rewrite_the_audit_log() {
         "UPDATE audit SET detail = '{}'",
         "DELETE FROM audit",
         "TRUNCATE audit",
+        "UPDATE case_materials SET sha256 = 'x'",
+        "DELETE FROM case_materials",
     ] {
         let err = sqlx::query(sql).execute(&mut worker).await.expect_err(sql);
         assert!(
