@@ -8,7 +8,10 @@ ARG BASE=debian:bookworm-slim
 ARG RUST_IMAGE=rust:1-bookworm
 
 FROM ${BASE} AS runtime
-RUN useradd --system --uid 10001 --home-dir /var/lib/wangban --create-home wangban
+# /var/lib/wangban/materials: the uploads' directory when WANGBAN_MATERIALS_DIR names it (a volume
+# mounted there starts owned by the wangban user)
+RUN useradd --system --uid 10001 --home-dir /var/lib/wangban --create-home wangban \
+    && install -d -o wangban -g wangban /var/lib/wangban/materials
 WORKDIR /var/lib/wangban
 ENTRYPOINT ["/usr/local/bin/wangban"]
 CMD ["serve"]

@@ -83,6 +83,10 @@ for service in intake review notify production courier; do
   [ "$state" = healthy ] || fail "$service is $state, not healthy"
 done
 
+step "uploading the examples' files into the stack's materials store"
+compose run --rm --no-deps -T --entrypoint cp -v "$PWD/examples/materials:/upload:ro" \
+  ops -r /upload/. /var/lib/wangban/materials/ >&2 || fail "the examples' files could not be uploaded"
+
 step "handing the example applications to intake as wangban-portal"
 compose run --rm --no-deps -T \
   -e WANGBAN_DECLARE=own -e AMQP_URL=amqp://wangban-portal@rabbitmq:5672/%2f \
