@@ -399,13 +399,20 @@ mod tests {
         }
     }
 
-    /// The example's four materials share one name; `facts` is what the store holds under it.
+    /// The example with its other three files as declared and `facts` the photo's file.
     /// Returns the reasons and the fields of the photo's recorded discrepancies.
     fn decided_on_files(facts: Option<FileFacts>) -> (Vec<String>, Vec<String>) {
         let mut a = app(ACCEPTED);
-        let name = a.materials.photo.as_ref().unwrap().sha256.clone();
+        let m = &a.materials;
+        let mut found: BTreeMap<String, Option<FileFacts>> =
+            [&m.signature, &m.id_card_front, &m.id_card_back]
+                .into_iter()
+                .flatten()
+                .map(|d| (d.sha256.clone(), declared(d)))
+                .collect();
+        found.insert(m.photo.as_ref().unwrap().sha256.clone(), facts);
         let files = Files {
-            found: BTreeMap::from([(name, facts)]),
+            found,
             corrupt: vec![],
         };
         let checked = files.apply(&mut a);
@@ -429,6 +436,16 @@ mod tests {
         (reasons, photo)
     }
 
+    /// The facts of a file exactly as `d` declares it.
+    fn declared(d: &wangban_domain::application::Material) -> Option<FileFacts> {
+        Some(FileFacts {
+            content_type: Some("image/jpeg"),
+            bytes: d.bytes,
+            width_px: d.width_px,
+            height_px: d.height_px,
+        })
+    }
+
     #[test]
     fn with_a_store_the_files_decide_and_their_disagreements_are_recorded() {
         let jpeg = |w, h, bytes| {
@@ -439,8 +456,9 @@ mod tests {
                 height_px: h,
             })
         };
-        // The photo's declaration (354x472, 45,000 bytes) agrees with the file.
-        let (reasons, photo) = decided_on_files(jpeg(354, 472, 45_000));
+        // The photo's declaration agrees with the file.
+        let example = app(ACCEPTED).materials.photo.unwrap();
+        let (reasons, photo) = decided_on_files(declared(&example));
         assert!(
             reasons.is_empty() && photo.is_empty(),
             "{reasons:?} {photo:?}"
