@@ -47,20 +47,14 @@ pub fn declared(application: &Value) -> Vec<(&'static str, String)> {
 }
 
 impl CaseTx {
-    /// Records the materials `application` names as the case's next submission; returns its
-    /// number.
+    /// Records the materials `application` names as the case's submission `submission`.
     pub(crate) async fn record_submission(
         &mut self,
         case_id: &CaseId,
         application: &str,
-    ) -> Result<i64, StoreError> {
+        submission: i64,
+    ) -> Result<(), StoreError> {
         let app: Value = serde_json::from_str(application).unwrap_or(Value::Null);
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(submission) FROM case_materials WHERE case_id = $1")
-                .bind(case_id.as_str())
-                .fetch_one(&mut *self.tx)
-                .await?;
-        let submission = last.unwrap_or(0) + 1;
         for (material, name) in declared(&app) {
             sqlx::query(
                 "INSERT INTO case_materials (case_id, submission, material, sha256) VALUES ($1, $2, $3, $4)",
@@ -72,7 +66,17 @@ impl CaseTx {
             .execute(&mut *self.tx)
             .await?;
         }
-        Ok(submission)
+        Ok(())
+    }
+
+    /// The number the case's next submission gets (1 for the application itself).
+    pub(crate) async fn next_submission(&mut self, case_id: &CaseId) -> Result<i64, StoreError> {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(submission) FROM case_materials WHERE case_id = $1")
+                .bind(case_id.as_str())
+                .fetch_one(&mut *self.tx)
+                .await?;
+        Ok(last.unwrap_or(0) + 1)
     }
 
     /// Records that the file `sha256`, read for `case_id` by `seen_by`, did not hash to its name.

@@ -183,7 +183,8 @@ impl CaseTx {
         });
         self.append_audit(&case.case_id, "case_opened", Some(event_id), &detail)
             .await?;
-        self.record_submission(&case.case_id, &case.application)
+        // A new case: its application is submission 1 (no need to ask).
+        self.record_submission(&case.case_id, &case.application, 1)
             .await?;
         Ok(())
     }
@@ -281,7 +282,8 @@ impl CaseTx {
             .bind(case_id.as_str())
             .execute(&mut *self.tx)
             .await?;
-        self.record_submission(case_id, application).await?;
+        let next = self.next_submission(case_id).await?;
+        self.record_submission(case_id, application, next).await?;
         Ok(())
     }
 
