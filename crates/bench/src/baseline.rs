@@ -10,7 +10,7 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connect, Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,10 +24,11 @@ async fn connect(url: &str, settings: &Settings) -> anyhow::Result<Connection> {
         cert_chain: settings.amqp_ca_pem()?,
     };
     let props = ConnectionProperties::default().with_connection_name("wangban-bench".into());
-    Ok(
-        Connection::connect_with_config(url, props, tls, lapin::runtime::default_runtime()?)
-            .await?,
-    )
+    // The same frame size as wangban's own connections.
+    let uri = wangban_bus::amqp::connection_uri(url)?;
+    Ok(uri
+        .connect_with_config(props, tls, lapin::runtime::default_runtime()?)
+        .await?)
 }
 
 fn persistent() -> BasicProperties {

@@ -16,12 +16,33 @@ use lapin::options::{
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connect, Connection, ConnectionProperties, ExchangeKind};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
 fn unavailable(e: lapin::Error) -> BusError {
     BusError::Unavailable(e.to_string())
+}
+
+/// The largest AMQP frame this client proposes when the URL names none (`?frame_max=`).
+///
+/// lapin keeps a send and a receive buffer of 32 frames each for a connection, filled with zeros
+/// when the connection is tuned: at RabbitMQ's default of 128 KiB that is 8 MiB resident in every
+/// worker process, a third of its memory. An event is about half a kilobyte and an application a
+/// few, so 16 KiB frames carry every message we publish in one body frame (a larger one is split
+/// into several, as AMQP does for any body) with 1 MiB of buffers.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
+/// `url` parsed, with [`FRAME_MAX`] proposed unless the URL sets `frame_max` itself; the
+/// negotiated size is the smaller of this and the broker's.
+pub fn connection_uri(url: &str) -> Result<lapin::uri::AMQPUri, BusError> {
+    let mut uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e| BusError::Config(format!("the broker URL: {e}")))?;
+    if uri.query.frame_max.is_none() {
+        uri.query.frame_max = Some(FRAME_MAX);
+    }
+    Ok(uri)
 }
 
 struct Live {
@@ -73,8 +94,9 @@ impl AmqpBus {
             cert_chain: self.ca_pem.clone(),
         };
         let rt = lapin::runtime::default_runtime().map_err(unavailable)?;
+        let uri = connection_uri(&self.url)?;
         let connection = Arc::new(
-            Connection::connect_with_config(&self.url, props, tls, rt)
+            uri.connect_with_config(props, tls, rt)
                 .await
                 .map_err(unavailable)?,
         );
@@ -491,5 +513,20 @@ impl Settle for AmqpSettle {
             .await
             .map(drop)
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_s_own_frame_size_wins_over_ours() {
+        let ours = connection_uri("amqp://u:p@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(ours.query.frame_max, Some(FRAME_MAX));
+        let theirs = connection_uri("amqp://u:p@127.0.0.1:5672/%2f?frame_max=131072").unwrap();
+        assert_eq!(theirs.query.frame_max, Some(131072));
+        let err = connection_uri("http://127.0.0.1/").unwrap_err();
+        assert!(err.to_string().contains("the broker URL"), "{err}");
     }
 }
