@@ -21,7 +21,8 @@ pub enum HandlerError {
     Permanent(String),
     /// The event arrived before the one it follows (a party's answer before the record of its
     /// request): tried again a few times, then put back at the tail of its queue, behind what
-    /// it follows, until it is [`crate::RuntimeConfig::early_wait`] old.
+    /// it follows, until it has waited [`crate::RuntimeConfig::early_wait`] since it was first
+    /// put back.
     #[error("{0}")]
     Early(String),
 }

@@ -17,6 +17,7 @@
 mod commits;
 mod context;
 mod decision;
+mod early;
 pub mod effects;
 pub mod ingress;
 pub mod metrics;
@@ -171,8 +172,8 @@ pub struct RuntimeConfig {
     pub effect_retry_min: Duration,
     /// Longest delay between attempts at an effect.
     pub effect_retry_max: Duration,
-    /// How old an event that arrived early (before the record it follows) may grow while it is
-    /// put back behind what it follows, before it is dead-lettered: longer than an effect's
+    /// How long an event that arrived early (before the record it follows) is put back behind
+    /// what it follows, from the first time, before it is dead-lettered: longer than an effect's
     /// lease, so an answer whose request's executor crashed waits for the retried request.
     pub early_wait: Duration,
 }
@@ -210,6 +211,8 @@ pub struct Runtime {
     relay_wakeup: Arc<Notify>,
     /// This process's commits by case, for events that arrived before what they follow.
     commits: Arc<commits::Commits>,
+    /// Early events put back, since when ([`early`]).
+    early: Arc<early::Early>,
     /// Where finished spans go (`None`: no tracing).
     spans: Option<Arc<dyn telemetry::SpanSink>>,
     /// One per party ([`wangban_domain::effects::Party::ALL`] order): wakes its executor.
@@ -265,6 +268,7 @@ impl Runtime {
             declared: Default::default(),
             relay_wakeup: Arc::new(Notify::new()),
             commits: Default::default(),
+            early: Default::default(),
             spans: None,
             effect_wakeups: Arc::new(std::array::from_fn(|_| Notify::new())),
             publishing: Default::default(),
@@ -459,6 +463,9 @@ impl Runtime {
         (started, wall): (std::time::Instant, SystemTime),
         outcome: &Outcome,
     ) {
+        if *outcome != Outcome::Deferred {
+            self.early.forget(envelope.id.as_str());
+        }
         self.metrics.consumed(
             worker,
             &envelope.event_type,
@@ -522,8 +529,10 @@ impl Runtime {
             if let Err(e) = &result
                 && e.is_early()
             {
-                let age = self.store.clock().now() - envelope.time;
-                if age.to_std().unwrap_or_default() < self.config.early_wait {
+                let waited = self
+                    .early
+                    .waited(envelope.id.as_str(), self.store.clock().now_ms());
+                if waited < self.config.early_wait.as_millis() as i64 {
                     // The early tries that a commit soon ended stay off the timeline; one that
                     // is put back is on it.
                     self.note_retry(worker, envelope, i64::from(early_tries), e);
