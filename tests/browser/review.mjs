@@ -43,7 +43,7 @@ try {
 
   // First case: look at the images, zoom the photo, then ask for a new photo from the photo.
   await page.click(`#tasks a[data-case="${cases[0]}"]`);
-  await page.waitForSelector("#approve");
+  await page.waitForSelector(`#case[data-case="${cases[0]}"] #approve`);
   seen.id_shown = await page.textContent("#id-number");
   seen.page_text = await page.textContent("body");
   seen.pictures = await loaded();
@@ -61,13 +61,13 @@ try {
 
   // Second case: approve.
   await page.click(`#tasks a[data-case="${cases[1]}"]`);
-  await page.waitForSelector("#approve");
+  await page.waitForSelector(`#case[data-case="${cases[1]}"] #approve`);
   await page.click("#approve");
   seen.approval = await result(page);
 
   // Third case: the supervisor decides it while it is open here; the click gets a clear 409.
   await page.click(`#tasks a[data-case="${cases[2]}"]`);
-  await page.waitForSelector("#approve");
+  await page.waitForSelector(`#case[data-case="${cases[2]}"] #approve`);
   const r = await fetch(`${base}/api/review/cases/${cases[2]}/decision`, {
     method: "POST", headers: { "authorization": `Bearer ${supervisorToken}`, "content-type": "application/json" },
     body: JSON.stringify({ decision: "reject", reason: "证件照片与身份证照片不符" }) });
@@ -77,8 +77,9 @@ try {
 
   // Fourth case: resubmitted with a new photo and phone number; the console shows what changed.
   await page.click(`#tasks a[data-case="${cases[3]}"]`);
-  await page.waitForSelector("#changes");
+  await page.waitForSelector(`#case[data-case="${cases[3]}"] #changes`);
   seen.changes = await page.textContent("#changes");
+  seen.corrections = await page.$$eval("#corrections li", ls => ls.map(l => l.textContent));
   seen.resubmitted_pictures = await loaded();
   seen.changed_badges = await page.$$eval("#materials figure", fs => fs.filter(f => f.querySelector(".changed")).map(f => f.dataset.material));
   await page.screenshot({ path: `${shots}/review-console.png`, fullPage: true });
