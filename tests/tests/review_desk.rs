@@ -892,9 +892,34 @@ async fn held_tasks_return_to_the_queue_and_an_unanswered_correction_lapses() {
     d.wait_state(&[&case], "correction_lapsed").await;
     // The lapse SMS follows the state change: wait for notify to have handled it.
     wangban_tests::wait_effects(&d.client.runtime.store, "sms:correction_lapsed", 1).await;
-    // A resubmission after the case closed is refused and recorded.
+    // A decision after the case closed is refused.
     let (status, body) = d.decide("bj-3", &case, APPROVE()).await;
     assert_eq!(status, 409, "{body}");
+    // A resubmission that intake accepted just before the lapse reaches review after it: review
+    // refuses the step and records it (`transition_refused`, step `resubmit`). Written here as
+    // review writes it — the race is too narrow to arrange — it is on the timeline, but the
+    // desk's corrections list shows only what happened: the one request, no "resubmitted" line.
+    let id: wangban_domain::ids::CaseId = case.parse().unwrap();
+    let store = &d.client.runtime.store;
+    let mut tx = store.begin().await.unwrap();
+    tx.load_case(&id).await.unwrap().expect("the case");
+    let refused = json!({"from": "correction_lapsed", "step": "resubmit", "by": "review",
+                         "cause": "case.resubmitted", "reason": "too late"});
+    tx.append_audit(&id, "transition_refused", None, &refused)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (status, view) = d
+        .call("bj-3", "GET", &format!("/api/review/cases/{case}"), None)
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let steps: Vec<&Value> = view["corrections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["step"])
+        .collect();
+    assert_eq!(steps, [&json!("request_correction")], "{view}");
     d.stop().await;
 }
 

@@ -224,9 +224,11 @@ pub async fn case(
             *n = json!(mask(raw));
         }
     }
+    // Steps the case took (a refused resubmission, `transition_refused`, changed nothing).
     let corrections: Vec<Value> = view
         .audit
         .iter()
+        .filter(|a| a.kind == "transition")
         .filter_map(|a| serde_json::from_str::<Value>(&a.detail).ok())
         .filter(|d| d["step"] == "request_correction" || d["step"] == "resubmit")
         .map(|d| json!({"step": d["step"], "detail": d["detail"]}))
