@@ -773,6 +773,120 @@ async fn materials_conformance(url: &str) {
     store.close().await;
 }
 
+/// A handler's state change, audit records, outgoing events and cancelled deadlines are held and
+/// sent together: the transaction reads what it wrote, a stale version is still a conflict, a
+/// savepoint rolled back takes its held writes with it, and the chain stays whole.
+async fn held_writes_conformance(url: &str) {
+    use wangban_domain::events::{Envelope, EventType};
+    use wangban_domain::ids::EventId;
+    use wangban_domain::lifecycle::State;
+    let store = Store::connect(url, "k").await.unwrap();
+    let app = application("HELD", 1, Scenario::PassportCourier, &mut Rng::new(3));
+    let a = new_case("HELD-1", "fp-held", &app);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_case(&a, true, "evt_held_open").await.unwrap();
+    tx.commit().await.unwrap();
+    let backlog = store.outbox_backlog().await.unwrap();
+    let event = |name: &str| {
+        Envelope::new(
+            EventId::derived(&[a.case_id.as_str(), name]),
+            EventType::Entered(State::Accepted),
+            "/test",
+            store.clock().now(),
+            a.case_id.clone(),
+            None,
+            json!({"n": name}),
+        )
+    };
+
+    // Two steps, three records, two events, a deadline cancelled — and reads in between.
+    let mut tx = store.begin().await.unwrap();
+    let case = tx.load_case(&a.case_id).await.unwrap().unwrap();
+    let (version, _) = tx.set_state(&case, State::Accepted, 0, None).await.unwrap();
+    tx.append_audit(
+        &a.case_id,
+        "transition",
+        Some("evt_h1"),
+        &json!({"to": "accepted"}),
+    )
+    .await
+    .unwrap();
+    tx.cancel_scheduled(a.case_id.as_str(), "submitted")
+        .await
+        .unwrap();
+    tx.enqueue(&event("one"), "intake").await.unwrap();
+    let seen = tx.load_case(&a.case_id).await.unwrap().unwrap();
+    assert_eq!(
+        (seen.state, seen.version),
+        (State::Accepted, version),
+        "reads what it wrote"
+    );
+    tx.set_state(&seen, State::UnderReview, 1, Some("bj-1"))
+        .await
+        .unwrap();
+    tx.append_audit(
+        &a.case_id,
+        "transition",
+        Some("evt_h2"),
+        &json!({"to": "under_review"}),
+    )
+    .await
+    .unwrap();
+    tx.append_audit(&a.case_id, "note", None, &json!({}))
+        .await
+        .unwrap();
+    tx.enqueue(&event("two"), "intake").await.unwrap();
+    tx.commit().await.unwrap();
+    let view = store.case_view(a.case_id.as_str()).await.unwrap().unwrap();
+    assert_eq!(view.case.state, State::UnderReview);
+    assert_eq!(view.case.version, version + 1);
+    assert_eq!(view.case.reviewer.as_deref(), Some("bj-1"));
+    let kinds: Vec<&str> = view.audit.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, ["case_opened", "transition", "transition", "note"]);
+    assert_eq!(store.outbox_backlog().await.unwrap(), backlog + 2);
+    assert_eq!(store.verify_case(a.case_id.as_str()).await.unwrap(), None);
+
+    // A step from a version that is no longer the case's: the flush refuses it, nothing lands.
+    let mut tx = store.begin().await.unwrap();
+    let mut stale = tx.load_case(&a.case_id).await.unwrap().unwrap();
+    stale.version -= 1;
+    tx.set_state(&stale, State::Approved, 1, None)
+        .await
+        .unwrap();
+    tx.enqueue(&event("stale"), "review").await.unwrap();
+    let err = tx.flush().await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    drop(tx);
+
+    // A delivery rolled back to its savepoint takes its held writes with it; the next one's
+    // record follows the last committed one.
+    let mut tx = store.begin().await.unwrap();
+    tx.savepoint().await.unwrap();
+    let case = tx.load_case(&a.case_id).await.unwrap().unwrap();
+    tx.set_state(&case, State::Approved, 1, None).await.unwrap();
+    tx.append_audit(&a.case_id, "transition", Some("evt_gone"), &json!({}))
+        .await
+        .unwrap();
+    tx.enqueue(&event("gone"), "review").await.unwrap();
+    tx.rollback_to_savepoint().await.unwrap();
+    tx.savepoint().await.unwrap();
+    tx.append_audit(&a.case_id, "kept", None, &json!({}))
+        .await
+        .unwrap();
+    tx.release_savepoint().await.unwrap();
+    tx.commit().await.unwrap();
+    let view = store.case_view(a.case_id.as_str()).await.unwrap().unwrap();
+    assert_eq!(view.case.state, State::UnderReview);
+    let kinds: Vec<&str> = view.audit.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["case_opened", "transition", "transition", "note", "kept"]
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap(), backlog + 2);
+    assert_eq!(store.verify_case(a.case_id.as_str()).await.unwrap(), None);
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_backend() {
     let path = std::env::temp_dir().join(format!(
@@ -787,6 +901,7 @@ async fn sqlite_backend() {
     scheduled_conformance(&url).await;
     retention_conformance(&url).await;
     materials_conformance(&url).await;
+    held_writes_conformance(&url).await;
     let _ = std::fs::remove_file(path);
 }
 
@@ -801,6 +916,7 @@ async fn postgres_backend() {
     scheduled_conformance(&url).await;
     retention_conformance(&url).await;
     materials_conformance(&url).await;
+    held_writes_conformance(&url).await;
     let pipeline = wangban::pipeline::Pipeline::connect(&env.settings)
         .await
         .unwrap();

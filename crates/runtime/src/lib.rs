@@ -747,6 +747,8 @@ impl Runtime {
             event.emitted_by(hop);
             tx.enqueue(event, worker).await?;
         }
+        // The delivery's writes go now, so that a conflict they meet is this delivery's.
+        tx.flush().await?;
         tracing::info!(emitted = outgoing.len(), "handled");
         Ok(Some(requested))
     }

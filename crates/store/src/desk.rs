@@ -371,10 +371,11 @@ impl Store {
 impl CaseTx {
     /// The offices as loaded (read inside the dispatcher's transaction).
     pub async fn desk_offices(&mut self) -> Result<Vec<Office>, StoreError> {
+        self.flush().await?;
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT office_id, name, districts FROM review_offices ORDER BY office_id",
         )
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn())
         .await?;
         let office = |(id, name, districts): (String, String, String)| Office {
             districts: districts.split(',').map(str::to_owned).collect(),
@@ -386,6 +387,7 @@ impl CaseTx {
 
     /// The task of `round` of `case_id`, if it was opened (locked on PostgreSQL).
     pub async fn task(&mut self, case_id: &str, round: i64) -> Result<Option<Task>, StoreError> {
+        self.flush().await?;
         let sql = match self.backend {
             Backend::Postgres => concat!(
                 "SELECT ",
@@ -401,7 +403,7 @@ impl CaseTx {
         let row = sqlx::query(sql)
             .bind(case_id)
             .bind(round)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(self.conn())
             .await?;
         row.as_ref().map(task_from_row).transpose()
     }
@@ -417,6 +419,7 @@ impl CaseTx {
         office: &str,
         preferred: Option<&str>,
     ) -> Result<Task, StoreError> {
+        self.flush().await?;
         let lock = match self.backend {
             Backend::Postgres => {
                 "SELECT office_id FROM review_offices WHERE office_id = $1 FOR UPDATE"
@@ -425,7 +428,7 @@ impl CaseTx {
         };
         sqlx::query(lock)
             .bind(office)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(self.conn())
             .await?
             .ok_or_else(|| StoreError::Data(format!("no review office `{office}`")))?;
         if let Some(task) = self.task(case_id, round).await? {
@@ -438,7 +441,7 @@ impl CaseTx {
             reviewer = sqlx::query_scalar::<_, String>(eligible)
                 .bind(office)
                 .bind(p)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.conn())
                 .await?;
         }
         if reviewer.is_none() {
@@ -449,7 +452,7 @@ impl CaseTx {
                  r.reviewer_id LIMIT 1",
             )
             .bind(office)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(self.conn())
             .await?;
         }
         let now = self.clock.now_ms();
@@ -463,7 +466,7 @@ impl CaseTx {
         .bind(&reviewer)
         .bind(reviewer.as_ref().map(|_| now))
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         self.task(case_id, round)
             .await?
@@ -478,6 +481,7 @@ impl CaseTx {
         by: &str,
         decision: &str,
     ) -> Result<bool, StoreError> {
+        self.flush().await?;
         Ok(sqlx::query(
             "UPDATE review_tasks SET decided_at = $1, decided_by = $2, decision = $3 \
              WHERE case_id = $4 AND round = $5 AND decided_at IS NULL",
@@ -487,7 +491,7 @@ impl CaseTx {
         .bind(decision)
         .bind(case_id)
         .bind(round)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?
         .rows_affected()
             == 1)
@@ -500,6 +504,7 @@ impl CaseTx {
         case_id: &str,
         round: i64,
     ) -> Result<Option<Task>, StoreError> {
+        self.flush().await?;
         let Some(task) = self.task(case_id, round).await? else {
             return Ok(None);
         };
@@ -513,7 +518,7 @@ impl CaseTx {
              r.reviewer_id LIMIT 1",
         )
         .bind(&task.office_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         let now = self.clock.now_ms();
         sqlx::query(
@@ -525,7 +530,7 @@ impl CaseTx {
         .bind(supervisor.as_ref().map(|_| now))
         .bind(case_id)
         .bind(round)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         self.task(case_id, round).await
     }

@@ -91,6 +91,7 @@ impl CaseTx {
         cause_id: &str,
         correlation_id: &str,
     ) -> Result<bool, StoreError> {
+        self.flush().await?;
         let now = self.clock.now_ms();
         let done = sqlx::query(
             "INSERT INTO effect_commands (case_id, purpose, party, command, state, attempts, last_error, not_before, cause_id, correlation_id, created_at, updated_at) \
@@ -103,7 +104,7 @@ impl CaseTx {
         .bind(now)
         .bind(cause_id)
         .bind(correlation_id)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -116,6 +117,7 @@ impl CaseTx {
         case_id: &str,
         purpose: &str,
     ) -> Result<bool, StoreError> {
+        self.flush().await?;
         self.close_effect(case_id, purpose, "done", None).await
     }
 
@@ -127,6 +129,7 @@ impl CaseTx {
         purpose: &str,
         error: &str,
     ) -> Result<bool, StoreError> {
+        self.flush().await?;
         self.close_effect(case_id, purpose, "dead", Some(error))
             .await
     }
@@ -139,6 +142,7 @@ impl CaseTx {
         state: &str,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
+        self.flush().await?;
         let done = sqlx::query(
             "UPDATE effect_commands SET state = $1, last_error = $2, updated_at = $3 \
              WHERE case_id = $4 AND purpose = $5 AND state = 'pending'",
@@ -148,7 +152,7 @@ impl CaseTx {
         .bind(self.clock.now_ms())
         .bind(case_id)
         .bind(purpose)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(done.rows_affected() == 1)
     }

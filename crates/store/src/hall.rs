@@ -206,6 +206,7 @@ impl CaseTx {
         &mut self,
         case_id: &str,
     ) -> Result<Option<HallDocument>, StoreError> {
+        self.flush().await?;
         let sql = match self.backend {
             Backend::Postgres => concat!(
                 "SELECT ",
@@ -216,13 +217,14 @@ impl CaseTx {
         };
         let row = sqlx::query(sql)
             .bind(case_id)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(self.conn())
             .await?;
         row.as_ref().map(document_from_row).transpose()
     }
 
     /// Marks the document of `case_id` arrived at its hall, by `staff`. False when it had.
     pub async fn mark_arrived(&mut self, case_id: &str, staff: &str) -> Result<bool, StoreError> {
+        self.flush().await?;
         let done = sqlx::query(
             "UPDATE hall_documents SET arrived_at = $1, arrived_by = $2 \
              WHERE case_id = $3 AND arrived_at IS NULL",
@@ -230,7 +232,7 @@ impl CaseTx {
         .bind(self.clock.now_ms())
         .bind(staff)
         .bind(case_id)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -238,6 +240,7 @@ impl CaseTx {
     /// Marks the document of `case_id` handed over, by `staff`. False unless it had arrived and
     /// was not yet collected.
     pub async fn mark_collected(&mut self, case_id: &str, staff: &str) -> Result<bool, StoreError> {
+        self.flush().await?;
         let done = sqlx::query(
             "UPDATE hall_documents SET collected_at = $1, collected_by = $2 \
              WHERE case_id = $3 AND arrived_at IS NOT NULL AND collected_at IS NULL",
@@ -245,7 +248,7 @@ impl CaseTx {
         .bind(self.clock.now_ms())
         .bind(staff)
         .bind(case_id)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -23,6 +23,7 @@ mod effects;
 mod hall;
 mod materials;
 mod operations;
+mod pending;
 mod read;
 mod retention;
 mod scheduled;
@@ -444,19 +445,20 @@ impl RelayBatch {
         if self.rows.is_empty() {
             return Ok(());
         }
-        if self.backend == Backend::Postgres {
-            sqlx::query("SET LOCAL synchronous_commit TO OFF")
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        // The ids are our own integers: nothing from outside reaches this SQL text.
+        // The ids are our own integers: nothing from outside reaches this SQL text. Sent as
+        // one simple query (one round trip, nothing prepared: the text is never the same twice,
+        // and a prepared copy would push the handlers' statements out of the connection's cache).
         let ids: Vec<String> = self.rows.iter().map(|(id, _, _)| id.to_string()).collect();
+        let asynchronous = match self.backend {
+            Backend::Postgres => "SET LOCAL synchronous_commit TO OFF; ",
+            Backend::Sqlite => "",
+        };
         let sql = format!(
-            "UPDATE outbox SET published_at = {} WHERE id IN ({})",
+            "{asynchronous}UPDATE outbox SET published_at = {} WHERE id IN ({})",
             self.clock.now_ms(),
             ids.join(",")
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut *self.tx)
             .await?;
         self.tx.commit().await?;

@@ -54,6 +54,7 @@ impl CaseTx {
         application: &str,
         submission: i64,
     ) -> Result<(), StoreError> {
+        self.flush().await?;
         let app: Value = serde_json::from_str(application).unwrap_or(Value::Null);
         for (material, name) in declared(&app) {
             sqlx::query(
@@ -63,7 +64,7 @@ impl CaseTx {
             .bind(submission)
             .bind(material)
             .bind(name)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         }
         Ok(())
@@ -71,10 +72,11 @@ impl CaseTx {
 
     /// The number the case's next submission gets (1 for the application itself).
     pub(crate) async fn next_submission(&mut self, case_id: &CaseId) -> Result<i64, StoreError> {
+        self.flush().await?;
         let last: Option<i64> =
             sqlx::query_scalar("SELECT MAX(submission) FROM case_materials WHERE case_id = $1")
                 .bind(case_id.as_str())
-                .fetch_one(&mut *self.tx)
+                .fetch_one(self.conn())
                 .await?;
         Ok(last.unwrap_or(0) + 1)
     }
@@ -86,12 +88,13 @@ impl CaseTx {
         case_id: &CaseId,
         seen_by: &str,
     ) -> Result<(), StoreError> {
+        self.flush().await?;
         sqlx::query(RECORD_PROBLEM)
             .bind(sha256)
             .bind(case_id.as_str())
             .bind(seen_by)
             .bind(self.clock.now_ms())
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         Ok(())
     }

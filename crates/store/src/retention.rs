@@ -84,7 +84,7 @@ impl Store {
             let still: Option<i64> =
                 sqlx::query_scalar("SELECT erased_at FROM cases WHERE case_id = $1")
                     .bind(id.as_str())
-                    .fetch_one(&mut *tx.tx)
+                    .fetch_one(tx.conn())
                     .await?;
             if still.is_some() {
                 continue;
@@ -98,7 +98,7 @@ impl Store {
             sqlx::query("UPDATE cases SET erased_at = $1 WHERE case_id = $2")
                 .bind(now)
                 .bind(id.as_str())
-                .execute(&mut *tx.tx)
+                .execute(tx.conn())
                 .await?;
             let detail = json!({"fields": fields, "closed_before": before});
             tx.append_audit(&id, "personal_data_erased", None, &detail)
@@ -130,7 +130,7 @@ impl Store {
         sqlx::query("UPDATE cases SET materials_erased_at = $1 WHERE case_id = $2")
             .bind(self.clock.now_ms())
             .bind(case)
-            .execute(&mut *tx.tx)
+            .execute(tx.conn())
             .await?;
         tx.append_audit(&id, "materials_erased", None, &json!({"files": erased}))
             .await?;

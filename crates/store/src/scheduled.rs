@@ -55,17 +55,15 @@ impl CaseTx {
         state: &str,
         producer: &str,
     ) -> Result<(), StoreError> {
+        self.flush().await?;
         let now = self.clock.now_ms();
-        insert(&mut *self.tx, event, due_at, now, state, producer).await
+        insert(self.conn(), event, due_at, now, state, producer).await
     }
 
     /// Cancels the deadlines of `case` that belong to `state` (the case has just left it).
+    /// Held and sent with the transaction's other writes ([`CaseTx::flush`]).
     pub async fn cancel_scheduled(&mut self, case: &str, state: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM scheduled WHERE case_id = $1 AND state = $2")
-            .bind(case)
-            .bind(state)
-            .execute(&mut *self.tx)
-            .await?;
+        self.pending_unschedule(case, state);
         Ok(())
     }
 }

@@ -1,9 +1,11 @@
 //! A handler's transaction: everything one delivery changes commits together or not at all —
 //! the case row, its audit records, its effects, its outgoing events (outbox) and the inbox mark.
+//! Writes whose outcome nothing waits on are held and sent together ([`crate::pending`]).
 
 use crate::audit::{self, AuditRecord};
+use crate::pending::{OutboxRow, Pending, StateWrite};
 use crate::{Backend, StoreError};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 use wangban_domain::clock::Clock;
 use wangban_domain::events::Envelope;
 use wangban_domain::ids::CaseId;
@@ -38,8 +40,14 @@ pub struct NewCase {
 }
 
 /// An open transaction on the store. Dropped without [`CaseTx::commit`], it rolls back.
+///
+/// A case's state change, audit records, outgoing events and cancelled deadlines are held
+/// and sent together before the next statement of the transaction ([`CaseTx::flush`]); every
+/// other method flushes first, so the transaction always reads what it wrote.
 pub struct CaseTx {
-    pub(crate) tx: Transaction<'static, Any>,
+    tx: Transaction<'static, Any>,
+    /// Held writes; empty whenever a statement goes to the database through [`CaseTx::conn`].
+    pending: Pending,
     pub(crate) backend: Backend,
     fingerprint_key: String,
     pub(crate) clock: Clock,
@@ -48,6 +56,9 @@ pub struct CaseTx {
     heads: std::collections::HashMap<String, (i64, String)>,
     /// `heads` as they were at the open savepoint, restored when it is rolled back to.
     saved_heads: Option<std::collections::HashMap<String, (i64, String)>>,
+    /// The open savepoint is kept ([`CaseTx::release_savepoint`]): released together with the
+    /// next savepoint's start, or by the commit.
+    release_due: bool,
 }
 
 /// The columns of [`CaseRecord`], as a macro so queries stay `&'static str` (sqlx refuses
@@ -92,7 +103,29 @@ impl CaseTx {
             clock,
             heads: Default::default(),
             saved_heads: None,
+            release_due: false,
+            pending: Pending::default(),
         }
+    }
+
+    /// The connection, for a statement: held writes must have been flushed (they would be
+    /// missing from what it reads, or land after what it writes).
+    pub(crate) fn conn(&mut self) -> &mut AnyConnection {
+        debug_assert!(
+            self.pending.is_empty(),
+            "a statement before the held writes were flushed"
+        );
+        &mut self.tx
+    }
+
+    pub(crate) fn pending_unschedule(&mut self, case: &str, state: &str) {
+        self.pending.unschedule(case, state);
+    }
+
+    /// Sends the held writes (one statement on PostgreSQL). A handler's delivery ends with it,
+    /// so that a conflict they meet is that delivery's; savepoints and the commit flush too.
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        self.pending.flush(&mut self.tx, self.backend).await
     }
 
     /// The store's clock.
@@ -116,11 +149,12 @@ impl CaseTx {
         consumer: &str,
         event_id: &str,
     ) -> Result<bool, StoreError> {
+        self.flush().await?;
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE consumer = $1 AND event_id = $2")
                 .bind(consumer)
                 .bind(event_id)
-                .fetch_one(&mut *self.tx)
+                .fetch_one(self.conn())
                 .await?;
         Ok(n > 0)
     }
@@ -134,14 +168,16 @@ impl CaseTx {
         consumer: &str,
         event_id: &str,
     ) -> Result<bool, StoreError> {
+        self.flush().await?;
+        let now = self.clock.now_ms();
         let done = sqlx::query(
             "INSERT INTO inbox (consumer, event_id, handled_at) VALUES ($1, $2, $3) \
              ON CONFLICT (consumer, event_id) DO NOTHING",
         )
         .bind(consumer)
         .bind(event_id)
-        .bind(self.clock.now_ms())
-        .execute(&mut *self.tx)
+        .bind(now)
+        .execute(self.conn())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -155,6 +191,7 @@ impl CaseTx {
         open: bool,
         event_id: &str,
     ) -> Result<(), StoreError> {
+        self.flush().await?;
         let now = self.clock.now_ms();
         sqlx::query(
             "INSERT INTO cases (case_id, application_id, id_fingerprint, document_kind, delivery_method, state, is_open, version, review_round, reviewer, application, audit_seq, audit_head, created_at, state_since) \
@@ -170,7 +207,7 @@ impl CaseTx {
         .bind(&case.application)
         .bind(audit::GENESIS)
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         self.heads.insert(
             case.case_id.as_str().to_owned(),
@@ -195,6 +232,7 @@ impl CaseTx {
     /// before the transaction that asked for it has committed waits for that commit instead of
     /// being retried.
     pub async fn load_case(&mut self, case_id: &CaseId) -> Result<Option<CaseRecord>, StoreError> {
+        self.flush().await?;
         let sql = match self.backend {
             Backend::Postgres => concat!(
                 "SELECT ",
@@ -209,7 +247,7 @@ impl CaseTx {
         };
         let row = sqlx::query(sql)
             .bind(case_id.as_str())
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(self.conn())
             .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -227,19 +265,20 @@ impl CaseTx {
         fingerprint: &str,
         document_kind: &str,
     ) -> Result<Option<CaseId>, StoreError> {
+        self.flush().await?;
         let id: Option<String> = sqlx::query_scalar(
             "SELECT case_id FROM cases WHERE id_fingerprint = $1 AND document_kind = $2 AND is_open = 1",
         )
         .bind(fingerprint)
         .bind(document_kind)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         id.map(|s| s.parse().map_err(StoreError::Data)).transpose()
     }
 
-    /// Moves a case to `to` if it is still at `expected_version`; a concurrent change is a conflict.
-    /// Also sets the reviewer and review round as given. Returns the new version and the time
-    /// the case entered `to`.
+    /// Moves a case to `to` if it is still at `expected_version` (checked when the write is
+    /// flushed: a concurrent change is a conflict). Also sets the reviewer and review round as
+    /// given. Returns the new version and the time the case entered `to`.
     pub async fn set_state(
         &mut self,
         case: &CaseRecord,
@@ -248,25 +287,18 @@ impl CaseTx {
         reviewer: Option<&str>,
     ) -> Result<(i64, i64), StoreError> {
         let now = self.clock.now_ms();
-        let done = sqlx::query(
-            "UPDATE cases SET state = $1, is_open = $2, version = version + 1, review_round = $3, reviewer = $4, state_since = $5 \
-             WHERE case_id = $6 AND version = $7",
-        )
-        .bind(to.as_str())
-        .bind(if to.is_terminal() { 0_i64 } else { 1_i64 })
-        .bind(review_round)
-        .bind(reviewer)
-        .bind(now)
-        .bind(case.case_id.as_str())
-        .bind(case.version)
-        .execute(&mut *self.tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!(
-                "{} changed concurrently",
-                case.case_id
-            )));
-        }
+        self.pending.set_state(
+            case.case_id.as_str(),
+            StateWrite {
+                expected_version: case.version,
+                version: case.version + 1,
+                state: to.as_str(),
+                is_open: if to.is_terminal() { 0 } else { 1 },
+                review_round,
+                reviewer: reviewer.map(str::to_owned),
+                state_since: now,
+            },
+        );
         Ok((case.version + 1, now))
     }
 
@@ -277,10 +309,11 @@ impl CaseTx {
         case_id: &CaseId,
         application: &str,
     ) -> Result<(), StoreError> {
+        self.flush().await?;
         sqlx::query("UPDATE cases SET application = $1 WHERE case_id = $2")
             .bind(application)
             .bind(case_id.as_str())
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         let next = self.next_submission(case_id).await?;
         self.record_submission(case_id, application, next).await?;
@@ -301,16 +334,19 @@ impl CaseTx {
             // that read it unlocked would insert the same `seq` as the transaction holding the
             // case and deadlock with it (its insert waits for that one's audit row, that one's
             // head update for this one's).
-            None => sqlx::query_as(match self.backend {
-                Backend::Postgres => {
-                    "SELECT audit_seq, audit_head FROM cases WHERE case_id = $1 FOR UPDATE"
-                }
-                Backend::Sqlite => "SELECT audit_seq, audit_head FROM cases WHERE case_id = $1",
-            })
-            .bind(case_id.as_str())
-            .fetch_optional(&mut *self.tx)
-            .await?
-            .ok_or_else(|| StoreError::Data(format!("audit for unknown case {case_id}")))?,
+            None => {
+                self.flush().await?;
+                sqlx::query_as(match self.backend {
+                    Backend::Postgres => {
+                        "SELECT audit_seq, audit_head FROM cases WHERE case_id = $1 FOR UPDATE"
+                    }
+                    Backend::Sqlite => "SELECT audit_seq, audit_head FROM cases WHERE case_id = $1",
+                })
+                .bind(case_id.as_str())
+                .fetch_optional(self.conn())
+                .await?
+                .ok_or_else(|| StoreError::Data(format!("audit for unknown case {case_id}")))?
+            }
         };
         let record = AuditRecord::next(
             case_id.as_str(),
@@ -321,34 +357,8 @@ impl CaseTx {
             detail,
             &head,
         );
-        sqlx::query(
-            "INSERT INTO audit (case_id, seq, at, kind, event_id, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&record.case_id)
-        .bind(record.seq)
-        .bind(record.at)
-        .bind(&record.kind)
-        .bind(record.event_id.as_deref())
-        .bind(&record.detail)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *self.tx)
-        .await?;
-        let moved = sqlx::query(
-            "UPDATE cases SET audit_seq = $1, audit_head = $2 WHERE case_id = $3 AND audit_seq = $4",
-        )
-        .bind(record.seq)
-        .bind(&record.hash)
-        .bind(case_id.as_str())
-        .bind(seq)
-        .execute(&mut *self.tx)
-        .await?;
-        if moved.rows_affected() != 1 {
-            self.heads.remove(case_id.as_str());
-            return Err(StoreError::Conflict(format!(
-                "audit chain of {case_id} moved concurrently"
-            )));
-        }
+        // Written, and the head moved (checked against `seq`), when the transaction flushes.
+        self.pending.append_audit(record.clone(), seq);
         self.heads.insert(
             case_id.as_str().to_owned(),
             (record.seq, record.hash.clone()),
@@ -363,14 +373,16 @@ impl CaseTx {
         purpose: &str,
         detail: &serde_json::Value,
     ) -> Result<bool, StoreError> {
+        self.flush().await?;
+        let now = self.clock.now_ms();
         let done = sqlx::query(
             "INSERT INTO effects (case_id, purpose, detail, at) VALUES ($1, $2, $3, $4) ON CONFLICT (case_id, purpose) DO NOTHING",
         )
         .bind(case_id.as_str())
         .bind(purpose)
         .bind(detail.to_string())
-        .bind(self.clock.now_ms())
-        .execute(&mut *self.tx)
+        .bind(now)
+        .execute(self.conn())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -381,11 +393,12 @@ impl CaseTx {
         case_id: &CaseId,
         purpose: &str,
     ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.flush().await?;
         let detail: Option<String> =
             sqlx::query_scalar("SELECT detail FROM effects WHERE case_id = $1 AND purpose = $2")
                 .bind(case_id.as_str())
                 .bind(purpose)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.conn())
                 .await?;
         detail
             .map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Data(e.to_string())))
@@ -395,32 +408,36 @@ impl CaseTx {
     /// Queues an event for the relay of `producer` (the worker, or [`crate::HTTP_PRODUCER`]); it
     /// is published only if this transaction commits.
     pub async fn enqueue(&mut self, event: &Envelope, producer: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO outbox (event_id, routing_key, payload, created_at, producer) VALUES ($1, $2, $3, $4, $5)")
-            .bind(event.id.as_str())
-            .bind(event.routing_key())
-            .bind(String::from_utf8(event.encode()).map_err(|e| StoreError::Data(e.to_string()))?)
-            .bind(self.clock.now_ms())
-            .bind(producer)
-            .execute(&mut *self.tx)
-            .await?;
+        let payload =
+            String::from_utf8(event.encode()).map_err(|e| StoreError::Data(e.to_string()))?;
+        self.pending.enqueue(OutboxRow {
+            event_id: event.id.as_str().to_owned(),
+            routing_key: event.routing_key(),
+            payload,
+            created_at: self.clock.now_ms(),
+            producer: producer.to_owned(),
+        });
         Ok(())
     }
 
     /// Marks the point [`CaseTx::rollback_to_savepoint`] returns to: one delivery of a batch
     /// begins. One savepoint is open at a time.
     pub async fn savepoint(&mut self) -> Result<(), StoreError> {
-        sqlx::raw_sql("SAVEPOINT delivery")
-            .execute(&mut *self.tx)
-            .await?;
+        self.flush().await?;
+        let sql = match std::mem::take(&mut self.release_due) {
+            true => "RELEASE SAVEPOINT delivery; SAVEPOINT delivery",
+            false => "SAVEPOINT delivery",
+        };
+        sqlx::raw_sql(sql).execute(self.conn()).await?;
         self.saved_heads = Some(self.heads.clone());
         Ok(())
     }
 
-    /// Keeps what was done since the savepoint (it commits with the transaction).
+    /// Keeps what was done since the savepoint (it commits with the transaction). The release
+    /// itself travels with the next [`CaseTx::savepoint`] or the commit: no round trip of its own.
     pub async fn release_savepoint(&mut self) -> Result<(), StoreError> {
-        sqlx::raw_sql("RELEASE SAVEPOINT delivery")
-            .execute(&mut *self.tx)
-            .await?;
+        self.flush().await?;
+        self.release_due = true;
         self.saved_heads = None;
         Ok(())
     }
@@ -428,8 +445,13 @@ impl CaseTx {
     /// Undoes everything since the savepoint, row locks taken since included; the transaction
     /// goes on (a failed statement since the savepoint no longer aborts it).
     pub async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        if self.release_due {
+            // Released already: rolling back to it would undo a delivery that was kept.
+            return Err(StoreError::Data("no savepoint is open".into()));
+        }
+        self.pending = Pending::default(); // what the failed delivery meant to write
         sqlx::raw_sql("ROLLBACK TO SAVEPOINT delivery; RELEASE SAVEPOINT delivery")
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         if let Some(heads) = self.saved_heads.take() {
             self.heads = heads;
@@ -438,7 +460,8 @@ impl CaseTx {
     }
 
     /// Commits everything.
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.flush().await?;
         self.tx.commit().await?;
         Ok(())
     }
