@@ -3,12 +3,15 @@
 //! a batch twice; consumers' inboxes make the second copy a no-op.
 
 use crate::Runtime;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wangban_bus::Outgoing;
 
 /// Rows per batch: one round of pipelined confirms.
 const BATCH: i64 = 256;
+
+/// How often the relay looks without being woken, and for deadlines.
+const POLL: Duration = Duration::from_millis(250);
 
 impl Runtime {
     /// Fires the scheduled events whose time has come (into the outbox), then publishes every
@@ -20,6 +23,19 @@ impl Runtime {
     /// [`Runtime::relay_once`] for the rows of `producers` only (`None`: all; see
     /// [`wangban_store::Store::begin_relay`]).
     pub async fn relay_once_of(&self, producers: Option<&[&'static str]>) -> Result<usize, String> {
+        self.fire_due_all().await?;
+        let mut total = 0;
+        loop {
+            let (n, full) = self.relay_batch(producers).await?;
+            total += n;
+            if !full {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Moves every scheduled event whose time has come into the outbox.
+    async fn fire_due_all(&self) -> Result<(), String> {
         while self
             .store
             .fire_due(BATCH)
@@ -27,51 +43,78 @@ impl Runtime {
             .map_err(|e| e.to_string())?
             == BATCH as usize
         {}
-        let mut total = 0;
-        loop {
-            let batch = self
-                .store
-                .begin_relay(BATCH, producers)
-                .await
-                .map_err(|e| e.to_string())?;
-            if batch.is_empty() {
-                return Ok(total);
-            }
-            let messages: Vec<Outgoing> = batch
-                .messages()
-                .map(|(key, payload)| {
-                    let (message_id, traceparent) = ids_of(payload);
-                    Outgoing {
-                        routing_key: key.to_owned(),
-                        message_id,
-                        payload: payload.as_bytes().to_vec(),
-                        traceparent,
-                    }
-                })
-                .collect();
-            self.bus
-                .publish(&messages)
-                .await
-                .map_err(|e| e.to_string())?;
-            for m in &messages {
-                self.metrics.published("relay", &m.routing_key, 1);
-            }
-            total += batch.len();
-            batch.complete().await.map_err(|e| e.to_string())?;
-        }
+        Ok(())
     }
 
-    /// Relays until shutdown: woken by commits, and every 250 ms regardless (events committed by
-    /// other processes sharing the database, deadlines come due). After shutdown, one last flush.
-    /// Publishes the rows of `producers` only, when given (see [`Runtime::relay_once_of`]).
+    /// Publishes one batch of pending rows: how many, and whether the batch was full (more
+    /// may be waiting).
+    async fn relay_batch(
+        &self,
+        producers: Option<&[&'static str]>,
+    ) -> Result<(usize, bool), String> {
+        let batch = self
+            .store
+            .begin_relay(BATCH, producers)
+            .await
+            .map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            return Ok((0, false));
+        }
+        let messages: Vec<Outgoing> = batch
+            .messages()
+            .map(|(key, payload)| {
+                let (message_id, traceparent) = ids_of(payload);
+                Outgoing {
+                    routing_key: key.to_owned(),
+                    message_id,
+                    payload: payload.as_bytes().to_vec(),
+                    traceparent,
+                }
+            })
+            .collect();
+        self.bus
+            .publish(&messages)
+            .await
+            .map_err(|e| e.to_string())?;
+        for m in &messages {
+            self.metrics.published("relay", &m.routing_key, 1);
+        }
+        let n = batch.len();
+        batch.complete().await.map_err(|e| e.to_string())?;
+        Ok((n, n == BATCH as usize))
+    }
+
+    /// Relays until shutdown: woken by commits, and every [`POLL`] regardless (events committed
+    /// by other processes sharing the database, deadlines come due). After shutdown, one last
+    /// flush. Publishes the rows of `producers` only, when given (see [`Runtime::relay_once_of`]).
+    ///
+    /// A wakeup publishes until a batch is not full — rows committed meanwhile wake it again (the
+    /// wakeup waits for it), so it never takes a transaction just to find nothing — and deadlines
+    /// are looked for at most every [`POLL`]: they fall due at a time, not at a commit.
     pub async fn run_relay(
         &self,
         producers: Option<Vec<&'static str>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut pause = Duration::from_millis(50);
+        let mut fired: Option<Instant> = None;
         loop {
-            match self.relay_once_of(producers.as_deref()).await {
+            let stopping = *shutdown.borrow();
+            let pass = async {
+                if stopping || fired.is_none_or(|at| at.elapsed() >= POLL) {
+                    self.fire_due_all().await?;
+                    fired = Some(Instant::now());
+                }
+                let mut total = 0;
+                loop {
+                    let (n, full) = self.relay_batch(producers.as_deref()).await?;
+                    total += n;
+                    if !full {
+                        return Ok::<usize, String>(total);
+                    }
+                }
+            };
+            match pass.await {
                 Ok(n) => {
                     if n > 0 {
                         tracing::debug!(published = n, "outbox relayed");
@@ -85,12 +128,12 @@ impl Runtime {
                     continue;
                 }
             }
-            if *shutdown.borrow() {
+            if stopping {
                 return;
             }
             tokio::select! {
                 _ = self.relay_wakeup.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::time::sleep(POLL) => {}
                 _ = shutdown.changed() => {}
             }
         }
