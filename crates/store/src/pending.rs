@@ -223,16 +223,7 @@ impl Pending {
             counts.push("0".into());
         }
         let sql = format!("WITH {} SELECT {}", ctes.join(", "), counts.join(", "));
-        // The text is ours: placeholders and table names, never a value.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for a in args {
-            query = match a {
-                Arg::Int(v) => query.bind(v),
-                Arg::Text(v) => query.bind(v),
-                Arg::MaybeText(v) => query.bind(v),
-            };
-        }
-        let row = query.fetch_one(&mut *conn).await?;
+        let row = bound(sql, args).fetch_one(&mut *conn).await?;
         for (i, case_id) in updated.iter().enumerate() {
             let n: i64 = sqlx::Row::try_get(&row, i)?;
             if n != 1 {
@@ -285,15 +276,7 @@ impl Pending {
                 format!("${}", args.len())
             });
             let sql = format!("UPDATE cases SET {set} WHERE {check}");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for a in args {
-                query = match a {
-                    Arg::Int(v) => query.bind(v),
-                    Arg::Text(v) => query.bind(v),
-                    Arg::MaybeText(v) => query.bind(v),
-                };
-            }
-            if query.execute(&mut *conn).await?.rows_affected() != 1 {
+            if bound(sql, args).execute(&mut *conn).await?.rows_affected() != 1 {
                 return Err(StoreError::Conflict(format!(
                     "{} changed concurrently",
                     case.case_id
@@ -302,6 +285,23 @@ impl Pending {
         }
         Ok(())
     }
+}
+
+/// `sql` with `args` bound to its placeholders in order. The text is ours (placeholders, table
+/// and column names), never a value.
+fn bound(
+    sql: String,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for a in args {
+        query = match a {
+            Arg::Int(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+            Arg::MaybeText(v) => query.bind(v),
+        };
+    }
+    query
 }
 
 /// The `SET` and `WHERE` of one case's update, binding through `bind`.
