@@ -197,3 +197,159 @@ async fn a_party_down_stalls_only_its_own_effects_and_a_dead_effect_is_retried_o
     let _ = std::fs::remove_file(&outage);
     env.cleanup(&client).await;
 }
+
+/// An SMS gateway that holds every call until the test opens its gate, so that the answers come
+/// back together.
+struct GatedSms {
+    arrived: std::sync::atomic::AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl wangban_runtime::Executor for GatedSms {
+    fn party(&self) -> wangban_domain::effects::Party {
+        wangban_domain::effects::Party::Sms
+    }
+    async fn execute(
+        &self,
+        _case: &wangban_store::CaseRecord,
+        _effect: &wangban_domain::effects::Effect,
+        key: &str,
+    ) -> Result<wangban_domain::effects::Outcome, wangban_providers::ProviderError> {
+        self.arrived
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _pass = self.gate.acquire().await.unwrap();
+        Ok(wangban_domain::effects::Outcome::Done {
+            result: serde_json::json!({ "provider_id": format!("gated-{key}") }),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_come_back_together_share_a_transaction_and_one_that_fails_is_recorded_alone()
+{
+    use wangban_domain::ids::{ApplicationId, CaseId};
+    const CASES: usize = 6;
+    let mut env = RealServices::new("effect-answers").await;
+    env.settings.runtime.batch = 16;
+    env.settings.runtime.effect_concurrency = 16;
+    let pipeline = Pipeline::connect(&env.settings).await.unwrap();
+    let store = pipeline.runtime.store.clone();
+    // Six cases with an SMS each, and a seventh whose case is gone by the time its SMS is answered.
+    let mut cases = Vec::new();
+    let mut tx = store.begin().await.unwrap();
+    for n in 0..=CASES {
+        let app = application(
+            "ANSWERS",
+            n,
+            Scenario::PassportCourier,
+            &mut Rng::new(n as u64),
+        );
+        let app_id = format!("ANSWERS-{n}");
+        let case = CaseId::for_application(&ApplicationId::parse(&app_id).unwrap());
+        let new = wangban_store::NewCase {
+            case_id: case.clone(),
+            application_id: app_id,
+            id_fingerprint: Some(format!("fp-answers-{n}")),
+            document_kind: Some("passport".into()),
+            delivery_method: "courier".into(),
+            application: app.to_string(),
+        };
+        tx.insert_case(&new, true, &format!("evt_answers_{n}"))
+            .await
+            .unwrap();
+        let sms = wangban_domain::effects::Effect::Sms {
+            name: "fee_due".into(),
+            purpose: "fee_due".into(),
+            template: "fee_due".into(),
+            params: Default::default(),
+            text: "test".into(),
+        };
+        let command = serde_json::to_string(&sms).unwrap();
+        let asked = tx
+            .request_effect(
+                &case,
+                &sms.purpose(),
+                "sms",
+                &command,
+                "evt_cause",
+                "evt_cause",
+            )
+            .await
+            .unwrap();
+        assert!(asked);
+        cases.push(case);
+    }
+    tx.commit().await.unwrap();
+    let gone = cases.pop().unwrap();
+
+    let sms = std::sync::Arc::new(GatedSms {
+        arrived: Default::default(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let runtime = pipeline.runtime.clone();
+    let executor = sms.clone();
+    let running = tokio::spawn(async move { runtime.run_executor(executor, stop_rx).await });
+    eventually(
+        Duration::from_secs(30),
+        "every call to reach the gateway",
+        || async { sms.arrived.load(std::sync::atomic::Ordering::SeqCst) == CASES + 1 },
+    )
+    .await;
+    // The seventh case goes while its call is out (as an erasure would take it).
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&env.settings.database_url)
+            .await
+            .unwrap();
+        let done = sqlx::query("DELETE FROM cases WHERE case_id = $1")
+            .bind(gone.as_str())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    }
+    sms.gate.add_permits(CASES + 1);
+
+    let purpose = "sms:fee_due";
+    eventually(
+        Duration::from_secs(30),
+        "the six answers recorded",
+        || async {
+            let mut done = 0;
+            for case in &cases {
+                let commands = store.effect_commands_of(case.as_str()).await.unwrap();
+                done += commands
+                    .iter()
+                    .filter(|c| c.purpose == purpose && c.state == "done")
+                    .count();
+            }
+            done == CASES
+        },
+    )
+    .await;
+    let _ = stop.send(true);
+    running.await.unwrap();
+
+    let (transactions, answers) = pipeline.runtime.metrics.answers_recorded_total("sms");
+    assert_eq!(answers, CASES as u64, "each answer recorded once");
+    assert!(
+        transactions < answers,
+        "answers that came back together shared commits: {transactions} transactions for {answers}"
+    );
+    for case in &cases {
+        let audit = store.audit_of(case.as_str()).await.unwrap();
+        let sent = audit.iter().filter(|r| r.kind == "sms_sent").count();
+        assert_eq!(sent, 1, "{case}: {audit:?}");
+    }
+    // The answer whose case had gone failed in its batch and again alone: nothing of it was
+    // kept (its `effects` row undone with its savepoint), and its command waits for its lease.
+    let left = store.effect_commands_of(gone.as_str()).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, "pending", "{left:?}");
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.effect(&gone, purpose).await.unwrap(), None);
+    drop(tx);
+    env.cleanup(&pipeline).await;
+}

@@ -4,26 +4,29 @@
 //! transaction open and no case locked — up to [`RuntimeConfig::effect_concurrency`] calls at
 //! once, so a slow party holds only its own slots — and then, in one short transaction, marks the
 //! command done and records the answer: as an `effect.<party>.done` event for the worker that
-//! asked, or (an SMS) straight on the case. A transient failure is tried again later with jittered
+//! asked, or (an SMS) straight on the case. Answers that come back while the last one is being
+//! recorded share the next transaction (up to [`RuntimeConfig::batch`], a savepoint each, in case
+//! order): one commit for many calls; one that fails there is recorded alone. A transient failure is tried again later with jittered
 //! exponential backoff; a permanent one, or one that outlasts [`RuntimeConfig::effect_attempts`],
 //! leaves the command `dead` with its error on the case's timeline, until an operator retries it.
 //!
 //! [`RuntimeConfig::effect_concurrency`]: crate::RuntimeConfig::effect_concurrency
 //! [`RuntimeConfig::effect_attempts`]: crate::RuntimeConfig::effect_attempts
+//! [`RuntimeConfig::batch`]: crate::RuntimeConfig::batch
 
 use crate::Runtime;
 use async_trait::async_trait;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::Instrument;
 use wangban_domain::effects::{Effect, EffectReport, Outcome, Party};
 use wangban_domain::events::{Envelope, EventType};
 use wangban_domain::ids::{CaseId, EventId};
 use wangban_domain::trace::{SpanId, TraceId, traceparent};
 use wangban_providers::ProviderError;
-use wangban_store::{CaseRecord, EffectCommand, StoreError};
+use wangban_store::{CaseRecord, CaseTx, EffectCommand, StoreError};
 
 /// Carries out one party's effects: the adapter between a command and the party's API.
 #[async_trait]
@@ -43,6 +46,16 @@ pub trait Executor: Send + Sync + 'static {
 /// How often an executor looks for due commands when nothing woke it (commands of other
 /// processes, retries falling due).
 const POLL: Duration = Duration::from_millis(250);
+
+/// A party's answer on its way to the executor's recorder, and where to say how it went.
+struct Answer {
+    command: EffectCommand,
+    effect: Effect,
+    outcome: Outcome,
+    /// The attempt's span, as the call carried it.
+    span: SpanId,
+    recorded: oneshot::Sender<Result<(), StoreError>>,
+}
 
 impl Runtime {
     /// Wakes this process's executor of `party` (after a commit that requested its effects).
@@ -66,6 +79,8 @@ impl Runtime {
         let lease_ms = self.config.effect_lease.as_millis() as i64;
         let mut calls = tokio::task::JoinSet::new();
         let mut pause = Duration::from_millis(50);
+        let (answers, inbox) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(self.clone().record_answers(party, inbox));
         tracing::info!(party = party.as_str(), "executor running");
         // Whether to look for due commands: at start, when woken (a commit requested some), on
         // the poll, and when a call ends while the last look found more than there were slots;
@@ -88,9 +103,10 @@ impl Runtime {
                             let Ok(permit) = slots.clone().try_acquire_owned() else {
                                 break; // cannot happen: we claimed only as many as were free
                             };
-                            let (rt, ex) = (self.clone(), executor.clone());
+                            let (rt, ex, answers) =
+                                (self.clone(), executor.clone(), answers.clone());
                             calls.spawn(async move {
-                                rt.carry_out(ex.as_ref(), command).await;
+                                rt.carry_out(ex.as_ref(), command, &answers).await;
                                 drop(permit);
                             });
                         }
@@ -114,11 +130,19 @@ impl Runtime {
             };
         }
         while calls.join_next().await.is_some() {}
+        drop(answers); // the recorder ends once it has recorded what the last calls answered
+        let _ = recorder.await;
         tracing::info!(party = party.as_str(), "executor stopped");
     }
 
-    /// One attempt at one command, to its end: done, retried later, or dead.
-    async fn carry_out(&self, executor: &dyn Executor, command: EffectCommand) {
+    /// One attempt at one command, to its end: done (once the recorder has recorded the
+    /// answer), retried later, or dead.
+    async fn carry_out(
+        &self,
+        executor: &dyn Executor,
+        command: EffectCommand,
+        answers: &mpsc::UnboundedSender<Answer>,
+    ) {
         let party = executor.party();
         let span = tracing::info_span!(
             "effect",
@@ -187,10 +211,14 @@ impl Runtime {
                         Outcome::Refused { .. } => "refused",
                     };
                     self.metrics.effect(party.as_str(), label, took);
-                    let record = || async { self.record_answer(party, &command, &effect, &outcome, span).await };
-                    let settled = backon::Retryable::retry(record, self.backoff())
-                        .when(StoreError::is_transient)
-                        .await;
+                    let (recorded, settled) = oneshot::channel();
+                    let answer = Answer { command, effect, outcome, span, recorded };
+                    let settled = match answers.send(answer) {
+                        Ok(()) => settled.await.unwrap_or_else(|_| {
+                            Err(StoreError::Data("the executor's recorder stopped".into()))
+                        }),
+                        Err(_) => Err(StoreError::Data("the executor's recorder stopped".into())),
+                    };
                     if let Err(e) = settled {
                         // The party has done it; the lease runs out and the same key asks again.
                         tracing::warn!(error = %e, "cannot record the party's answer; the command waits for its lease");
@@ -233,19 +261,126 @@ impl Runtime {
         full.mul_f64(0.5 + f64::from(jitter) / 2000.0)
     }
 
-    /// Marks the command done and records the party's answer, in one transaction.
+    /// Records the answers the calls send until every sender is gone: each arrival with those
+    /// that came while the last transaction was committing, in one transaction (up to
+    /// [`RuntimeConfig::batch`](crate::RuntimeConfig::batch)); an answer that fails there, or
+    /// the whole lot when that transaction cannot commit, is recorded alone, with retries.
+    async fn record_answers(self, party: Party, mut inbox: mpsc::UnboundedReceiver<Answer>) {
+        let most = self.config.batch.max(1);
+        while let Some(first) = inbox.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < most {
+                match inbox.try_recv() {
+                    Ok(answer) => batch.push(answer),
+                    Err(_) => break,
+                }
+            }
+            let alone = if batch.len() == 1 {
+                batch
+            } else {
+                self.record_batch(party, batch).await
+            };
+            for answer in alone {
+                let record = || async {
+                    let mut tx = self.store.begin().await?;
+                    let recorded = self.record_answer(&mut tx, party, &answer).await?;
+                    tx.commit().await?;
+                    Ok::<_, StoreError>(recorded)
+                };
+                let result = backon::Retryable::retry(record, self.backoff())
+                    .when(StoreError::is_transient)
+                    .await;
+                if let Ok(recorded) = result {
+                    self.metrics.answers_recorded(party.as_str(), 1);
+                    self.recorded(recorded.then_some(answer.command.case_id.as_str()));
+                }
+                let _ = answer.recorded.send(result.map(|_| ()));
+            }
+        }
+    }
+
+    /// Records `batch` in one transaction, a savepoint per answer, in the order of their cases
+    /// (as a handler's batch locks them). Returns the answers left to record alone.
+    async fn record_batch(&self, party: Party, mut batch: Vec<Answer>) -> Vec<Answer> {
+        batch.sort_by(|a, b| {
+            (&a.command.case_id, &a.command.purpose).cmp(&(&b.command.case_id, &b.command.purpose))
+        });
+        let results = async {
+            let mut tx = self.store.begin().await?;
+            let mut results = Vec::with_capacity(batch.len());
+            for answer in &batch {
+                tx.savepoint().await?;
+                match self.record_answer(&mut tx, party, answer).await {
+                    Ok(recorded) => {
+                        tx.release_savepoint().await?;
+                        results.push(Ok(recorded));
+                    }
+                    Err(e) => {
+                        tx.rollback_to_savepoint().await?;
+                        results.push(Err(e));
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(results)
+        }
+        .await;
+        let results = match results {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::info!(party = party.as_str(), error = %e, "a batch of answers failed; recording them alone");
+                return batch;
+            }
+        };
+        let mut alone = Vec::new();
+        let mut committed = 0;
+        for (answer, result) in batch.into_iter().zip(results) {
+            match result {
+                Ok(recorded) => {
+                    committed += 1;
+                    self.recorded(recorded.then_some(answer.command.case_id.as_str()));
+                    let _ = answer.recorded.send(Ok(()));
+                }
+                Err(e) => {
+                    tracing::debug!(party = party.as_str(), error = %e, "an answer failed in a batch; recording it alone");
+                    alone.push(answer);
+                }
+            }
+        }
+        if committed > 0 {
+            self.metrics.answers_recorded(party.as_str(), committed);
+        }
+        alone
+    }
+
+    /// After a commit that recorded an answer on `case`: whoever waits for its case's commits
+    /// (an early event) and the relay are told.
+    fn recorded(&self, case: Option<&str>) {
+        if let Some(case) = case {
+            self.commits.committed(case);
+            self.relay_wakeup.notify_one();
+        }
+    }
+
+    /// Marks the command done and records the party's answer in `tx`. False when the command
+    /// is no longer pending (finished by another executor whose lease this one outlived): nothing
+    /// is written.
     async fn record_answer(
         &self,
+        tx: &mut CaseTx,
         party: Party,
-        command: &EffectCommand,
-        effect: &Effect,
-        outcome: &Outcome,
-        span: SpanId,
-    ) -> Result<(), StoreError> {
+        answer: &Answer,
+    ) -> Result<bool, StoreError> {
+        let Answer {
+            command,
+            effect,
+            outcome,
+            span,
+            ..
+        } = answer;
         let case: CaseId = command.case_id.parse().map_err(StoreError::Data)?;
-        let mut tx = self.store.begin().await?;
         if !tx.finish_effect(&command.case_id, &command.purpose).await? {
-            return Ok(()); // finished by another executor whose lease this one outlived
+            return Ok(false);
         }
         let (event_type, data) = match effect.recorded_answer(outcome) {
             Some((kind, detail, event_type)) => {
@@ -279,12 +414,9 @@ impl Runtime {
             event.correlationid = correlation;
         }
         event.causationid = command.cause_id.parse().ok();
-        event.emitted_by(span); // the attempt's span, as the call carried it
+        event.emitted_by(*span);
         tx.enqueue(&event, party.requested_by()).await?;
-        tx.commit().await?;
-        self.commits.committed(&command.case_id);
-        self.relay_wakeup.notify_one();
-        Ok(())
+        Ok(true)
     }
 
     /// Gives up on a command: `dead`, with the error on the case's timeline for an operator.

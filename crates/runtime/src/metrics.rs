@@ -29,6 +29,8 @@ struct Inner {
     effect_latency: BTreeMap<String, Histogram>,
     /// Per worker: (transactions that committed deliveries, deliveries they committed).
     transactions: BTreeMap<String, (u64, u64)>,
+    /// Per party: (transactions that recorded answers, answers they recorded).
+    answer_transactions: BTreeMap<String, (u64, u64)>,
     /// Per worker: timer passes completed (`Handler::tick` returned, well or not).
     ticks: BTreeMap<String, u64>,
 }
@@ -107,6 +109,23 @@ impl Metrics {
         let t = m.transactions.entry(worker.into()).or_default();
         t.0 += 1;
         t.1 += deliveries;
+    }
+
+    /// A transaction of `party`'s executor recorded `answers` of its answers.
+    pub fn answers_recorded(&self, party: &str, answers: u64) {
+        let mut m = self.inner.lock().expect("metrics lock");
+        let t = m.answer_transactions.entry(party.into()).or_default();
+        t.0 += 1;
+        t.1 += answers;
+    }
+
+    /// `(transactions, answers)` a party's executor recorded: their ratio is its mean batch.
+    pub fn answers_recorded_total(&self, party: &str) -> (u64, u64) {
+        let m = self.inner.lock().expect("metrics lock");
+        m.answer_transactions
+            .get(party)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// A timer pass of `worker` completed.
@@ -241,6 +260,31 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "wangban_transaction_deliveries_total{{worker=\"{w}\"}} {d}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_effect_answer_transactions_total Transactions that recorded parties' answers: effect_answers_recorded_total / this is the mean batch."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE wangban_effect_answer_transactions_total counter"
+        );
+        for (p, (t, _)) in &m.answer_transactions {
+            let _ = writeln!(
+                out,
+                "wangban_effect_answer_transactions_total{{party=\"{p}\"}} {t}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wangban_effect_answers_recorded_total Parties' answers recorded by those transactions."
+        );
+        let _ = writeln!(out, "# TYPE wangban_effect_answers_recorded_total counter");
+        for (p, (_, a)) in &m.answer_transactions {
+            let _ = writeln!(
+                out,
+                "wangban_effect_answers_recorded_total{{party=\"{p}\"}} {a}"
             );
         }
         let _ = writeln!(
