@@ -13,8 +13,8 @@ pub(crate) struct Commits {
 }
 
 impl Commits {
-    /// Wakes whoever waits for a commit on `case` (a handler's or an executor's transaction on
-    /// it has just committed). Costs a map lookup when nobody waits.
+    /// Wakes whoever waits for a commit on `case` (a handler's transaction that stepped or
+    /// changed it has just committed). Costs a map lookup when nobody waits.
     pub(crate) fn committed(&self, case: &str) {
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(notify) = waiting.get(case) {

@@ -292,7 +292,7 @@ impl Runtime {
                     .await;
                 if let Ok(recorded) = result {
                     self.metrics.answers_recorded(party.as_str(), 1);
-                    self.recorded(recorded.then_some(answer.command.case_id.as_str()));
+                    self.recorded(recorded);
                 }
                 let _ = answer.recorded.send(result.map(|_| ()));
             }
@@ -338,7 +338,7 @@ impl Runtime {
             match result {
                 Ok(recorded) => {
                     committed += 1;
-                    self.recorded(recorded.then_some(answer.command.case_id.as_str()));
+                    self.recorded(recorded);
                     let _ = answer.recorded.send(Ok(()));
                 }
                 Err(e) => {
@@ -353,11 +353,11 @@ impl Runtime {
         alone
     }
 
-    /// After a commit that recorded an answer on `case`: whoever waits for its case's commits
-    /// (an early event) and the relay are told.
-    fn recorded(&self, case: Option<&str>) {
-        if let Some(case) = case {
-            self.commits.committed(case);
+    /// After a commit that recorded an answer: the relay has its event to publish. An early
+    /// event waiting for a commit on the case is not woken: what it waits for is a step of the
+    /// case, which only a handler takes (from this event, once relayed).
+    fn recorded(&self, recorded: bool) {
+        if recorded {
             self.relay_wakeup.notify_one();
         }
     }
