@@ -5,7 +5,9 @@
 //! records effects and queues events), queue the outgoing events in the outbox, mark the inbox;
 //! commit; ack. Deliveries that arrive while every transaction is busy share the next one (up to
 //! [`RuntimeConfig::batch`], a savepoint each, acked after its commit): one WAL flush for many
-//! hops; a delivery that fails in a batch is rolled back to its savepoint and handled alone.
+//! hops; a delivery that fails in a batch is rolled back to its savepoint and handled alone, except
+//! that one found early is first tried again after each later delivery of its case that the batch
+//! handles (what it follows often arrives right behind it).
 //! Transient failures are retried with exponential backoff (`backon`); permanent ones,
 //! and transient ones that outlast the retries, are dead-lettered with their reason — in the store
 //! (for operators and replay) and in the worker's dead-letter queue — and then acked. If even the
@@ -424,15 +426,30 @@ impl Runtime {
 
     /// Handles one delivery to the end: acked, dead-lettered or requeued.
     pub async fn process(&self, handler: &dyn Handler, delivery: Delivery) -> Outcome {
-        self.process_with(handler, delivery, None).await
+        self.process_with(handler, delivery, None, false).await
     }
 
-    /// [`Runtime::process`], each attempt taking one of `slots` while it runs.
+    /// Handles `batch` as the consumer loop does deliveries that arrived while its transactions
+    /// were busy: together, in one transaction where they can be; for tests that step a worker.
+    pub async fn process_together(&self, handler: Arc<dyn Handler>, batch: Vec<Delivery>) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        self.clone()
+            .process_batch(handler, batch, slot, slots)
+            .await;
+    }
+
+    /// [`Runtime::process`], each attempt taking one of `slots` while it runs. `early`: the
+    /// delivery was found early in a batch just now, so its first attempt waits for the next
+    /// commit on its case.
     async fn process_with(
         &self,
         handler: &dyn Handler,
         delivery: Delivery,
         slots: Option<&Semaphore>,
+        early: bool,
     ) -> Outcome {
         let (started, wall) = (std::time::Instant::now(), SystemTime::now());
         let worker = handler.worker();
@@ -449,7 +466,7 @@ impl Runtime {
             }
         };
         let outcome = self
-            .process_decoded(handler, delivery, &envelope, slots)
+            .process_decoded(handler, delivery, &envelope, slots, early)
             .await;
         self.finished(worker, &envelope, (started, wall), &outcome);
         outcome
@@ -481,6 +498,7 @@ impl Runtime {
         delivery: Delivery,
         envelope: &Envelope,
         slots: Option<&Semaphore>,
+        early: bool,
     ) -> Outcome {
         let worker = handler.worker();
         async {
@@ -504,9 +522,15 @@ impl Runtime {
             // this process (what it follows is usually that commit, a moment behind it) or the
             // retry delay, whichever comes first: what it follows may be queued behind it (then
             // holding the delivery would keep it out of reach of the prefetch), committed by
-            // another process, or wait for a crashed executor's lease.
+            // another process, or wait for a crashed executor's lease. One found early in a batch
+            // has had its first try.
             let watch = self.commits.watch(envelope.subject.as_str());
             let mut early_tries = 0;
+            if early {
+                early_tries = 1;
+                self.metrics.retried(worker, &envelope.event_type);
+                let _ = tokio::time::timeout(self.config.retry_min, watch.next()).await;
+            }
             let result = loop {
                 let next_commit = watch.next();
                 let result = (&attempt)
@@ -591,10 +615,11 @@ impl Runtime {
         slot: tokio::sync::OwnedSemaphorePermit,
         slots: Arc<Semaphore>,
     ) {
-        let mut alone = Vec::new();
+        // Deliveries to handle alone, and whether the batch found them early.
+        let mut alone: Vec<(Delivery, bool)> = Vec::new();
         if batch.len() == 1 {
             drop(slot);
-            alone = batch;
+            alone = batch.into_iter().map(|d| (d, false)).collect();
         } else {
             let (started, wall) = (std::time::Instant::now(), SystemTime::now());
             let worker = handler.worker();
@@ -602,7 +627,7 @@ impl Runtime {
             for delivery in batch {
                 match Envelope::decode(&delivery.payload, self.config.max_message_bytes) {
                     Ok(envelope) => decoded.push((envelope, delivery)),
-                    Err(_) => alone.push(delivery), // dead-lettered there, with its reason
+                    Err(_) => alone.push((delivery, false)), // dead-lettered there, with its reason
                 }
             }
             decoded.sort_by(|a, b| a.0.subject.as_str().cmp(b.0.subject.as_str()));
@@ -618,7 +643,7 @@ impl Runtime {
                             Ok(false) => Outcome::Duplicate,
                             Err(e) => {
                                 tracing::debug!(worker, event_id = %envelope.id, error = %e, "failed in a batch; handling it alone");
-                                alone.push(delivery);
+                                alone.push((delivery, e.is_early()));
                                 continue;
                             }
                         };
@@ -632,16 +657,16 @@ impl Runtime {
                 }
                 Err(e) => {
                     tracing::info!(worker, error = %e, "a batch failed; handling its deliveries alone");
-                    alone.extend(decoded.into_iter().map(|(_, d)| d));
+                    alone.extend(decoded.into_iter().map(|(_, d)| (d, false)));
                 }
             }
         }
         let mut one_by_one = tokio::task::JoinSet::new();
-        for delivery in alone {
+        for (delivery, early) in alone {
             let (runtime, handler, slots) = (self.clone(), handler.clone(), slots.clone());
             one_by_one.spawn(async move {
                 runtime
-                    .process_with(handler.as_ref(), delivery, Some(&slots))
+                    .process_with(handler.as_ref(), delivery, Some(&slots), early)
                     .await
             });
         }
@@ -665,28 +690,58 @@ impl Runtime {
         let mut tx = self.store.begin().await?;
         let mut results = Vec::with_capacity(envelopes.len());
         let mut parties = Vec::new();
-        for (envelope, gathered) in envelopes.iter().zip(gathered) {
+        // The deliveries of the current case found early: tried again after each later one of
+        // the case that is handled (it may be what they follow), in the same transaction.
+        let mut early: Vec<usize> = Vec::new();
+        let mut kept: Vec<Option<Gathered>> = Vec::with_capacity(envelopes.len());
+        for (i, (envelope, gathered)) in envelopes.iter().zip(gathered).enumerate() {
+            if i > 0 && envelopes[i - 1].subject != envelope.subject {
+                early.clear();
+            }
             let gathered = match gathered {
                 Ok(g) => g,
                 Err(e) => {
                     results.push(Err(e)); // handled alone, with retries
+                    kept.push(None);
                     continue;
                 }
             };
-            tx.savepoint().await?;
+            kept.push(gathered.clone());
             let one = self
-                .handle_in(&mut tx, handler, envelope, gathered)
-                .instrument(handle_span(worker, envelope))
-                .await;
-            match one {
-                Ok(requested) => {
-                    tx.release_savepoint().await?;
-                    results.push(Ok(requested.is_some()));
-                    parties.extend(requested.into_iter().flatten());
-                }
-                Err(e) => {
-                    tx.rollback_to_savepoint().await?;
-                    results.push(Err(e));
+                .attempt_in_batch(&mut tx, handler, envelope, gathered)
+                .await?;
+            let handled = matches!(one, Ok(Some(_)));
+            if matches!(&one, Err(e) if e.is_early()) {
+                early.push(i);
+            }
+            results.push(one.map(|requested| {
+                let handled = requested.is_some();
+                parties.extend(requested.into_iter().flatten());
+                handled
+            }));
+            // What it follows may have just been handled: the case's early ones again, until
+            // none of them goes through.
+            let mut progress = handled;
+            while progress && !early.is_empty() {
+                progress = false;
+                for j in std::mem::take(&mut early) {
+                    let again = self
+                        .attempt_in_batch(&mut tx, handler, envelopes[j], kept[j].clone())
+                        .await?;
+                    match again {
+                        Err(e) if e.is_early() => {
+                            early.push(j);
+                            results[j] = Err(e);
+                        }
+                        other => {
+                            progress |= matches!(other, Ok(Some(_)));
+                            results[j] = other.map(|requested| {
+                                let handled = requested.is_some();
+                                parties.extend(requested.into_iter().flatten());
+                                handled
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -702,6 +757,27 @@ impl Runtime {
         }
         self.wake_executors(parties);
         Ok(results)
+    }
+
+    /// One delivery of a batch in `tx`, under a savepoint: kept when it is handled, undone to the
+    /// savepoint when it fails. `Err` overall: the transaction itself failed.
+    async fn attempt_in_batch(
+        &self,
+        tx: &mut wangban_store::CaseTx,
+        handler: &dyn Handler,
+        envelope: &Envelope,
+        gathered: Option<Gathered>,
+    ) -> Result<Result<Option<Vec<Party>>, HandlerError>, HandlerError> {
+        tx.savepoint().await?;
+        let one = self
+            .handle_in(tx, handler, envelope, gathered)
+            .instrument(handle_span(handler.worker(), envelope))
+            .await;
+        match &one {
+            Ok(_) => tx.release_savepoint().await?,
+            Err(_) => tx.rollback_to_savepoint().await?,
+        }
+        Ok(one)
     }
 
     /// One attempt in one transaction. `Ok(false)`: the inbox had already seen the event.
