@@ -233,6 +233,9 @@ async fn answers_that_come_back_together_share_a_transaction_and_one_that_fails_
     let mut env = RealServices::new("effect-answers").await;
     env.settings.runtime.batch = 16;
     env.settings.runtime.effect_concurrency = 16;
+    // One recording transaction at a time: the answers that come back while it commits share
+    // the next one.
+    env.settings.runtime.concurrency = 1;
     let pipeline = Pipeline::connect(&env.settings).await.unwrap();
     let store = pipeline.runtime.store.clone();
     // Six cases with an SMS each, and a seventh whose case is gone by the time its SMS is answered.

@@ -4,9 +4,9 @@
 //! transaction open and no case locked — up to [`RuntimeConfig::effect_concurrency`] calls at
 //! once, so a slow party holds only its own slots — and then, in one short transaction, marks the
 //! command done and records the answer: as an `effect.<party>.done` event for the worker that
-//! asked, or (an SMS) straight on the case. Answers that come back while the last one is being
-//! recorded share the next transaction (up to [`RuntimeConfig::batch`], a savepoint each, in case
-//! order): one commit for many calls; one that fails there is recorded alone. A transient failure is tried again later with jittered
+//! asked, or (an SMS) straight on the case. Answers that come back while every recording
+//! transaction is busy share the next one (up to [`RuntimeConfig::batch`], a savepoint each, in
+//! case order): one commit for many calls; one that fails there is recorded alone. A transient failure is tried again later with jittered
 //! exponential backoff; a permanent one, or one that outlasts [`RuntimeConfig::effect_attempts`],
 //! leaves the command `dead` with its error on the case's timeline, until an operator retries it.
 //!
@@ -261,13 +261,20 @@ impl Runtime {
         full.mul_f64(0.5 + f64::from(jitter) / 2000.0)
     }
 
-    /// Records the answers the calls send until every sender is gone: each arrival with those
-    /// that came while the last transaction was committing, in one transaction (up to
+    /// Records the answers the calls send until every sender is gone, in up to
+    /// [`RuntimeConfig::concurrency`](crate::RuntimeConfig::concurrency) transactions at once
+    /// (one waiting for a case's lock holds up only its own answers). Answers that arrive while
+    /// every transaction is busy share the next one (up to
     /// [`RuntimeConfig::batch`](crate::RuntimeConfig::batch)); an answer that fails there, or
     /// the whole lot when that transaction cannot commit, is recorded alone, with retries.
     async fn record_answers(self, party: Party, mut inbox: mpsc::UnboundedReceiver<Answer>) {
         let most = self.config.batch.max(1);
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut recording = tokio::task::JoinSet::new();
         while let Some(first) = inbox.recv().await {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break; // never closed
+            };
             let mut batch = vec![first];
             while batch.len() < most {
                 match inbox.try_recv() {
@@ -275,27 +282,38 @@ impl Runtime {
                     Err(_) => break,
                 }
             }
-            let alone = if batch.len() == 1 {
-                batch
-            } else {
-                self.record_batch(party, batch).await
+            let rt = self.clone();
+            recording.spawn(async move {
+                rt.record(party, batch).await;
+                drop(slot);
+            });
+            while recording.try_join_next().is_some() {}
+        }
+        while recording.join_next().await.is_some() {}
+    }
+
+    /// Records `batch`: together when there are several, then alone what that left.
+    async fn record(&self, party: Party, batch: Vec<Answer>) {
+        let alone = if batch.len() == 1 {
+            batch
+        } else {
+            self.record_batch(party, batch).await
+        };
+        for answer in alone {
+            let record = || async {
+                let mut tx = self.store.begin().await?;
+                let recorded = self.record_answer(&mut tx, party, &answer).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(recorded)
             };
-            for answer in alone {
-                let record = || async {
-                    let mut tx = self.store.begin().await?;
-                    let recorded = self.record_answer(&mut tx, party, &answer).await?;
-                    tx.commit().await?;
-                    Ok::<_, StoreError>(recorded)
-                };
-                let result = backon::Retryable::retry(record, self.backoff())
-                    .when(StoreError::is_transient)
-                    .await;
-                if let Ok(recorded) = result {
-                    self.metrics.answers_recorded(party.as_str(), 1);
-                    self.recorded(recorded);
-                }
-                let _ = answer.recorded.send(result.map(|_| ()));
+            let result = backon::Retryable::retry(record, self.backoff())
+                .when(StoreError::is_transient)
+                .await;
+            if let Ok(recorded) = result {
+                self.metrics.answers_recorded(party.as_str(), 1);
+                self.recorded(recorded);
             }
+            let _ = answer.recorded.send(result.map(|_| ()));
         }
     }
 
