@@ -77,6 +77,29 @@ async fn conformance(url: &str) {
     ));
     drop(tx);
 
+    // Cases read by id in one statement: a missing one is left out, a repeated one read once
+    // (three ids: the statement takes four, the last repeated).
+    let (id_a, id_b) = (
+        a.case_id.as_str(),
+        CaseId::for_application(&ApplicationId::parse("CONF-B").unwrap()),
+    );
+    let read = store
+        .case_records(&[id_a, "case_missing", id_b.as_str(), id_a])
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = read.keys().map(String::as_str).collect();
+    ids.sort();
+    let mut want = vec![id_a, id_b.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert_eq!(read[id_a].application_id, "CONF-A");
+    let read = store
+        .case_records(&[id_b.as_str(), "x", "y"])
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    assert!(store.case_records(&[]).await.unwrap().is_empty());
+
     // Inbox: one handling per (consumer, event).
     let mut tx = store.begin().await.unwrap();
     assert!(!tx.inbox_contains("w", "evt_1").await.unwrap());

@@ -99,14 +99,26 @@ impl Runtime {
                         pause = Duration::from_millis(50);
                         look = false;
                         more_due = commands.len() == free;
+                        // The cases the calls need, in one read.
+                        let ids: Vec<&str> = commands.iter().map(|c| c.case_id.as_str()).collect();
+                        let cases = match self.store.case_records(&ids).await {
+                            Ok(cases) => cases,
+                            Err(e) => {
+                                // The leases run out and the commands are claimed again.
+                                tracing::warn!(party = party.as_str(), error = %e, "cannot read the cases of claimed commands; they wait for their lease");
+                                continue;
+                            }
+                        };
                         for command in commands {
+                            // (Two commands of one case share its record.)
+                            let case = cases.get(&command.case_id).cloned();
                             let Ok(permit) = slots.clone().try_acquire_owned() else {
                                 break; // cannot happen: we claimed only as many as were free
                             };
                             let (rt, ex, answers) =
                                 (self.clone(), executor.clone(), answers.clone());
                             calls.spawn(async move {
-                                rt.carry_out(ex.as_ref(), command, &answers).await;
+                                rt.carry_out(ex.as_ref(), command, case, &answers).await;
                                 drop(permit);
                             });
                         }
@@ -141,6 +153,7 @@ impl Runtime {
         &self,
         executor: &dyn Executor,
         command: EffectCommand,
+        case: Option<CaseRecord>,
         answers: &mpsc::UnboundedSender<Answer>,
     ) {
         let party = executor.party();
@@ -159,14 +172,8 @@ impl Runtime {
                     return self.abandon(party, &command, &error).await;
                 }
             };
-            let case = match self.store.case_record(&command.case_id).await {
-                Ok(Some(case)) => case,
-                Ok(None) => return self.abandon(party, &command, "no such case").await,
-                Err(e) => {
-                    // The lease runs out and the command is claimed again.
-                    tracing::warn!(error = %e, "cannot read the case; the command waits for its lease");
-                    return;
-                }
+            let Some(case) = case else {
+                return self.abandon(party, &command, "no such case").await;
             };
             let key = effect.idempotency_key(&command.case_id);
             let (started, wall) = (Instant::now(), std::time::SystemTime::now());
