@@ -383,7 +383,7 @@ impl Runtime {
     /// case, which only a handler takes (from this event, once relayed).
     fn recorded(&self, recorded: bool) {
         if recorded {
-            self.relay_wakeup.notify_one();
+            self.relay_wakeup.committed();
         }
     }
 

@@ -71,7 +71,7 @@ impl crate::Runtime {
             tx.commit().await
         };
         queued.await.map_err(|e| e.to_string())?;
-        self.relay_wakeup.notify_one();
+        self.relay_wakeup.committed();
         Ok(())
     }
 }

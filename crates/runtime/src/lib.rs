@@ -135,6 +135,14 @@ pub(crate) fn may_publish(
     }
 }
 
+/// What a handled delivery leaves for after its commit.
+struct Handled {
+    /// The parties whose executors have new commands.
+    parties: Vec<Party>,
+    /// Whether it queued events (the relay has something to publish).
+    emitted: bool,
+}
+
 /// What one worker may publish ([`publishes`]).
 type Publishes = Arc<[EventType]>;
 
@@ -210,7 +218,7 @@ pub struct Runtime {
     pub metrics: Arc<metrics::Metrics>,
     /// Set once the bus topology has been declared (readiness).
     pub declared: Arc<std::sync::atomic::AtomicBool>,
-    relay_wakeup: Arc<Notify>,
+    relay_wakeup: Arc<relay::RelayWakeup>,
     /// This process's commits by case, for events that arrived before what they follow.
     commits: Arc<commits::Commits>,
     /// Early events put back, since when ([`early`]).
@@ -268,7 +276,7 @@ impl Runtime {
             config,
             metrics: Default::default(),
             declared: Default::default(),
-            relay_wakeup: Arc::new(Notify::new()),
+            relay_wakeup: Default::default(),
             commits: Default::default(),
             early: Default::default(),
             spans: None,
@@ -564,10 +572,7 @@ impl Runtime {
                 }
             }
             match result {
-                Ok(true) => {
-                    self.relay_wakeup.notify_one();
-                    self.settle(delivery, Outcome::Handled).await
-                }
+                Ok(true) => self.settle(delivery, Outcome::Handled).await,
                 Ok(false) => self.settle(delivery, Outcome::Duplicate).await,
                 Err(e) => {
                     let reason = e.to_string();
@@ -636,7 +641,6 @@ impl Runtime {
             drop(slot);
             match results {
                 Ok(results) => {
-                    let mut handled = false;
                     for ((envelope, delivery), result) in decoded.into_iter().zip(results) {
                         let outcome = match result {
                             Ok(true) => Outcome::Handled,
@@ -647,12 +651,8 @@ impl Runtime {
                                 continue;
                             }
                         };
-                        handled |= outcome == Outcome::Handled;
                         let outcome = self.settle(delivery, outcome).await;
                         self.finished(worker, &envelope, (started, wall), &outcome);
-                    }
-                    if handled {
-                        self.relay_wakeup.notify_one();
                     }
                 }
                 Err(e) => {
@@ -694,6 +694,14 @@ impl Runtime {
         // the case that is handled (it may be what they follow), in the same transaction.
         let mut early: Vec<usize> = Vec::new();
         let mut kept: Vec<Option<Gathered>> = Vec::with_capacity(envelopes.len());
+        // What a delivery handled in the batch leaves for after the commit.
+        let mut emitted = false;
+        fn took(handled: Option<Handled>, parties: &mut Vec<Party>, emitted: &mut bool) -> bool {
+            let Some(h) = handled else { return false };
+            parties.extend(h.parties);
+            *emitted |= h.emitted;
+            true
+        }
         for (i, (envelope, gathered)) in envelopes.iter().zip(gathered).enumerate() {
             if i > 0 && envelopes[i - 1].subject != envelope.subject {
                 early.clear();
@@ -714,11 +722,7 @@ impl Runtime {
             if matches!(&one, Err(e) if e.is_early()) {
                 early.push(i);
             }
-            results.push(one.map(|requested| {
-                let handled = requested.is_some();
-                parties.extend(requested.into_iter().flatten());
-                handled
-            }));
+            results.push(one.map(|h| took(h, &mut parties, &mut emitted)));
             // What it follows may have just been handled: the case's early ones again, until
             // none of them goes through.
             let mut progress = handled;
@@ -735,11 +739,7 @@ impl Runtime {
                         }
                         other => {
                             progress |= matches!(other, Ok(Some(_)));
-                            results[j] = other.map(|requested| {
-                                let handled = requested.is_some();
-                                parties.extend(requested.into_iter().flatten());
-                                handled
-                            });
+                            results[j] = other.map(|h| took(h, &mut parties, &mut emitted));
                         }
                     }
                 }
@@ -755,6 +755,9 @@ impl Runtime {
         if committed > 0 {
             self.metrics.committed(worker, committed as u64);
         }
+        if emitted {
+            self.relay_wakeup.committed();
+        }
         self.wake_executors(parties);
         Ok(results)
     }
@@ -767,7 +770,7 @@ impl Runtime {
         handler: &dyn Handler,
         envelope: &Envelope,
         gathered: Option<Gathered>,
-    ) -> Result<Result<Option<Vec<Party>>, HandlerError>, HandlerError> {
+    ) -> Result<Result<Option<Handled>, HandlerError>, HandlerError> {
         tx.savepoint().await?;
         let one = self
             .handle_in(tx, handler, envelope, gathered)
@@ -788,26 +791,28 @@ impl Runtime {
     ) -> Result<bool, HandlerError> {
         let gathered = handler.gather(envelope).await?;
         let mut tx = self.store.begin().await?;
-        let Some(requested) = self.handle_in(&mut tx, handler, envelope, gathered).await? else {
+        let Some(handled) = self.handle_in(&mut tx, handler, envelope, gathered).await? else {
             return Ok(false);
         };
         tx.commit().await?;
         self.commits.committed(envelope.subject.as_str());
         self.metrics.committed(handler.worker(), 1);
-        self.wake_executors(requested);
+        if handled.emitted {
+            self.relay_wakeup.committed();
+        }
+        self.wake_executors(handled.parties);
         Ok(true)
     }
 
     /// Handles one event in `tx`: claims it in the inbox, runs the handler, queues its events.
-    /// `None`: the inbox had already seen it. `Some`: the parties whose executors have new
-    /// commands once `tx` commits.
+    /// `None`: the inbox had already seen it.
     async fn handle_in(
         &self,
         tx: &mut wangban_store::CaseTx,
         handler: &dyn Handler,
         envelope: &Envelope,
         gathered: Option<Gathered>,
-    ) -> Result<Option<Vec<Party>>, HandlerError> {
+    ) -> Result<Option<Handled>, HandlerError> {
         let worker = handler.worker();
         if !tx.inbox_claim(worker, envelope.id.as_str()).await? {
             tracing::debug!("already handled; acking the redelivery");
@@ -826,7 +831,10 @@ impl Runtime {
         // The delivery's writes go now, so that a conflict they meet is this delivery's.
         tx.flush().await?;
         tracing::info!(emitted = outgoing.len(), "handled");
-        Ok(Some(requested))
+        Ok(Some(Handled {
+            parties: requested,
+            emitted: !outgoing.is_empty(),
+        }))
     }
 
     fn wake_executors(&self, parties: impl IntoIterator<Item = Party>) {

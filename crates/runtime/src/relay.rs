@@ -3,8 +3,9 @@
 //! a batch twice; consumers' inboxes make the second copy a no-op.
 
 use crate::Runtime;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use wangban_bus::Outgoing;
 
 /// Rows per batch: one round of pipelined confirms.
@@ -12,6 +13,40 @@ const BATCH: i64 = 256;
 
 /// How often the relay looks without being woken, and for deadlines.
 const POLL: Duration = Duration::from_millis(250);
+
+/// What wakes the relay: this process's commits that queued events. Each counts itself before
+/// it wakes the relay, so that a wakeup left over from a commit whose rows a pass already took
+/// (it committed before the pass looked) is told from one that needs another pass.
+#[derive(Default)]
+pub(crate) struct RelayWakeup {
+    commits: AtomicU64,
+    notify: Notify,
+}
+
+impl RelayWakeup {
+    /// A commit that queued events has just completed.
+    pub(crate) fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// The commits so far: read before a pass looks, what they queued is visible to it.
+    fn seen(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a commit after `seen`, or for `poll`.
+    async fn after(&self, seen: u64, poll: Duration) {
+        let poll = tokio::time::sleep(poll);
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                _ = self.notify.notified() => if self.seen() != seen { return },
+                _ = &mut poll => return,
+            }
+        }
+    }
+}
 
 impl Runtime {
     /// Fires the scheduled events whose time has come (into the outbox), then publishes every
@@ -88,9 +123,10 @@ impl Runtime {
     /// by other processes sharing the database, deadlines come due). After shutdown, one last
     /// flush. Publishes the rows of `producers` only, when given (see [`Runtime::relay_once_of`]).
     ///
-    /// A wakeup publishes until a batch is not full — rows committed meanwhile wake it again (the
-    /// wakeup waits for it), so it never takes a transaction just to find nothing — and deadlines
-    /// are looked for at most every [`POLL`]: they fall due at a time, not at a commit.
+    /// A wakeup publishes until a batch is not full — rows committed meanwhile wake it again —
+    /// and a wakeup by a commit the last pass already covered is passed over, so that it does not
+    /// take a transaction just to find nothing; deadlines are looked for at most every [`POLL`]:
+    /// they fall due at a time, not at a commit.
     pub async fn run_relay(
         &self,
         producers: Option<Vec<&'static str>>,
@@ -100,6 +136,7 @@ impl Runtime {
         let mut fired: Option<Instant> = None;
         loop {
             let stopping = *shutdown.borrow();
+            let seen = self.relay_wakeup.seen();
             let pass = async {
                 if stopping || fired.is_none_or(|at| at.elapsed() >= POLL) {
                     self.fire_due_all().await?;
@@ -132,8 +169,7 @@ impl Runtime {
                 return;
             }
             tokio::select! {
-                _ = self.relay_wakeup.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = self.relay_wakeup.after(seen, POLL) => {}
                 _ = shutdown.changed() => {}
             }
         }
