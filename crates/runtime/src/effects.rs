@@ -6,9 +6,10 @@
 //! command done and records the answer: as an `effect.<party>.done` event for the worker that
 //! asked, or (an SMS) straight on the case. Answers that come back while every recording
 //! transaction is busy share the next one (up to [`RuntimeConfig::batch`], a savepoint each, in
-//! case order): one commit for many calls; one that fails there is recorded alone. A transient failure is tried again later with jittered
-//! exponential backoff; a permanent one, or one that outlasts [`RuntimeConfig::effect_attempts`],
-//! leaves the command `dead` with its error on the case's timeline, until an operator retries it.
+//! case order): one commit for many calls; one that fails there is recorded alone. A transient
+//! failure is tried again later with jittered exponential backoff; a permanent one, or one that
+//! outlasts [`RuntimeConfig::effect_attempts`], leaves the command `dead` with its error on the
+//! case's timeline, until an operator retries it.
 //!
 //! [`RuntimeConfig::effect_concurrency`]: crate::RuntimeConfig::effect_concurrency
 //! [`RuntimeConfig::effect_attempts`]: crate::RuntimeConfig::effect_attempts
