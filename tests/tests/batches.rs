@@ -201,29 +201,36 @@ async fn early_on_rabbitmq_and_postgresql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_on_the_embedded_default() {
-    let path = std::env::temp_dir().join(format!(
-        "wangban-batch-early-{}.sqlite",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let mut settings = Settings::from_env("unused").expect("settings");
-    settings.database_url = format!("sqlite://{}", path.display());
-    settings.amqp_url = None;
-    let pipeline =
-        an_early_delivery_goes_through_in_its_batch_after_what_it_follows(settings).await;
-    pipeline.runtime.store.close().await;
-    let _ = std::fs::remove_file(path);
+    on_embedded(
+        "batch-early",
+        an_early_delivery_goes_through_in_its_batch_after_what_it_follows,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_embedded_default() {
+    on_embedded(
+        "batches",
+        batches_commit_together_and_a_failure_is_handled_alone,
+    )
+    .await;
+}
+
+/// Runs `check` on the embedded default (in-process bus, SQLite in a file of its own).
+async fn on_embedded<F, Fut>(name: &str, check: F)
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: std::future::Future<Output = Pipeline>,
+{
     let path = std::env::temp_dir().join(format!(
-        "wangban-batches-{}.sqlite",
+        "wangban-{name}-{}.sqlite",
         uuid::Uuid::new_v4().simple()
     ));
     let mut settings = Settings::from_env("unused").expect("settings");
     settings.database_url = format!("sqlite://{}", path.display());
     settings.amqp_url = None;
-    let pipeline = batches_commit_together_and_a_failure_is_handled_alone(settings).await;
+    let pipeline = check(settings).await;
     pipeline.runtime.store.close().await;
     let _ = std::fs::remove_file(path);
 }

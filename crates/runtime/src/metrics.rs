@@ -35,6 +35,30 @@ struct Inner {
     ticks: BTreeMap<String, u64>,
 }
 
+/// One transaction of `key` that committed `items`, in a `(transactions, items)` counter pair.
+fn one_batch(counts: &mut BTreeMap<String, (u64, u64)>, key: &str, items: u64) {
+    let t = counts.entry(key.into()).or_default();
+    t.0 += 1;
+    t.1 += items;
+}
+
+/// Renders a `(transactions, items)` counter pair as two counters labelled by `label`.
+fn batch_counters(
+    out: &mut String,
+    label: &str,
+    counts: &BTreeMap<String, (u64, u64)>,
+    transactions: (&str, &str),
+    items: (&str, &str),
+) {
+    for (i, (name, help)) in [transactions, items].into_iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (key, pair) in counts {
+            let n = if i == 0 { pair.0 } else { pair.1 };
+            let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {n}");
+        }
+    }
+}
+
 impl Histogram {
     fn observe(&mut self, took: Duration) {
         let secs = took.as_secs_f64();
@@ -106,17 +130,13 @@ impl Metrics {
     /// A transaction of `worker` committed `deliveries` deliveries (more than one: a batch).
     pub fn committed(&self, worker: &str, deliveries: u64) {
         let mut m = self.inner.lock().expect("metrics lock");
-        let t = m.transactions.entry(worker.into()).or_default();
-        t.0 += 1;
-        t.1 += deliveries;
+        one_batch(&mut m.transactions, worker, deliveries);
     }
 
     /// A transaction of `party`'s executor recorded `answers` of its answers.
     pub fn answers_recorded(&self, party: &str, answers: u64) {
         let mut m = self.inner.lock().expect("metrics lock");
-        let t = m.answer_transactions.entry(party.into()).or_default();
-        t.0 += 1;
-        t.1 += answers;
+        one_batch(&mut m.answer_transactions, party, answers);
     }
 
     /// `(transactions, answers)` a party's executor recorded: their ratio is its mean batch.
@@ -236,14 +256,19 @@ impl Metrics {
                 "wangban_messages_published_total{{path=\"{p}\",event_type=\"{t}\"}} {n}"
             );
         }
-        let _ = writeln!(
+        batch_counters(
             out,
-            "# HELP wangban_transactions_total Transactions that committed deliveries (WANGBAN_BATCH): deliveries_total / transactions_total is the mean batch."
+            "worker",
+            &m.transactions,
+            (
+                "wangban_transactions_total",
+                "Transactions that committed deliveries (WANGBAN_BATCH): deliveries_total / transactions_total is the mean batch.",
+            ),
+            (
+                "wangban_transaction_deliveries_total",
+                "Deliveries committed by those transactions.",
+            ),
         );
-        let _ = writeln!(out, "# TYPE wangban_transactions_total counter");
-        for (w, (t, _)) in &m.transactions {
-            let _ = writeln!(out, "wangban_transactions_total{{worker=\"{w}\"}} {t}");
-        }
         let _ = writeln!(
             out,
             "# HELP wangban_timer_passes_total Timer passes (WANGBAN_TICK_MS) a worker completed.\n# TYPE wangban_timer_passes_total counter"
@@ -251,42 +276,19 @@ impl Metrics {
         for (w, n) in &m.ticks {
             let _ = writeln!(out, "wangban_timer_passes_total{{worker=\"{w}\"}} {n}");
         }
-        let _ = writeln!(
+        batch_counters(
             out,
-            "# HELP wangban_transaction_deliveries_total Deliveries committed by those transactions."
+            "party",
+            &m.answer_transactions,
+            (
+                "wangban_effect_answer_transactions_total",
+                "Transactions that recorded parties' answers: effect_answers_recorded_total / this is the mean batch.",
+            ),
+            (
+                "wangban_effect_answers_recorded_total",
+                "Parties' answers recorded by those transactions.",
+            ),
         );
-        let _ = writeln!(out, "# TYPE wangban_transaction_deliveries_total counter");
-        for (w, (_, d)) in &m.transactions {
-            let _ = writeln!(
-                out,
-                "wangban_transaction_deliveries_total{{worker=\"{w}\"}} {d}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP wangban_effect_answer_transactions_total Transactions that recorded parties' answers: effect_answers_recorded_total / this is the mean batch."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE wangban_effect_answer_transactions_total counter"
-        );
-        for (p, (t, _)) in &m.answer_transactions {
-            let _ = writeln!(
-                out,
-                "wangban_effect_answer_transactions_total{{party=\"{p}\"}} {t}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP wangban_effect_answers_recorded_total Parties' answers recorded by those transactions."
-        );
-        let _ = writeln!(out, "# TYPE wangban_effect_answers_recorded_total counter");
-        for (p, (_, a)) in &m.answer_transactions {
-            let _ = writeln!(
-                out,
-                "wangban_effect_answers_recorded_total{{party=\"{p}\"}} {a}"
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP wangban_messages_retried_total Transient failures retried with backoff."
