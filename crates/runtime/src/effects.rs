@@ -141,6 +141,12 @@ impl Runtime {
                 _ = tokio::time::sleep(POLL) => true,
                 _ = shutdown.changed() => false,
             };
+            // Every finished call is reaped now: joined one per wake-up, while commits keep
+            // waking the executor, finished calls' task cells (~4.5 KB each) piled up by the
+            // thousand (4.5 MiB in notify at 20 cases/s) until a quiet moment.
+            while calls.try_join_next().is_some() {
+                look |= more_due;
+            }
         }
         while calls.join_next().await.is_some() {}
         drop(answers); // the recorder ends once it has recorded what the last calls answered

@@ -396,6 +396,8 @@ impl Runtime {
                     }
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 }
+                // Finished batches are reaped at once, not only when nothing else is ready.
+                while in_flight.try_join_next().is_some() {}
             }
             // Deliveries not yet started go back to the broker (for another consumer, or for
             // this one once it has subscribed again).
